@@ -1,0 +1,135 @@
+"""A small, safe container format for named numpy arrays plus JSON metadata.
+
+Used for sparse tables and checkpoints. No pickle: only plain numeric dtypes
+are written or read. Layout::
+
+    offset 0   magic     8 bytes  b"KRAKEN\\x00\\x01"
+           8   version   uint32   format version (FORMAT_VERSION)
+          12   hlen      uint32   length of the JSON header
+          16   hcrc      uint32   crc32 of the JSON header
+          20   (pad)     uint32
+          24   header    hlen bytes of UTF-8 JSON:
+                         {"meta": {...}, "arrays": [{"name", "dtype", "shape",
+                          "offset", "nbytes", "crc32"}, ...]}
+           .   arrays    each at a 64-byte aligned offset, C order
+
+Writes are atomic: the file is written under a temporary name in the same folder,
+flushed and fsynced, then renamed over the target, so a reader sees either the old
+file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kraken.errors import CheckpointVersionError, CorruptCheckpointError
+
+__all__ = ["FORMAT_VERSION", "read_arrays", "write_arrays"]
+
+MAGIC = b"KRAKEN\x00\x01"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sIIII")
+_ALIGN = 64
+_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+           "float16", "float32", "float64", "bool"}
+
+
+def _crc(arr: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write ``arrays`` and JSON-able ``meta`` to ``path``."""
+    path = Path(path)
+    entries = []
+    offset = 0
+    for name, arr in arrays.items():
+        if arr.dtype.name not in _DTYPES:
+            raise TypeError(f"array {name!r}: dtype {arr.dtype} cannot be stored")
+        entries.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape),
+                        "offset": offset, "nbytes": int(arr.nbytes), "crc32": _crc(arr)})
+        offset += -(-int(arr.nbytes) // _ALIGN) * _ALIGN
+    header_probe = json.dumps({"meta": meta, "arrays": entries}).encode()
+    base = -(-(_PREFIX.size + len(header_probe) + 16 * len(entries) + 64) // _ALIGN) * _ALIGN
+    for e in entries:
+        e["offset"] += base
+    header = json.dumps({"meta": meta, "arrays": entries}).encode()
+    assert _PREFIX.size + len(header) <= base
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
+            f.write(header)
+            for e, arr in zip(entries, arrays.values()):
+                f.seek(e["offset"])
+                f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            f.truncate(max([base] + [e["offset"] + e["nbytes"] for e in entries]))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a file written by :func:`write_arrays`.
+
+    Raises :class:`CorruptCheckpointError` (bad magic, truncation, checksum) or
+    :class:`CheckpointVersionError`; ``FileNotFoundError`` passes through.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size:
+            raise CorruptCheckpointError(f"{path}: truncated ({size} bytes), not a Kraken file")
+        magic, version, hlen, hcrc, _ = _PREFIX.unpack(prefix)
+        if magic != MAGIC:
+            raise CorruptCheckpointError(f"{path}: bad magic bytes {magic!r}, not a Kraken file")
+        if version != FORMAT_VERSION:
+            raise CheckpointVersionError(
+                f"{path}: format version {version}, this build reads {FORMAT_VERSION}")
+        header = f.read(hlen)
+        if len(header) != hlen or zlib.crc32(header) != hcrc:
+            raise CorruptCheckpointError(f"{path}: header checksum mismatch or truncated header")
+        try:
+            doc = json.loads(header)
+            meta, entries = doc["meta"], doc["arrays"]
+        except (ValueError, KeyError) as exc:
+            raise CorruptCheckpointError(f"{path}: unreadable header: {exc}") from exc
+        arrays: dict[str, np.ndarray] = {}
+        for e in entries:
+            name = e["name"]
+            if e["dtype"] not in _DTYPES:
+                raise CorruptCheckpointError(f"{path}: array {name!r} has dtype {e['dtype']!r}")
+            if e["offset"] + e["nbytes"] > size:
+                raise CorruptCheckpointError(
+                    f"{path}: truncated: array {name!r} needs bytes up to "
+                    f"{e['offset'] + e['nbytes']}, file has {size}")
+            arr = np.empty(e["shape"], dtype=np.dtype(e["dtype"]))
+            if arr.nbytes != e["nbytes"]:
+                raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
+            f.seek(e["offset"])
+            if f.readinto(memoryview(arr).cast("B")) != arr.nbytes:
+                raise CorruptCheckpointError(f"{path}: truncated while reading {name!r}")
+            if _crc(arr) != e["crc32"]:
+                raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")
+            arrays[name] = arr
+    return meta, arrays

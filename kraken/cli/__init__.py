@@ -1,0 +1,1 @@
+"""Command-line interface: ``kraken demo | bench``. The only layer that reads argv."""

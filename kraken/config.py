@@ -1,0 +1,111 @@
+"""Shared configuration vocabulary: enums and validators for frozen dataclass configs.
+
+Configs across Kraken are frozen dataclasses validated in ``__post_init__``;
+an invalid value raises :class:`~kraken.errors.ConfigError` whose message starts
+with the dotted path of the offending key (``table.eviction.ttl: must be > 0, got -3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Any, ClassVar
+
+from kraken.errors import ConfigError
+
+__all__ = ["Precision", "Tagged", "build_from_dict", "check_fraction", "check_int", "check_number", "check_positive"]
+
+
+class Precision(enum.Enum):
+    """Storage precision of embedding weights. Optimizer state is always float32.
+
+    ``FP16`` and ``BF16`` halve the weight memory; updates are computed in float32
+    and written back with stochastic rounding so small updates are not lost on average.
+    """
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per stored weight element."""
+        return 4 if self is Precision.FP32 else 2
+
+
+def check_number(path: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> float:
+    """Return ``value`` as float if it is a finite real within the bounds, else raise.
+
+    Bools are rejected: ``True`` is not a learning rate.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise ConfigError(f"{path}: must be a number, got NaN")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ConfigError(f"{path}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ConfigError(f"{path}: must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+    return v
+
+
+def check_positive(path: str, value: Any) -> float:
+    """A finite number > 0."""
+    v = check_number(path, value, lo=0.0, lo_open=True)
+    if math.isinf(v):
+        raise ConfigError(f"{path}: must be finite, got {value!r}")
+    return v
+
+
+def check_fraction(path: str, value: Any, *, open_low: bool = False) -> float:
+    """A number in ``[0, 1]`` (or ``(0, 1]`` with ``open_low``)."""
+    return check_number(path, value, lo=0.0, hi=1.0, lo_open=open_low)
+
+
+def check_int(path: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An ``int`` (not bool, not float) within ``[lo, hi]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}: expected an integer, got {type(value).__name__} {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{path}: must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{path}: must be <= {hi}, got {value}")
+    return value
+
+
+def build_from_dict(registry: dict[str, Any], d: Any, path: str) -> Any:
+    """Build ``registry[d['type']](**rest)`` with path-precise errors.
+
+    Used to rebuild policies, initialisers and optimizers from saved configs and
+    config files: unknown types and unknown keys list what is allowed.
+    """
+    if not isinstance(d, dict) or "type" not in d:
+        raise ConfigError(f"{path}: expected a table with a 'type' key, one of {sorted(registry)}")
+    cls = registry.get(d["type"])
+    if cls is None:
+        raise ConfigError(f"{path}.type: unknown {d['type']!r}; allowed: {sorted(registry)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - fields - {"type"})
+    if extra:
+        raise ConfigError(f"{path}: unknown key(s) {extra} for {d['type']!r}; "
+                          f"allowed: {sorted(fields)}")
+    try:
+        return cls(**{k: v for k, v in d.items() if k != "type"})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.{exc}") from None
+
+
+class Tagged:
+    """Mixin for frozen-dataclass choices (policies, optimizers, initialisers).
+
+    ``kind`` names the choice in config files and saved tables; ``to_dict`` gives
+    ``{"type": kind, **fields}``, which :func:`build_from_dict` inverts.
+    """
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, **dataclasses.asdict(self)}  # type: ignore[call-overload]

@@ -1,0 +1,90 @@
+"""The one exception tree of Kraken.
+
+Every error raised at the library surface derives from :class:`KrakenError`;
+lower-layer errors (``OSError``, ``ValueError`` from numpy, ...) are mapped at
+the boundary with ``raise SpecificError(msg) from exc``::
+
+    KrakenError
+    ├── ConfigError                 a config value is wrong (message names its path)
+    ├── InputError                  a verb got bad arguments; nothing was changed
+    │   ├── ShapeError              wrong ndim / shape / length mismatch
+    │   ├── DTypeError              wrong dtype (never silently converted)
+    │   └── NonFiniteError          NaN or inf where finite numbers are required
+    ├── CheckpointError             a saved file cannot be used; nothing was changed
+    │   ├── CorruptCheckpointError  bad magic, truncated, checksum mismatch
+    │   ├── CheckpointVersionError  written by an unknown format version
+    │   └── CheckpointMismatchError file is valid but does not fit this table
+    ├── CapacityError               an explicit insert does not fit the table's hard budget
+    └── StaleVersionError           a delta was asked for a version no longer retained
+
+Every subclass that is about a value also derives from ``ValueError`` so that
+generic callers that catch ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapacityError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointVersionError",
+    "ConfigError",
+    "CorruptCheckpointError",
+    "DTypeError",
+    "InputError",
+    "KrakenError",
+    "NonFiniteError",
+    "ShapeError",
+    "StaleVersionError",
+]
+
+
+class KrakenError(Exception):
+    """Base class of every error Kraken raises on purpose."""
+
+
+class ConfigError(KrakenError, ValueError):
+    """A configuration value is invalid. The message names the key's path."""
+
+
+class InputError(KrakenError, ValueError):
+    """A verb received invalid arguments; the callee's state is unchanged."""
+
+
+class ShapeError(InputError):
+    """An array has the wrong number of dimensions, shape or length."""
+
+
+class DTypeError(InputError):
+    """An array has the wrong dtype. Kraken never downcasts silently."""
+
+
+class NonFiniteError(InputError):
+    """An array holds NaN or inf where finite values are required."""
+
+
+class CheckpointError(KrakenError):
+    """A saved file cannot be used. The object being loaded is unchanged."""
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """Bad magic bytes, a truncated file, or a checksum mismatch."""
+
+
+class CheckpointVersionError(CheckpointError, ValueError):
+    """The file was written with a format version this build cannot read."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """The file is intact but does not fit the target (dim, optimizer, precision)."""
+
+
+class CapacityError(KrakenError):
+    """``assign`` or ``load`` needs more rows than the table's capacity allows."""
+
+
+class StaleVersionError(KrakenError, ValueError):
+    """A delta was requested from a version older than what is still retained.
+
+    The consumer must resynchronise from a full snapshot.
+    """

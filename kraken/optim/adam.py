@@ -1,0 +1,69 @@
+"""Lazy Adam: per-element first and second moments, a per-row step count.
+
+State layout per row: ``[m (D) | v (D) | step (1)]``, width ``2D + 1``. A row's
+moments and bias correction advance only when the row receives a gradient
+(the "lazy" variant); with every row updated every step this is exactly
+``torch.optim.SparseAdam``::
+
+    m += (1 - b1) * (g - m);  v += (1 - b2) * (g*g - v);  t += 1
+    w -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numba as nb
+import numpy as np
+
+from kraken.config import check_number
+from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.types import F32, Rows
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _adam(w, s, rows, g, lr, b1, b2, eps):  # pragma: no cover - numba
+    d = w.shape[1]
+    one = np.float32(1.0)
+    b1f = np.float32(b1)
+    b2f = np.float32(b2)
+    for i in nb.prange(rows.shape[0]):
+        r = rows[i]
+        t = s[r, 2 * d] + one
+        s[r, 2 * d] = t
+        tt = float(t)
+        step = np.float32(lr * math.sqrt(1.0 - b2**tt) / (1.0 - b1**tt))
+        for j in range(d):
+            gj = g[i, j]
+            m = s[r, j]
+            m = m + (gj - m) * (one - b1f)
+            s[r, j] = m
+            v = s[r, d + j]
+            v = v + (gj * gj - v) * (one - b2f)
+            s[r, d + j] = v
+            w[r, j] -= step * (m / (np.float32(math.sqrt(v)) + eps))
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Adam(SparseOptimizer):
+    """Lazy Adam over rows; the memory-hungry baseline (``2D + 1`` floats per row)."""
+
+    lr: float = 0.001
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    kind = "adam"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        check_number("beta1", self.beta1, lo=0.0, hi=1.0, hi_open=True)
+        check_number("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
+
+    def state_width(self, dim: int) -> int:
+        return 2 * dim + 1
+
+    def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
+        _adam(weights, state, rows, grads, float(self.lr), float(self.beta1), float(self.beta2),
+              np.float32(self.eps))

@@ -1,0 +1,68 @@
+"""The sparse-optimizer contract.
+
+A sparse optimizer updates embedding rows in place, in batch, keeping its state
+in a fixed number of float32 columns per row (its *state width*). It never
+allocates per-row state of its own: the table owns the arena.
+
+Invariants every implementation keeps (checked by ``tests/contracts``):
+
+- ``update`` touches only ``weights[rows]`` and ``state[rows]``;
+- ``rows`` holds no duplicates (the table sums duplicate keys' gradients first);
+- the result for a row depends only on that row's weights, state and gradient,
+  so the order of rows in the batch does not matter;
+- ``init_state`` writes the state of freshly created rows.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+from kraken.config import Tagged, build_from_dict, check_number, check_positive
+from kraken.types import F32, Rows
+
+__all__ = ["SparseOptimizer", "optimizer_from_dict", "register"]
+
+_REGISTRY: dict[str, type[SparseOptimizer]] = {}
+
+
+def register(cls: type[SparseOptimizer]) -> type[SparseOptimizer]:
+    """Class decorator: make ``cls`` loadable by its ``name`` from a saved config."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+class SparseOptimizer(Tagged, abc.ABC):
+    """Hyperparameters (a frozen dataclass) plus a batched, in-place numba update.
+
+    Shapes: ``weights: float32[R, D]`` (R rows of the arena or a scratch copy),
+    ``state: float32[R, S]`` with ``S == state_width(D)``, ``rows: int64[U]``
+    unique row indices into both, ``grads: float32[U, D]`` one summed gradient per row.
+    """
+
+
+    @abc.abstractmethod
+    def state_width(self, dim: int) -> int:
+        """Float32 state columns per row for embedding dimension ``dim``."""
+
+    def init_state(self, state: F32) -> None:
+        """Write the initial state of new rows, ``state: float32[U, S]`` (default zeros)."""
+        state[...] = 0.0
+
+    @abc.abstractmethod
+    def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
+        """Apply one step to ``weights[rows]`` and ``state[rows]`` in place."""
+
+
+
+def optimizer_from_dict(d: dict[str, Any], path: str = "optimizer") -> SparseOptimizer:
+    """Rebuild an optimizer from :meth:`SparseOptimizer.to_dict` output or a config table."""
+    return build_from_dict(_REGISTRY, d, path)  # type: ignore[no-any-return]
+
+
+def _check_common(self: Any) -> None:
+    """Validate ``lr`` and ``eps`` fields shared by most optimizers."""
+    check_positive("lr", self.lr)
+    if hasattr(self, "eps"):
+        check_number("eps", self.eps, lo=0.0)

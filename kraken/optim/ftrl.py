@@ -1,0 +1,74 @@
+"""FTRL-proximal (McMahan et al., 2013), the classic optimizer of CTR models.
+
+State layout per row: ``[z (D) | n (D)]``. Per coordinate::
+
+    sigma = (sqrt(n + g*g) - sqrt(n)) / alpha
+    z += g - sigma * w;   n += g*g
+    w = 0                                        if |z| <= l1
+    w = -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2)   otherwise
+
+The weights are a function of ``(z, n)``, so a row's initial weights are replaced
+by the first update; L1 makes many coordinates exactly zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numba as nb
+import numpy as np
+
+from kraken.config import check_number, check_positive
+from kraken.optim.base import SparseOptimizer, register
+from kraken.types import F32, Rows
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _ftrl(w, s, rows, g, alpha, beta, l1, l2):  # pragma: no cover - numba
+    d = w.shape[1]
+    for i in nb.prange(rows.shape[0]):
+        r = rows[i]
+        for j in range(d):
+            gj = g[i, j]
+            n = s[r, d + j]
+            n_new = n + gj * gj
+            sigma = (np.float32(math.sqrt(n_new)) - np.float32(math.sqrt(n))) / alpha
+            z = s[r, j] + gj - sigma * w[r, j]
+            s[r, j] = z
+            s[r, d + j] = n_new
+            if abs(z) <= l1:
+                w[r, j] = np.float32(0.0)
+            else:
+                sgn = np.float32(1.0) if z > 0 else np.float32(-1.0)
+                w[r, j] = -(z - sgn * l1) / ((beta + np.float32(math.sqrt(n_new))) / alpha + l2)
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FTRL(SparseOptimizer):
+    """FTRL-proximal with L1/L2 regularisation; ``2D`` floats of state per row."""
+
+    alpha: float = 0.05
+    beta: float = 1.0
+    l1: float = 0.0
+    l2: float = 0.0
+    kind = "ftrl"
+
+    def __post_init__(self) -> None:
+        check_positive("alpha", self.alpha)
+        check_number("beta", self.beta, lo=0.0)
+        check_number("l1", self.l1, lo=0.0)
+        check_number("l2", self.l2, lo=0.0)
+
+    @property
+    def lr(self) -> float:
+        """FTRL's learning rate is ``alpha``."""
+        return self.alpha
+
+    def state_width(self, dim: int) -> int:
+        return 2 * dim
+
+    def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
+        _ftrl(weights, state, rows, grads, np.float32(self.alpha), np.float32(self.beta),
+              np.float32(self.l1), np.float32(self.l2))

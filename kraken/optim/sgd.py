@@ -1,0 +1,37 @@
+"""Plain SGD: ``w -= lr * g``. No state."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numba as nb
+import numpy as np
+
+from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.types import F32, Rows
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _sgd(w, rows, g, lr):  # pragma: no cover - numba
+    for i in nb.prange(rows.shape[0]):
+        r = rows[i]
+        for j in range(w.shape[1]):
+            w[r, j] -= lr * g[i, j]
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SGD(SparseOptimizer):
+    """Stochastic gradient descent; matches ``torch.optim.SGD`` without momentum."""
+
+    lr: float = 0.01
+    kind = "sgd"
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+    def state_width(self, dim: int) -> int:
+        return 0
+
+    def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
+        _sgd(weights, rows, grads, np.float32(self.lr))

@@ -1,0 +1,159 @@
+"""Row arena: preallocated, lazily committed columns of ``capacity`` rows.
+
+Per row ``r``::
+
+    weights[r]    D values, float32 / float16 / bfloat16 (stored as uint16)
+    state[r]      S float32 optimizer-state columns
+    last_seen[r]  int32, the caller's ``now`` at the last access; free rows chain
+                  the free list through this column (so it costs no extra memory)
+    count[r]      float32, access count (decayed by LFU)
+    stamp[r]      int32, table version of the last change (for ``touched_since``)
+
+The columns are reserved as anonymous ``MAP_NORESERVE`` mappings: pages are
+committed only when first written, so a large ``capacity`` costs address space,
+not memory. Rows are handed out from the free list first, then from the
+never-used tail (``high_water``), so touched memory tracks the peak live count
+and evicted rows are reused. ``capacity`` is a hard limit.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numba as nb
+import numpy as np
+
+from kraken.config import Precision
+
+__all__ = ["RowArena"]
+
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+def _reserve(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """An uncommitted zero-filled array (pages materialise on first write)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+@nb.njit(cache=True, nogil=True)
+def _alloc(next_free, head, out):  # pragma: no cover - numba
+    """Pop rows into ``out``; ``head = [free_head, high_water, capacity]``. Returns count."""
+    for n in range(out.shape[0]):
+        h = head[0]
+        if h >= 0:
+            out[n] = h
+            head[0] = next_free[h]
+        elif head[1] < head[2]:
+            out[n] = head[1]
+            head[1] += 1
+        else:
+            return n
+    return out.shape[0]
+
+
+@nb.njit(cache=True, nogil=True)
+def _release(next_free, head, rows):  # pragma: no cover - numba
+    for n in range(rows.shape[0]):
+        r = rows[n]
+        next_free[r] = head[0]
+        head[0] = r
+
+
+_STORAGE = {Precision.FP32: np.float32, Precision.FP16: np.float16, Precision.BF16: np.uint16}
+
+
+class RowArena:
+    """Fixed-capacity row storage with a free list; batched verbs only."""
+
+    def __init__(self, capacity: int, dim: int, state_width: int, precision: Precision) -> None:
+        self.capacity = capacity
+        self.dim = dim
+        self.state_width = state_width
+        self.precision = precision
+        self.weights = _reserve((capacity, dim), _STORAGE[precision])
+        self.state = _reserve((capacity, state_width), np.float32)
+        self.last_seen = _reserve((capacity,), np.int32)
+        self.count = _reserve((capacity,), np.float32)
+        self.stamp = _reserve((capacity,), np.int32)
+        self._head = np.array([-1, 0, capacity], dtype=np.int64)
+        self.live = 0
+
+    @property
+    def high_water(self) -> int:
+        """Rows ever handed out; rows ``>= high_water`` were never touched."""
+        return int(self._head[1])
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.live
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row across all columns."""
+        return self.dim * self.precision.itemsize + 4 * self.state_width + 12
+
+    @property
+    def committed_bytes(self) -> int:
+        """Bytes of the rows touched so far (an upper bound of resident memory)."""
+        return self.high_water * self.row_bytes
+
+    def allocate(self, n: int) -> np.ndarray:
+        """Up to ``n`` free rows (``int64[<=n]``; fewer when capacity runs out)."""
+        out = np.empty(n, dtype=np.int64)
+        got = int(_alloc(self.last_seen, self._head, out))
+        self.live += got
+        return out[:got]
+
+    def release(self, rows: np.ndarray) -> None:
+        """Return distinct live ``rows`` to the free list."""
+        _release(self.last_seen, self._head, rows)
+        self.live -= int(rows.shape[0])
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """``float32[U, D]`` copy of the weights of ``rows`` (decoded from 16-bit)."""
+        w = self.weights[rows]
+        if self.precision is Precision.FP32:
+            return w
+        if self.precision is Precision.FP16:
+            return w.astype(np.float32)
+        return (w.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+    def write(self, rows: np.ndarray, values: np.ndarray, rng: np.random.Generator | None) -> None:
+        """Store ``values: float32[U, D]`` into ``rows``.
+
+        16-bit storage rounds stochastically when ``rng`` is given (unbiased: the
+        expected stored value equals the float32 value), to nearest otherwise.
+        """
+        if self.precision is Precision.FP32:
+            self.weights[rows] = values
+        elif self.precision is Precision.FP16:
+            self.weights[rows] = _to_fp16(values, rng)
+        else:
+            self.weights[rows] = _to_bf16(values, rng)
+
+
+def _to_bf16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    if rng is None:  # round to nearest, ties to even
+        bits += np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))
+    else:
+        bits += rng.integers(0, 1 << 16, size=x.shape, dtype=np.uint64)
+    return (bits >> np.uint64(16)).astype(np.uint16)
+
+
+def _to_fp16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    h = x.astype(np.float16)
+    if rng is None:
+        return h
+    hf = h.astype(np.float32)
+    diff = x - hf
+    other = np.nextafter(h, np.where(diff > 0, np.float16(np.inf), np.float16(-np.inf)))
+    gap = other.astype(np.float32) - hf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(gap != 0, diff / gap, 0.0)
+    up = rng.random(size=x.shape, dtype=np.float32) < p
+    return np.where(up, other, h)

@@ -1,0 +1,170 @@
+"""Open-addressing hash index from int64 keys to int32 row ids.
+
+Layout: two parallel arrays of a power-of-two capacity ``C``::
+
+    slot:    0     1     2     3    ...  C-1
+    keys:  [ k7 |  ?  | k2  | k9 | ... |  ?  ]   int64, meaningful where rows >= 0
+    rows:  [ 3  | -1  | 0   | 5  | ... | -1  ]   int32, -1 marks an empty slot
+
+Every int64 value is a valid key (emptiness lives in ``rows``, not in a sentinel
+key). Linear probing from ``fmix64(key) & (C - 1)``; erase uses backward-shift
+deletion, so there are no tombstones and probe chains never degrade. The index
+grows by doubling when it would pass ``MAX_LOAD``; it stores each key exactly once
+(the row arena keeps no copy), so iteration over live keys scans this index.
+
+Memory: 12 bytes per slot, i.e. 16 to 32 bytes per live key between growths.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from kraken.types import Keys
+
+__all__ = ["MAX_LOAD", "HashIndex", "fmix64"]
+
+MAX_LOAD = 0.75
+_MIN_CAPACITY = 1024
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def fmix64(key):  # pragma: no cover - numba
+    """MurmurHash3's 64-bit finaliser: a bijective mix of all 64 bits (uint64 -> uint64)."""
+    h = np.uint64(key)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _probe(skeys, srows, mask, key):  # pragma: no cover - numba
+    """Slot holding ``key``, or the empty slot where it would go (as ``-1 - slot``)."""
+    i = np.int64(fmix64(key) & np.uint64(mask))
+    while True:
+        if srows[i] < 0:
+            return -1 - i
+        if skeys[i] == key:
+            return i
+        i = (i + 1) & mask
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _find(skeys, srows, mask, keys, out):  # pragma: no cover - numba
+    for n in nb.prange(keys.shape[0]):
+        s = _probe(skeys, srows, mask, keys[n])
+        out[n] = srows[s] if s >= 0 else -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _insert(skeys, srows, mask, keys, rows):  # pragma: no cover - numba
+    """Insert absent, distinct ``keys``; returns how many were actually new."""
+    added = 0
+    for n in range(keys.shape[0]):
+        s = _probe(skeys, srows, mask, keys[n])
+        if s < 0:
+            s = -1 - s
+            added += 1
+        skeys[s] = keys[n]
+        srows[s] = rows[n]
+    return added
+
+
+@nb.njit(cache=True, nogil=True)
+def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
+    """Erase ``keys`` with backward-shift deletion; ``out_rows[n]`` gets the freed row or -1."""
+    erased = 0
+    for n in range(keys.shape[0]):
+        i = _probe(skeys, srows, mask, keys[n])
+        if i < 0:
+            out_rows[n] = -1
+            continue
+        out_rows[n] = srows[i]
+        erased += 1
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if srows[j] < 0:
+                break
+            home = np.int64(fmix64(skeys[j]) & np.uint64(mask))
+            # Entry at j may stay if its home lies cyclically in (i, j].
+            if i <= j:
+                if i < home <= j:
+                    continue
+            elif home > i or home <= j:
+                continue
+            skeys[i] = skeys[j]
+            srows[i] = srows[j]
+            i = j
+        srows[i] = -1
+    return erased
+
+
+class HashIndex:
+    """A growing int64 -> int32 map; batched verbs only.
+
+    Not thread safe on its own: :class:`~kraken.table.SparseTable` serialises access.
+    """
+
+    def __init__(self, capacity: int = _MIN_CAPACITY) -> None:
+        cap = _MIN_CAPACITY
+        while cap * MAX_LOAD < capacity:
+            cap *= 2
+        self._keys = np.empty(cap, dtype=np.int64)
+        self._rows = np.full(cap, -1, dtype=np.int32)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots (a power of two)."""
+        return int(self._rows.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._keys.nbytes + self._rows.nbytes)
+
+    def find(self, keys: Keys) -> np.ndarray:
+        """``int64[N]`` row of each key, -1 where absent."""
+        out = np.empty(keys.shape[0], dtype=np.int64)
+        _find(self._keys, self._rows, self.capacity - 1, keys, out)
+        return out
+
+    def reserve(self, n_more: int) -> None:
+        """Grow (rehash) so that ``n_more`` further inserts stay under ``MAX_LOAD``."""
+        need = self._size + n_more
+        cap = self.capacity
+        while need > cap * MAX_LOAD:
+            cap *= 2
+        if cap != self.capacity:
+            live = self._rows >= 0
+            old_keys, old_rows = self._keys[live], self._rows[live]
+            self._keys = np.empty(cap, dtype=np.int64)
+            self._rows = np.full(cap, -1, dtype=np.int32)
+            _insert(self._keys, self._rows, cap - 1, old_keys, old_rows)
+
+    def insert(self, keys: Keys, rows: np.ndarray) -> None:
+        """Map distinct ``keys`` to ``rows``; an existing key is re-pointed."""
+        self.reserve(keys.shape[0])
+        self._size += int(_insert(self._keys, self._rows, self.capacity - 1, keys,
+                                  rows.astype(np.int32, copy=False)))
+
+    def erase(self, keys: Keys) -> np.ndarray:
+        """Remove ``keys``; returns ``int64[N]`` freed rows (-1 where the key was absent)."""
+        out = np.empty(keys.shape[0], dtype=np.int64)
+        self._size -= int(_erase(self._keys, self._rows, self.capacity - 1, keys, out))
+        return out
+
+    def items(self) -> tuple[Keys, np.ndarray]:
+        """``(keys int64[L], rows int64[L])`` of every live entry, in slot order."""
+        live = self._rows >= 0
+        return self._keys[live].copy(), self._rows[live].astype(np.int64)
+
+    def slots(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The raw ``(keys, rows, mask)`` arrays for fused numba kernels (read-only use)."""
+        return self._keys, self._rows, self.capacity - 1
