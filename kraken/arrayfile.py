@@ -42,8 +42,13 @@ _DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint
            "float16", "float32", "float64", "bool"}
 
 
+def _bytes(arr: np.ndarray) -> np.ndarray:
+    """A flat uint8 view of ``arr``'s data (copied only if not C-contiguous)."""
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+
 def _crc(arr: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return zlib.crc32(_bytes(arr))
 
 
 def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
@@ -72,7 +77,7 @@ def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
             f.write(header)
             for e, arr in zip(entries, arrays.values()):
                 f.seek(e["offset"])
-                f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                f.write(_bytes(arr))
             f.truncate(max([base] + [e["offset"] + e["nbytes"] for e in entries]))
             f.flush()
             os.fsync(f.fileno())
@@ -127,7 +132,7 @@ def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
             if arr.nbytes != e["nbytes"]:
                 raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
             f.seek(e["offset"])
-            if f.readinto(memoryview(arr).cast("B")) != arr.nbytes:
+            if f.readinto(_bytes(arr)) != arr.nbytes:
                 raise CorruptCheckpointError(f"{path}: truncated while reading {name!r}")
             if _crc(arr) != e["crc32"]:
                 raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")

@@ -19,7 +19,10 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
-from kraken.config import Tagged, build_from_dict, check_number, check_positive
+import numpy as np
+
+from kraken.config import Tagged, build_from_dict, check_positive
+from kraken.errors import ConfigError
 from kraken.types import F32, Rows
 
 __all__ = ["SparseOptimizer", "optimizer_from_dict", "register"]
@@ -61,8 +64,22 @@ def optimizer_from_dict(d: dict[str, Any], path: str = "optimizer") -> SparseOpt
     return build_from_dict(_REGISTRY, d, path)  # type: ignore[no-any-return]
 
 
+def _check_f32_positive(path: str, value: Any) -> float:
+    """A number > 0 that stays finite and > 0 when rounded to float32, as the kernels use it.
+
+    ``eps == 0`` would make a zero gradient on a zero accumulator ``0 / 0 = NaN``;
+    ``lr = 1e39`` would round to ``inf`` and do the same with ``inf * 0``.
+    """
+    v = check_positive(path, value)
+    f = np.float32(v) if v <= float(np.finfo(np.float32).max) else np.float32(np.inf)
+    if not (np.isfinite(f) and f > 0):
+        raise ConfigError(f"{path}: must be a positive float32 (between 1.4e-45 and 3.4e38), "
+                          f"got {value!r}")
+    return v
+
+
 def _check_common(self: Any) -> None:
-    """Validate ``lr`` and ``eps`` fields shared by most optimizers."""
-    check_positive("lr", self.lr)
+    """Validate ``lr`` and ``eps`` fields shared by most optimizers (both must be > 0)."""
+    _check_f32_positive("lr", self.lr)
     if hasattr(self, "eps"):
-        check_number("eps", self.eps, lo=0.0)
+        _check_f32_positive("eps", self.eps)

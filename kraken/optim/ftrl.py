@@ -19,8 +19,8 @@ import math
 import numba as nb
 import numpy as np
 
-from kraken.config import check_number, check_positive
-from kraken.optim.base import SparseOptimizer, register
+from kraken.config import check_number
+from kraken.optim.base import SparseOptimizer, _check_f32_positive, register
 from kraken.types import F32, Rows
 
 
@@ -56,7 +56,7 @@ class FTRL(SparseOptimizer):
     kind = "ftrl"
 
     def __post_init__(self) -> None:
-        check_positive("alpha", self.alpha)
+        _check_f32_positive("alpha", self.alpha)
         check_number("beta", self.beta, lo=0.0)
         check_number("l1", self.l1, lo=0.0)
         check_number("l2", self.l2, lo=0.0)

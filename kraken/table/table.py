@@ -32,6 +32,7 @@ from kraken.config import Precision
 from kraken.errors import (
     CapacityError,
     CheckpointMismatchError,
+    ConfigError,
     CorruptCheckpointError,
     DTypeError,
     InputError,
@@ -92,7 +93,10 @@ class TableDelta:
 @dataclasses.dataclass(frozen=True)
 class TableRows:
     """Rows in columnar form: ``keys int64[L]``, ``weights float32[L, D]`` (or stored dtype),
-    ``state float32[L, S]``, ``last_seen int32[L]``, ``count float32[L]``, ``stamp int32[L]``."""
+    ``state float32[L, S]``, ``last_seen int32[L]``, ``count float32[L]``, ``stamp int32[L]``.
+
+    ``version`` is the table version the rows are complete up to (for ``touched_since``).
+    """
 
     keys: Keys
     weights: np.ndarray
@@ -100,6 +104,7 @@ class TableRows:
     last_seen: np.ndarray
     count: F32
     stamp: np.ndarray
+    version: int = 0
 
 
 def _as_keys(keys: Any) -> tuple[Keys, tuple[int, ...]]:
@@ -227,10 +232,7 @@ class SparseTable:
                 raise StaleVersionError(
                     f"version {v} is older than the oldest retained change ({self._log_floor}); "
                     "resynchronise from a full snapshot")
-            if self._dirty:
-                self._version += 1
-                self._dirty = False
-            sealed = self._version - 1
+            sealed = self._seal()
             if v > sealed:
                 raise InputError(f"version {v} is newer than the table's version {sealed}")
             keys, rows = self._index.items()
@@ -244,13 +246,17 @@ class SparseTable:
                               weights=self._arena.read(rows), evicted=evicted)
 
     def export(self) -> TableRows:
-        """All live rows, columnar, in an unspecified order."""
+        """All live rows, columnar, in an unspecified order; a consistent full snapshot.
+
+        ``rows.version`` seals the open version: ``touched_since(rows.version)`` later
+        yields exactly the changes made after this export.
+        """
         with self._lock:
             keys, rows = self._index.items()
             a = self._arena
             return TableRows(keys=keys, weights=a.weights[rows], state=a.state[rows],
                              last_seen=a.last_seen[rows], count=a.count[rows],
-                             stamp=a.stamp[rows])
+                             stamp=a.stamp[rows], version=self._seal())
 
     # -- mutations -----------------------------------------------------------------------
 
@@ -345,13 +351,13 @@ class SparseTable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Atomically write every row, the optimizer state, metadata and counters to ``path``."""
         with self._lock:
-            r = self.export()
+            r = self.export()  # seals: every stamp is <= r.version < self._version
             arrays = {"keys": r.keys, "weights": r.weights, "state": r.state,
                       "last_seen": r.last_seen, "count": r.count, "stamp": r.stamp}
             if self._sketch is not None:
                 arrays["sketch"] = self._sketch
             meta = {"kind": _FILE_KIND, "config": self.config.to_dict(), "clock": self._clock,
-                    "version": self._version, "dirty": self._dirty,
+                    "version": self._version,
                     "rng": self._rng.bit_generator.state, "counters": self._counters}
             write_arrays(path, meta, arrays)
 
@@ -362,9 +368,34 @@ class SparseTable:
         error (:class:`~kraken.errors.CheckpointError`) the table is unchanged.
         """
         meta, arrays = read_arrays(path)
-        if meta.get("kind") != _FILE_KIND:
-            raise CorruptCheckpointError(f"{path}: not a sparse-table file ({meta.get('kind')!r})")
-        saved = TableConfig.from_dict(meta["config"])
+        self._restore(path, meta, arrays)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SparseTable:
+        """A new table with the config and contents saved at ``path``."""
+        meta, arrays = read_arrays(path)
+        try:
+            config = TableConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise CorruptCheckpointError(f"{path}: unusable table config: {exc}") from exc
+        table = cls(config)
+        table._restore(path, meta, arrays)
+        return table
+
+    def _restore(self, path: str | os.PathLike[str], meta: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> None:
+        """Validate a parsed table file fully, then swap its contents in."""
+        names = ("keys", "weights", "state", "last_seen", "count", "stamp")
+        missing = [k for k in names if k not in arrays]
+        if meta.get("kind") != _FILE_KIND or missing:
+            raise CorruptCheckpointError(
+                f"{path}: not a sparse-table file (kind {meta.get('kind')!r}, missing {missing})")
+        try:
+            saved = TableConfig.from_dict(meta["config"])
+            clock, version = int(meta["clock"]), int(meta["version"])
+            counters = {k: int(meta["counters"].get(k, 0)) for k in _COUNTERS}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptCheckpointError(f"{path}: unreadable table metadata: {exc}") from exc
         c = self.config
         for what, mine, theirs in (("dim", c.dim, saved.dim),
                                    ("precision", c.precision.value, saved.precision.value),
@@ -373,34 +404,28 @@ class SparseTable:
             if mine != theirs:
                 raise CheckpointMismatchError(f"{path}: {what} is {theirs!r} in the file, "
                                               f"{mine!r} in this table")
-        rows = TableRows(**{k: arrays[k] for k in
-                            ("keys", "weights", "state", "last_seen", "count", "stamp")})
         fresh = SparseTable(c)
         try:
-            fresh.load_rows(rows)
-        except (InputError, CapacityError) as exc:
+            fresh.load_rows(TableRows(**{k: arrays[k] for k in names}))
+        except CapacityError as exc:
+            raise CheckpointMismatchError(f"{path}: {exc}") from exc
+        except InputError as exc:
             raise CorruptCheckpointError(f"{path}: {exc}") from exc
         sketch = arrays.get("sketch")
-        if (fresh._sketch is None) != (sketch is None) or (
-                sketch is not None and sketch.shape != fresh._sketch.shape):  # type: ignore[union-attr]
+        want = None if fresh._sketch is None else fresh._sketch.shape
+        if (None if sketch is None else sketch.shape) != want:
             raise CheckpointMismatchError(f"{path}: admission sketch does not match this table")
-        fresh._sketch = sketch
-        fresh._rng.bit_generator.state = meta["rng"]
+        try:
+            fresh._rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(f"{path}: unreadable generator state: {exc}") from exc
         with self._lock:
-            self._index, self._arena, self._sketch = fresh._index, fresh._arena, fresh._sketch
-            self._rng = fresh._rng
-            self._clock, self._version, self._dirty = meta["clock"], meta["version"], meta["dirty"]
+            self._index, self._arena, self._rng = fresh._index, fresh._arena, fresh._rng
+            self._sketch = sketch
+            self._clock, self._version, self._dirty = clock, version, False
             self._evict_log.clear()
-            self._log_floor = self._version - 1 if not self._dirty else self._version
-            self._counters = {k: int(meta["counters"].get(k, 0)) for k in _COUNTERS}
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> SparseTable:
-        """A new table with the config and contents saved at ``path``."""
-        meta, _ = read_arrays(path)
-        table = cls(TableConfig.from_dict(meta["config"]))
-        table.load(path)
-        return table
+            self._log_floor = version - 1  # evictions before the save are not kept
+            self._counters = counters
 
     def load_rows(self, rows: TableRows) -> None:
         """Insert or overwrite whole rows (weights in stored dtype, state, metadata)."""
@@ -431,6 +456,13 @@ class SparseTable:
             a.count[r], a.stamp[r] = rows.count, rows.stamp
 
     # -- internals -----------------------------------------------------------------------
+
+    def _seal(self) -> int:
+        """Close the open version if anything was stamped with it; returns the sealed one."""
+        if self._dirty:
+            self._version += 1
+            self._dirty = False
+        return self._version - 1
 
     def _stamp(self, rows: np.ndarray) -> None:
         self._arena.stamp[rows] = self._version

@@ -1,0 +1,78 @@
+"""Imports point one way only, downward through the levels of DESIGN.md.
+
+    L0  errors, types, config, arrayfile    (stdlib + numpy)
+    L1  table, optim, data                  (numpy + numba; never torch, never grpc)
+    L2  ps, checkpoint                      (ps/server and ps/client alone import grpc)
+    L3  nn                                  (torch)
+    L4  train, serving
+    L5  cli
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "kraken"
+
+LEVELS = {"errors": 0, "types": 0, "config": 0, "arrayfile": 0,
+          "table": 1, "optim": 1, "data": 1,
+          "ps": 2, "checkpoint": 2,
+          "nn": 3,
+          "train": 4, "serving": 4,
+          "cli": 5}
+FORBIDDEN_BELOW = {"torch": 3, "grpc": 2}  # lowest level allowed to import it
+GRPC_MODULES = {"kraken/ps/server.py", "kraken/ps/client.py", "kraken/ps/wire.py"}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if p.name != "__init__.py" or p.parent != PKG)
+
+
+def _component(path: Path) -> str:
+    return path.relative_to(PKG).parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_every_component_has_a_level() -> None:
+    comps = {_component(p) for p in _modules()}
+    assert comps <= set(LEVELS), f"unassigned components: {comps - set(LEVELS)}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_imports_point_downward(path: Path) -> None:
+    here = LEVELS[_component(path)]
+    rel = str(path.relative_to(PKG.parent))
+    for name in _imports(path):
+        top = name.split(".")[0]
+        if top == "kraken" and "." in name:
+            target = name.split(".")[1]
+            assert LEVELS.get(target, 0) <= here, f"{rel} (L{here}) imports {name}"
+        if top in FORBIDDEN_BELOW:
+            assert here >= FORBIDDEN_BELOW[top], f"{rel} (L{here}) imports {top}"
+        if top == "grpc":
+            assert rel in GRPC_MODULES, f"{rel} imports grpc; only {sorted(GRPC_MODULES)} may"
+        if here == 0:
+            assert top in sys.stdlib_module_names or top in {"numpy", "kraken"}, (
+                f"{rel} (L0) imports {top}")
+
+
+def test_importing_the_table_loads_neither_torch_nor_grpc() -> None:
+    code = ("import sys, kraken.table, kraken.optim; "
+            "print(sorted(m for m in ('torch', 'grpc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
