@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from kraken.errors import ConfigError
 
-__all__ = ["Precision", "Tagged", "build_from_dict", "check_fraction", "check_int", "check_number", "check_positive"]
+__all__ = ["Precision", "Tagged", "build_from_dict", "check_fraction", "check_int",
+           "check_number", "check_positive"]
 
 
 class Precision(enum.Enum):

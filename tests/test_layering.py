@@ -19,7 +19,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "kraken"
 
-LEVELS = {"errors": 0, "types": 0, "config": 0, "arrayfile": 0,
+LEVELS = {"errors": 0, "types": 0, "config": 0, "arrayfile": 0, "_jit": 1,
           "table": 1, "optim": 1, "data": 1,
           "ps": 2, "checkpoint": 2,
           "nn": 3,

@@ -8,12 +8,13 @@ import math
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _adagrad(w, s, rows, g, lr, eps):  # pragma: no cover - numba
     for i in nb.prange(rows.shape[0]):
         r = rows[i]
@@ -46,4 +47,4 @@ class AdaGrad(SparseOptimizer):
         state[...] = self.initial_accumulator
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _adagrad(weights, state, rows, grads, np.float32(self.lr), np.float32(self.eps))
+        _adagrad(grads.size, weights, state, rows, grads, np.float32(self.lr), np.float32(self.eps))

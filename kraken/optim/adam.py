@@ -17,12 +17,13 @@ import math
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _adam(w, s, rows, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover - numba
     # c1 = float32(1 - b1), c2 = float32(1 - b2), rounded once from float64 as torch does:
     # 1 - float32(0.9999) is off by 1.7e-4 relative.
@@ -65,5 +66,6 @@ class Adam(SparseOptimizer):
         return 2 * dim + 1
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _adam(weights, state, rows, grads, float(self.lr), float(self.beta1), float(self.beta2),
+        _adam(grads.size, weights, state, rows, grads, float(self.lr), float(self.beta1),
+              float(self.beta2),
               np.float32(1.0 - self.beta1), np.float32(1.0 - self.beta2), np.float32(self.eps))

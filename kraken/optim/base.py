@@ -16,8 +16,7 @@ Invariants every implementation keeps (checked by ``tests/contracts``):
 from __future__ import annotations
 
 import abc
-import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 

@@ -19,12 +19,13 @@ import math
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_f32_positive, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _ftrl(w, s, rows, g, alpha, beta, l1, l2):  # pragma: no cover - numba
     d = w.shape[1]
     for i in nb.prange(rows.shape[0]):
@@ -70,5 +71,6 @@ class FTRL(SparseOptimizer):
         return 2 * dim
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _ftrl(weights, state, rows, grads, np.float32(self.alpha), np.float32(self.beta),
+        _ftrl(grads.size, weights, state, rows, grads, np.float32(self.alpha),
+              np.float32(self.beta),
               np.float32(self.l1), np.float32(self.l2))

@@ -12,12 +12,13 @@ import math
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _rowwise_adagrad(w, s, rows, g, lr, eps):  # pragma: no cover - numba
     d = w.shape[1]
     for i in nb.prange(rows.shape[0]):
@@ -53,4 +54,5 @@ class RowWiseAdaGrad(SparseOptimizer):
         state[...] = self.initial_accumulator
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _rowwise_adagrad(weights, state, rows, grads, np.float32(self.lr), np.float32(self.eps))
+        _rowwise_adagrad(grads.size, weights, state, rows, grads, np.float32(self.lr),
+                         np.float32(self.eps))

@@ -7,11 +7,12 @@ import dataclasses
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.optim.base import SparseOptimizer, _check_common, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _sgd(w, rows, g, lr):  # pragma: no cover - numba
     for i in nb.prange(rows.shape[0]):
         r = rows[i]
@@ -34,4 +35,4 @@ class SGD(SparseOptimizer):
         return 0
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _sgd(weights, rows, grads, np.float32(self.lr))
+        _sgd(grads.size, weights, rows, grads, np.float32(self.lr))

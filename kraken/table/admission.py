@@ -13,7 +13,7 @@ mutable part (the count-min sketch) is created by :meth:`AdmissionPolicy.new_sta
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import numba as nb
 import numpy as np

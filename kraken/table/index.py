@@ -20,6 +20,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.types import Keys
 
 __all__ = ["MAX_LOAD", "HashIndex", "fmix64"]
@@ -52,7 +53,7 @@ def _probe(skeys, srows, mask, key):  # pragma: no cover - numba
         i = (i + 1) & mask
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _find(skeys, srows, mask, keys, out):  # pragma: no cover - numba
     for n in nb.prange(keys.shape[0]):
         s = _probe(skeys, srows, mask, keys[n])
@@ -132,7 +133,7 @@ class HashIndex:
     def find(self, keys: Keys) -> np.ndarray:
         """``int64[N]`` row of each key, -1 where absent."""
         out = np.empty(keys.shape[0], dtype=np.int64)
-        _find(self._keys, self._rows, self.capacity - 1, keys, out)
+        _find(keys.shape[0] * 8, self._keys, self._rows, self.capacity - 1, keys, out)
         return out
 
     def reserve(self, n_more: int) -> None:

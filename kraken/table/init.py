@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import Tagged, build_from_dict, check_number
 from kraken.table.index import fmix64
 from kraken.types import F32, Keys
@@ -32,7 +33,7 @@ def _uniform01(key, seed, j):  # pragma: no cover - numba
     return float(h >> np.uint64(11)) * _INV_2_53
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _init_rows(out, keys, seed, mode, param):  # pragma: no cover - numba
     d = out.shape[1]
     for i in nb.prange(keys.shape[0]):
@@ -49,7 +50,7 @@ def _init_rows(out, keys, seed, mode, param):  # pragma: no cover - numba
                 out[i, j] = np.float32(r * math.cos(2.0 * math.pi * u2) * param)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _uniform01_kernel(keys, seed, out):  # pragma: no cover - numba
     for i in nb.prange(keys.shape[0]):
         out[i] = _uniform01(keys[i], seed, 0)
@@ -58,7 +59,8 @@ def _uniform01_kernel(keys, seed, out):  # pragma: no cover - numba
 def _uniform01_batch(keys: Keys, seed: int) -> np.ndarray:
     """``float64[N]`` uniform draws in [0, 1), a pure function of ``(key, seed)``."""
     out = np.empty(keys.shape[0], dtype=np.float64)
-    _uniform01_kernel(np.ascontiguousarray(keys, dtype=np.int64), np.uint64(seed), out)
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    _uniform01_kernel(keys.shape[0] * 4, keys, np.uint64(seed), out)
     return out
 
 
@@ -72,7 +74,7 @@ class Initializer(Tagged):
 
     def fill(self, keys: Keys, seed: int, out: F32) -> None:
         """Write the initial rows of ``keys: int64[U]`` into ``out: float32[U, D]``."""
-        _init_rows(out, keys, np.uint64(seed), self._mode, self._param())
+        _init_rows(out.size, out, keys, np.uint64(seed), self._mode, self._param())
 
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.table.index import _probe, fmix64
 
 
@@ -86,7 +87,7 @@ def touch(rows, last_seen, count, now):  # pragma: no cover - numba
             count[r] += np.float32(1.0)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def find_gather(skeys, srows, mask, keys, weights, default, out):  # pragma: no cover - numba
     """Fused probe + row copy for float32 storage; absent keys read ``default``."""
     d = weights.shape[1]
@@ -101,7 +102,7 @@ def find_gather(skeys, srows, mask, keys, weights, default, out):  # pragma: no 
                 out[n, j] = default
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def gather(rows, weights, default, out):  # pragma: no cover - numba
     """``out[n] = weights[rows[n]]`` (float32 storage), ``default`` where ``rows[n] < 0``."""
     d = weights.shape[1]

@@ -500,7 +500,7 @@ class SparseTable:
         out = np.empty((flat.shape[0], d), dtype=np.float32)
         if a.precision is Precision.FP32:
             skeys, srows, mask = self._index.slots()
-            kernels.find_gather(skeys, srows, mask, flat, a.weights,
+            kernels.find_gather(out.size + 8 * flat.shape[0], skeys, srows, mask, flat, a.weights,
                                 np.float32(self.config.default_value), out)
             return out
         return self._gather(self._index.find(flat))
@@ -510,7 +510,7 @@ class SparseTable:
         default = np.float32(self.config.default_value)
         if a.precision is Precision.FP32:
             out = np.empty((rows.shape[0], d), dtype=np.float32)
-            kernels.gather(rows, a.weights, default, out)
+            kernels.gather(out.size, rows, a.weights, default, out)
             return out
         present = rows >= 0
         out = np.full((rows.shape[0], d), default, dtype=np.float32)

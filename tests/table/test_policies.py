@@ -82,7 +82,7 @@ def test_lru_evicts_oldest_first_then_by_key() -> None:
     t = kraken.SparseTable(TableConfig(dim=1, capacity=10, eviction=LRU(0.5, 0.2)))
     for now, keys in enumerate([[9, 4], [7], [1, 2, 3], [5]]):
         t.lookup(np.array(keys), train=True, now=now)
-    # 7 live > 5: evict down to 2, oldest first: {4, 9} (now 0), 7 (now 1), then 1, 2 (now 2, by key)
+    # 7 live > 5: evict down to 2, oldest first: 4, 9 (now 0), 7 (now 1), 1, 2 (now 2, by key)
     assert t.evict(now=10).tolist() == [1, 2, 4, 7, 9]
     assert sorted(t.export().keys.tolist()) == [3, 5]
 

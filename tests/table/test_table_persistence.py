@@ -135,7 +135,8 @@ dtypes = st.sampled_from(["int8", "int32", "int64", "uint16", "uint64", "float16
        st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=4))
 def test_arrayfile_round_trip(tmp_path_factory, spec, meta) -> None:
     rng = np.random.default_rng(0)
-    arrays = {name: (rng.random(shape) * 100).astype(dtype) for name, (dtype, shape) in spec.items()}
+    arrays = {name: (rng.random(shape) * 100).astype(dtype)
+              for name, (dtype, shape) in spec.items()}
     path = tmp_path_factory.mktemp("af") / "x.bin"
     write_arrays(path, meta, arrays)
     got_meta, got = read_arrays(path)
