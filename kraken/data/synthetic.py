@@ -81,26 +81,34 @@ class SyntheticStream:
         pos = start + np.arange(n)
         ids = ranks + (pos * c.drift_ids_per_1k // 1000)[:, None]
         keys = np.stack([field_keys(i, ids[:, i]) for i in range(f)], axis=1)
+        dense = rng.standard_normal((n, c.n_dense)).astype(np.float32)
+        logit = self.true_logit(keys, dense, pos)
+        label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        event_time = (c.start_time + pos * c.seconds_per_record).astype(np.int64)
+        return Batch(keys=keys, dense=dense, label=label, event_time=event_time,
+                     offset=start + n)
+
+    def true_logit(self, keys: np.ndarray, dense: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """The hidden model's logit ``float64[B]`` for records at stream positions ``pos``.
+
+        The best any model can do: the AUC of this logit is the stream's ceiling.
+        """
+        c = self.config
+        n, f = keys.shape
         flat = keys.reshape(-1)
         w = (_uniform01_batch(flat, c.seed + 101) - 0.5).reshape(n, f) * 1.6
         v = np.stack([_uniform01_batch(flat, c.seed + 202 + k) - 0.5
                       for k in range(c.factor_dim)], axis=1).reshape(n, f, c.factor_dim) * 2.0
         s = v.sum(axis=1)
         pair = 0.5 * ((s * s).sum(axis=1) - (v * v).sum(axis=(1, 2))) / np.sqrt(f)
-        dense = rng.standard_normal((n, c.n_dense)).astype(np.float32)
         angle = pos / 200_000.0
         beta = np.stack([np.cos(angle + k) for k in range(c.n_dense)], axis=1) * 0.5
-        logit = -1.2 + w.sum(axis=1) + pair + (dense * beta).sum(axis=1)
-        label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-        event_time = (c.start_time + pos * c.seconds_per_record).astype(np.int64)
-        return Batch(keys=keys, dense=dense, label=label, event_time=event_time,
-                     offset=start + n)
+        return -1.2 + w.sum(axis=1) + pair + (dense * beta).sum(axis=1)
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
         """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
         end = self.config.n_records
         pos = start
-        pending: list[Batch] = []
         while end is None or pos < end:
             want = batch_size if end is None else min(batch_size, end - pos)
             parts, got = [], 0
@@ -115,4 +123,3 @@ class SyntheticStream:
                         dense=np.concatenate([p.dense for p in parts]),
                         label=np.concatenate([p.label for p in parts]),
                         event_time=np.concatenate([p.event_time for p in parts]), offset=pos)
-        del pending

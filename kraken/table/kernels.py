@@ -23,26 +23,11 @@ def _pow2_at_least(n):  # pragma: no cover - numba
 @nb.njit(cache=True, nogil=True)
 def unique_counts(keys):  # pragma: no cover - numba
     """Distinct ``keys`` in first-occurrence order with their counts: ``(int64[U], int64[U])``."""
-    n = keys.shape[0]
-    cap = _pow2_at_least(2 * n)
-    mask = cap - 1
-    slot_key = np.empty(cap, dtype=np.int64)
-    slot_pos = np.full(cap, -1, dtype=np.int64)
-    uniq = np.empty(n, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
-    u = 0
-    for i in range(n):
-        k = keys[i]
-        s = np.int64(fmix64(k) & np.uint64(mask))
-        while slot_pos[s] >= 0 and slot_key[s] != k:
-            s = (s + 1) & mask
-        if slot_pos[s] < 0:
-            slot_key[s] = k
-            slot_pos[s] = u
-            uniq[u] = k
-            u += 1
-        counts[slot_pos[s]] += 1
-    return uniq[:u], counts[:u]
+    uniq, inverse = unique_inverse(keys)
+    counts = np.zeros(uniq.shape[0], dtype=np.int64)
+    for i in range(inverse.shape[0]):
+        counts[inverse[i]] += 1
+    return uniq, counts
 
 
 @nb.njit(cache=True, nogil=True)
@@ -114,3 +99,31 @@ def gather(rows, weights, default, out):  # pragma: no cover - numba
         else:
             for j in range(d):
                 out[n, j] = default
+
+
+@nb.njit(cache=True, nogil=True)
+def unique_inverse(keys):  # pragma: no cover - numba
+    """Distinct ``keys`` in first-occurrence order and each key's position among them.
+
+    Returns ``(uniq int64[U], inverse int64[N])`` with ``uniq[inverse] == keys``; O(N).
+    """
+    n = keys.shape[0]
+    cap = _pow2_at_least(2 * n)
+    mask = cap - 1
+    slot_key = np.empty(cap, dtype=np.int64)
+    slot_pos = np.full(cap, -1, dtype=np.int64)
+    uniq = np.empty(n, dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int64)
+    u = 0
+    for i in range(n):
+        k = keys[i]
+        s = np.int64(fmix64(k) & np.uint64(mask))
+        while slot_pos[s] >= 0 and slot_key[s] != k:
+            s = (s + 1) & mask
+        if slot_pos[s] < 0:
+            slot_key[s] = k
+            slot_pos[s] = u
+            uniq[u] = k
+            u += 1
+        inverse[i] = slot_pos[s]
+    return uniq[:u], inverse

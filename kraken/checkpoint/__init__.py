@@ -1,0 +1,6 @@
+"""Full checkpoints: sparse tables, named array parts and the stream offset, atomically."""
+
+from kraken.checkpoint.manifest import Manifest
+from kraken.checkpoint.store import CheckpointStore
+
+__all__ = ["CheckpointStore", "Manifest"]

@@ -1,0 +1,111 @@
+"""Writing and finding checkpoints; atomic at the directory level.
+
+A checkpoint is written under a temporary name, every file fsynced, the manifest
+written last, then the directory is renamed into place and ``LATEST`` replaced
+atomically. A crash at any point leaves either the previous checkpoint as latest
+or the new one complete; never a half-written one that a reader would take.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kraken.arrayfile import read_arrays, write_arrays
+from kraken.checkpoint.manifest import MANIFEST, Manifest
+from kraken.errors import CheckpointError
+from kraken.ps.protocol import ParameterServer
+
+__all__ = ["CheckpointStore"]
+
+_PREFIX = "ckpt-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointStore:
+    """Checkpoints under ``root``; keeps the newest ``keep``."""
+
+    def __init__(self, root: str | os.PathLike[str], keep: int = 3) -> None:
+        self.root = Path(root)
+        self.keep = keep
+
+    def save(self, *, step: int, samples: int, stream_offset: int, ps: ParameterServer,
+             parts: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> Path:
+        """Write a checkpoint of ``ps`` plus named array ``parts``; returns its directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{_PREFIX}{step:012d}"
+        final = self.root / name
+        tmp = self.root / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            ps.save(tmp / "tables")
+            for part, arrays in parts.items():
+                write_arrays(tmp / f"{part}.kdat", {"part": part}, arrays)
+            files = {str(p.relative_to(tmp)): p.stat().st_size
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
+            Manifest(step=step, samples=samples, stream_offset=stream_offset, files=files,
+                     meta=meta, created=time.time()).write(tmp)
+            _fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        latest_tmp = self.root / ".LATEST.tmp"
+        latest_tmp.write_text(name)
+        os.replace(latest_tmp, self.root / "LATEST")
+        _fsync_dir(self.root)
+        self._prune()
+        return final
+
+    def _complete(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"{_PREFIX}*")
+                      if p.is_dir() and (p / MANIFEST).is_file())
+
+    def _prune(self) -> None:
+        for old in self._complete()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint (``LATEST`` first, then a scan), or None."""
+        if not self.root.is_dir():
+            return None
+        pointer = self.root / "LATEST"
+        if pointer.is_file():
+            cand = self.root / pointer.read_text().strip()
+            if (cand / MANIFEST).is_file():
+                return cand
+        done = self._complete()
+        return done[-1] if done else None
+
+    @staticmethod
+    def open(directory: Path) -> Manifest:
+        """Validate a checkpoint directory and return its manifest."""
+        return Manifest.read(directory)
+
+    @staticmethod
+    def load_tables(directory: Path, ps: ParameterServer) -> None:
+        ps.load(directory / "tables")
+
+    @staticmethod
+    def load_part(directory: Path, part: str) -> dict[str, np.ndarray]:
+        path = directory / f"{part}.kdat"
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: no part {part!r}")
+        return read_arrays(path)[1]

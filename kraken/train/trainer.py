@@ -1,0 +1,331 @@
+"""The continual trainer: one pass over a stream, predict-then-learn, checkpointed.
+
+Per batch (``now`` = the batch's newest event time)::
+
+    prefetch thread:  read + parse the next batches, dedupe their IDs   (overlaps compute)
+    main thread:      pull rows (train=True: admission) -> forward -> record predictions
+                      (progressive evaluation: scored before learning) -> backward ->
+                      dense step (torch.optim) -> push row gradients (sparse optimizers)
+                      -> every `evict_every` batches: evict(now) -> checkpoint when due
+
+The PS is touched only from the main thread, in batch order, so a run is a pure
+function of (config, data, seed), and a run resumed from a checkpoint continues
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import queue
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kraken.checkpoint import CheckpointStore
+from kraken.config import check_int, check_positive
+from kraken.data.base import Stream
+from kraken.errors import CheckpointError, ConfigError
+from kraken.nn.embedding import EmbeddingLayer, Prepared
+from kraken.nn.models.base import RankingModel
+from kraken.ps.protocol import ParameterServer
+from kraken.train.metrics import MetricSet
+from kraken.train.state import dense_state, load_dense_state
+
+__all__ = ["RunSummary", "Trainer", "TrainerConfig"]
+
+_DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad,
+                     "sgd": torch.optim.SGD}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How to train. Counts are in samples unless named otherwise.
+
+    Attributes:
+        batch_size: samples per step.
+        dense_optimizer / dense_lr: torch optimizer of the dense parameters.
+        window: samples per progressive-evaluation window.
+        log_every_s: seconds between progress records.
+        evict_every: batches between eviction passes.
+        checkpoint_every_samples / checkpoint_every_s: checkpoint cadence (None = off).
+        keep_checkpoints: newest checkpoints kept.
+        max_samples: stop after this many samples (None = until the stream ends).
+        prefetch: batches read and deduplicated ahead.
+        seed: torch seed for the dense model.
+    """
+
+    batch_size: int = 4096
+    dense_optimizer: str = "adam"
+    dense_lr: float = 1e-3
+    window: int = 100_000
+    log_every_s: float = 2.0
+    evict_every: int = 10
+    checkpoint_every_samples: int | None = None
+    checkpoint_every_s: float | None = None
+    keep_checkpoints: int = 3
+    max_samples: int | None = None
+    prefetch: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("batch_size", self.batch_size, lo=1)
+        if self.dense_optimizer not in _DENSE_OPTIMIZERS:
+            raise ConfigError(f"dense_optimizer: expected one of {sorted(_DENSE_OPTIMIZERS)}, "
+                              f"got {self.dense_optimizer!r}")
+        check_positive("dense_lr", self.dense_lr)
+        check_int("window", self.window, lo=1)
+        check_positive("log_every_s", self.log_every_s)
+        check_int("evict_every", self.evict_every, lo=1)
+        if self.checkpoint_every_samples is not None:
+            check_int("checkpoint_every_samples", self.checkpoint_every_samples, lo=1)
+        if self.checkpoint_every_s is not None:
+            check_positive("checkpoint_every_s", self.checkpoint_every_s)
+        check_int("keep_checkpoints", self.keep_checkpoints, lo=1)
+        if self.max_samples is not None:
+            check_int("max_samples", self.max_samples, lo=0)
+        check_int("prefetch", self.prefetch, lo=1)
+        check_int("seed", self.seed, lo=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What a run did: samples and batches trained (in total, including before a resume),
+    wall seconds of this process, cumulative progressive metrics, last table stats."""
+
+    samples: int
+    batches: int
+    seconds: float
+    metrics: dict[str, float]
+    tables: dict[str, dict[str, int]]
+    stopped: str
+    checkpoint: str | None
+
+
+def _rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Prefetcher:
+    """Reads and dedupes batches in a background thread, in order."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
+                 depth: int) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(batches, prepare),
+                                        name="kraken-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared]) -> None:
+        try:
+            for b in batches:
+                item = prepare(b)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._q.put(self._END)
+        except BaseException as exc:  # surfaced in the main thread
+            self._q.put(exc)
+
+    def __iter__(self) -> Iterator[Prepared]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Trainer:
+    """Trains ``model`` (dense, torch) over ``embedding`` (rows on ``ps``) on ``stream``.
+
+    ``run_dir`` receives ``metrics.jsonl`` and ``checkpoints/``; ``on_record`` gets every
+    progress/window record as a dict (the CLI prints them).
+    """
+
+    def __init__(self, *, model: RankingModel, embedding: EmbeddingLayer, ps: ParameterServer,
+                 stream: Stream, config: TrainerConfig, run_dir: str | Path | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.model, self.embedding, self.ps, self.stream = model, embedding, ps, stream
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.on_record = on_record
+        self.meta = meta or {}
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = _DENSE_OPTIMIZERS[config.dense_optimizer](params, lr=config.dense_lr)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.cumulative = MetricSet()
+        self.window = MetricSet(auc_bins=1 << 16)
+        self.samples = 0
+        self.batches = 0
+        self.offset = 0
+        self._stop = threading.Event()
+        self._stop_reason = "end of stream"
+        self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints)
+                      if self.run_dir is not None else None)
+
+    # -- control ------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Finish the current batch, write a final checkpoint, return from ``run``."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint in ``run_dir``; False if there is none."""
+        if self.store is None:
+            raise CheckpointError("resume needs a run directory")
+        latest = self.store.latest()
+        if latest is None:
+            return False
+        manifest = self.store.open(latest)
+        self.store.load_tables(latest, self.ps)
+        try:
+            load_dense_state(self.model, self.optimizer, self.store.load_part(latest, "dense"),
+                             manifest.meta["dense"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{latest}: dense state does not fit this model: {exc}"
+                                  ) from exc
+        self.cumulative.load_state(self.store.load_part(latest, "metrics"))
+        self.samples, self.batches = manifest.samples, manifest.step
+        self.offset = manifest.stream_offset
+        return True
+
+    def checkpoint(self) -> Path | None:
+        """Write a checkpoint now (between batches, so every part is consistent)."""
+        if self.store is None:
+            return None
+        arrays, dmeta = dense_state(self.model, self.optimizer)
+        return self.store.save(step=self.batches, samples=self.samples,
+                               stream_offset=self.offset, ps=self.ps,
+                               parts={"dense": arrays, "metrics": self.cumulative.state()},
+                               meta={**self.meta, "dense": dmeta})
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Train until the stream ends, ``max_samples`` is reached or a stop is requested."""
+        c = self.config
+        start_t = time.perf_counter()
+        last_log = last_ckpt_t = start_t
+        last_ckpt_samples = self.samples
+        log_samples, log_t = self.samples, start_t
+        ckpt_path: Path | None = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        records = (open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+                   if self.run_dir is not None else None)
+        prefetch = _Prefetcher(self.stream.batches(c.batch_size, start=self.offset),
+                               self.embedding.prepare, c.prefetch)
+        self.model.train()
+        self.embedding.train()
+        now = 0
+        try:
+            for prepared in prefetch:
+                batch = prepared.batch
+                if c.max_samples is not None and self.samples >= c.max_samples:
+                    self._stop_reason = "max_samples reached"
+                    break
+                now = int(batch.event_time.max()) if len(batch) else now
+                self._step(prepared, now)
+                self.offset = batch.offset
+                if self.batches % c.evict_every == 0:
+                    self.ps.evict(now)
+                t = time.perf_counter()
+                if self.window.samples >= c.window:
+                    self._emit(records, self._record("window", t - log_t, self.samples - log_samples))
+                    self.window.reset()
+                if t - last_log >= c.log_every_s:
+                    self._emit(records, self._record("progress", t - log_t,
+                                                     self.samples - log_samples))
+                    last_log, log_t, log_samples = t, t, self.samples
+                due = ((c.checkpoint_every_samples is not None
+                        and self.samples - last_ckpt_samples >= c.checkpoint_every_samples)
+                       or (c.checkpoint_every_s is not None
+                           and t - last_ckpt_t >= c.checkpoint_every_s))
+                if due:
+                    ckpt_path = self.checkpoint()
+                    last_ckpt_t, last_ckpt_samples = time.perf_counter(), self.samples
+                if self._stop.is_set():
+                    break
+        finally:
+            prefetch.close()
+        if self.store is not None:
+            ckpt_path = self.checkpoint()
+        elapsed = time.perf_counter() - start_t
+        final = self._record("final", elapsed, 0)
+        self._emit(records, final)
+        if records is not None:
+            records.close()
+        stats = self.ps.stats()
+        return RunSummary(samples=self.samples, batches=self.batches, seconds=elapsed,
+                          metrics=self.cumulative.get(),
+                          tables={n: {"live_rows": s.live_rows, "admitted": s.admitted,
+                                      "evicted": s.evicted, "memory_bytes": s.memory_bytes}
+                                  for n, s in stats.items()},
+                          stopped=self._stop_reason,
+                          checkpoint=str(ckpt_path) if ckpt_path else None)
+
+    def _step(self, prepared: Prepared, now: int) -> None:
+        batch = prepared.batch
+        pulled = self.embedding.pull(prepared, train=True, now=now)
+        inputs = self.embedding(pulled)
+        logits = self.model(inputs)
+        label = torch.from_numpy(batch.label)
+        loss = self.loss_fn(logits, label)
+        p = torch.sigmoid(logits.detach()).numpy()
+        self.cumulative.update(batch.label, p)
+        self.window.update(batch.label, p)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.embedding.push(now)
+        self.samples += len(batch)
+        self.batches += 1
+
+    def _record(self, kind: str, seconds: float, samples: int) -> dict[str, Any]:
+        stats = self.ps.stats()
+        rate = samples / seconds if seconds > 0 else math.nan
+        return {"kind": kind, "samples": self.samples, "batches": self.batches,
+                "samples_per_s": rate, "window": self.window.get(),
+                "cumulative": self.cumulative.get(), "rss_mb": _rss_mb(),
+                "tables": {n: {"live_rows": s.live_rows, "admitted": s.admitted,
+                               "evicted": s.evicted, "memory_bytes": s.memory_bytes}
+                           for n, s in stats.items()},
+                "time": time.time()}
+
+    def _emit(self, records: Any, record: dict[str, Any]) -> None:
+        if records is not None:
+            records.write(json.dumps(record, default=_json_default) + "\n")
+            records.flush()
+        if self.on_record is not None:
+            self.on_record(record)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")

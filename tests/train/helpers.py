@@ -1,0 +1,46 @@
+"""Small trainers over the synthetic stream for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kraken.data.synthetic import SyntheticConfig, SyntheticStream
+from kraken.nn.embedding import EmbeddingLayer
+from kraken.nn.models import ModelShape, build_model
+from kraken.optim import RowWiseAdaGrad
+from kraken.ps import LocalPS
+from kraken.table import LRU, CountMin, TableConfig, Zeros
+from kraken.train import Trainer, TrainerConfig
+
+
+def make_trainer(run_dir: Path | None, *, n_records: int = 12_000, model: str = "deepfm",
+                 seed: int = 0, **trainer_kw: Any) -> Trainer:
+    stream = SyntheticStream(SyntheticConfig(n_records=n_records, n_fields=5, n_dense=3,
+                                             vocab=3000, drift_ids_per_1k=50, seed=1))
+    emb = TableConfig(dim=8, capacity=4000, optimizer=RowWiseAdaGrad(lr=0.1),
+                      admission=CountMin(threshold=2, width=4096),
+                      eviction=LRU(0.9, 0.7), seed=seed)
+    tables = {"emb": emb, "wide": TableConfig(dim=1, capacity=4000, initializer=Zeros())}
+    ps = LocalPS(tables)
+    torch.manual_seed(seed)
+    kw = {"hidden": (32, 16)} if model in ("deepfm", "wide_deep") else {}
+    m = build_model(model, ModelShape(n_fields=5, dim=8, n_dense=3), **kw)
+    layer = EmbeddingLayer(ps, stream.schema, wide_table="wide" if m.needs_wide else None)
+    cfg = TrainerConfig(**{"batch_size": 512, "dense_lr": 0.01, "window": 2000,
+                           "evict_every": 3, "seed": seed, **trainer_kw})
+    return Trainer(model=m, embedding=layer, ps=ps, stream=stream, config=cfg, run_dir=run_dir)
+
+
+def model_state(tr: Trainer) -> dict[str, Any]:
+    """Everything that defines the trained model, comparable with ==."""
+    out: dict[str, Any] = {k: v.detach().numpy().tolist() for k, v in tr.model.state_dict().items()}
+    for name in tr.ps.tables:
+        rows = tr.ps.table(name).export()
+        order = rows.keys.argsort()
+        out[f"{name}.keys"] = rows.keys[order].tolist()
+        out[f"{name}.weights"] = rows.weights[order].tolist()
+        out[f"{name}.state"] = rows.state[order].tolist()
+    return out

@@ -1,0 +1,114 @@
+"""The continual trainer: determinism, exact resume, progressive evaluation, stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kraken.errors import ConfigError
+from kraken.train import TrainerConfig
+from tests.train.helpers import make_trainer, model_state
+
+
+def test_same_seed_same_model(tmp_path: Path) -> None:
+    a = make_trainer(tmp_path / "a")
+    b = make_trainer(tmp_path / "b")
+    sa, sb = a.run(), b.run()
+    assert sa.samples == sb.samples == 12_000
+    assert model_state(a) == model_state(b)
+    assert sa.metrics == sb.metrics
+
+
+def test_resume_gives_the_uninterrupted_model(tmp_path: Path) -> None:
+    full = make_trainer(tmp_path / "full")
+    full.run()
+    first = make_trainer(tmp_path / "split", max_samples=5120)
+    s1 = first.run()
+    assert s1.samples == 5120 and s1.stopped == "max_samples reached"
+    second = make_trainer(tmp_path / "split")
+    assert second.resume()
+    assert second.samples == 5120 and second.offset == 5120
+    s2 = second.run()
+    assert s2.samples == 12_000
+    assert model_state(second) == model_state(full)
+    assert s2.metrics == full.cumulative.get()
+
+
+def test_predictions_are_scored_before_learning(tmp_path: Path) -> None:
+    tr = make_trainer(None, n_records=512)
+    prepared = tr.embedding.prepare(next(tr.stream.batches(512)))
+    # score the batch with the untouched model on a copy of the PS state
+    twin = make_trainer(None, n_records=512)
+    with torch.no_grad():
+        pulled = twin.embedding.pull(twin.embedding.prepare(prepared.batch), train=True,
+                                     now=int(prepared.batch.event_time.max()))
+        p = torch.sigmoid(twin.model(twin.embedding(pulled))).numpy()
+    tr.run()
+    expected = -np.mean(prepared.batch.label * np.log(np.clip(p, 1e-7, 1))
+                        + (1 - prepared.batch.label) * np.log(np.clip(1 - p, 1e-7, 1)))
+    assert tr.cumulative.get()["logloss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_learning_beats_chance(tmp_path: Path) -> None:
+    tr = make_trainer(None, n_records=30_000)
+    s = tr.run()
+    assert s.metrics["auc"] > 0.6
+    assert 0.7 < s.metrics["calibration"] < 1.3
+
+
+def test_stop_request_finishes_with_a_checkpoint(tmp_path: Path) -> None:
+    tr = make_trainer(tmp_path, log_every_s=1e-6)
+    seen: list[int] = []
+
+    def on_record(rec: dict) -> None:
+        seen.append(rec["samples"])
+        if rec["samples"] >= 2048:
+            tr.request_stop("test")
+
+    tr.on_record = on_record
+    s = tr.run()
+    assert s.stopped == "test" and s.samples < 12_000
+    assert s.checkpoint is not None and Path(s.checkpoint, "manifest.json").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["kind"] == "final" and lines[-1]["samples"] == s.samples
+    assert {"samples_per_s", "window", "cumulative", "tables", "rss_mb"} <= set(lines[0])
+
+
+def test_periodic_checkpoints_are_kept_and_pruned(tmp_path: Path) -> None:
+    tr = make_trainer(tmp_path, checkpoint_every_samples=2048, keep_checkpoints=2)
+    tr.run()
+    done = sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*"))
+    assert len(done) == 2
+    assert (tmp_path / "checkpoints" / "LATEST").read_text() == done[-1]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_failed_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    tr = make_trainer(tmp_path, max_samples=1024)
+    tr.run()
+    before = (tmp_path / "checkpoints" / "LATEST").read_text()
+
+    def boom(directory) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tr.ps, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        tr.checkpoint()
+    assert (tmp_path / "checkpoints" / "LATEST").read_text() == before
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    fresh = make_trainer(tmp_path)
+    assert fresh.resume() and fresh.samples == 1024
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"batch_size": 0}, "batch_size: must be >= 1"),
+    ({"dense_optimizer": "lamb"}, "dense_optimizer: expected one of"),
+    ({"dense_lr": -1.0}, "dense_lr: must be >"),
+])
+def test_trainer_config_errors_name_the_key(kw, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainerConfig(**kw)
