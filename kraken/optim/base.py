@@ -78,7 +78,16 @@ def _check_f32_positive(path: str, value: Any) -> float:
 
 
 def _check_common(self: Any) -> None:
-    """Validate ``lr`` and ``eps`` fields shared by most optimizers (both must be > 0)."""
-    _check_f32_positive("lr", self.lr)
+    """Validate ``lr`` and ``eps`` fields shared by most optimizers (both must be > 0).
+
+    ``lr / eps`` must also fit a float32: it is the step scale of a row whose accumulator
+    is still 0, and an infinite scale times a zero gradient is NaN.
+    """
+    lr = _check_f32_positive("lr", self.lr)
     if hasattr(self, "eps"):
-        _check_f32_positive("eps", self.eps)
+        eps = _check_f32_positive("eps", self.eps)
+        with np.errstate(over="ignore"):
+            scale = np.float32(lr) / np.float32(eps)
+        if not np.isfinite(scale):
+            raise ConfigError(f"eps: lr / eps must stay below 3.4e38 (float32), got "
+                              f"eps={self.eps!r} with lr={self.lr!r}")

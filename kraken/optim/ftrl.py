@@ -38,11 +38,14 @@ def _ftrl(w, s, rows, g, alpha, beta, l1, l2):  # pragma: no cover - numba
             z = s[r, j] + gj - sigma * w[r, j]
             s[r, j] = z
             s[r, d + j] = n_new
-            if abs(z) <= l1:
+            den = (beta + np.float32(math.sqrt(n_new))) / alpha + l2
+            # den is 0 only if beta, l2 and n are (n is when every gradient seen squared to
+            # 0 in float32, |g| < 3e-23): no usable information yet, so w = 0, not x / 0
+            if abs(z) <= l1 or den == 0:
                 w[r, j] = np.float32(0.0)
             else:
                 sgn = np.float32(1.0) if z > 0 else np.float32(-1.0)
-                w[r, j] = -(z - sgn * l1) / ((beta + np.float32(math.sqrt(n_new))) / alpha + l2)
+                w[r, j] = -(z - sgn * l1) / den
 
 
 @register

@@ -17,12 +17,13 @@ import math
 import numba as nb
 import numpy as np
 
+from kraken._jit import batch_kernel
 from kraken.config import check_fraction, check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
 from kraken.types import F32, Rows
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@batch_kernel
 def _radagrad(w, s, rows, g, lr, eps, decay, one_minus_decay):  # pragma: no cover - numba
     # one_minus_decay is float32(1 - decay) rounded once from float64:
     # 1 - float32(0.9999) would be off by 1.7e-4 relative.
@@ -62,5 +63,6 @@ class RAdaGrad(SparseOptimizer):
         state[...] = self.initial_accumulator
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _radagrad(weights, state, rows, grads, np.float32(self.lr), np.float32(self.eps),
+        _radagrad(grads.size, weights, state, rows, grads, np.float32(self.lr),
+                  np.float32(self.eps),
                   np.float32(self.decay), np.float32(1.0 - self.decay))
