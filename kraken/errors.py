@@ -15,6 +15,7 @@ the boundary with ``raise SpecificError(msg) from exc``::
     │   ├── CheckpointVersionError  written by an unknown format version
     │   └── CheckpointMismatchError file is valid but does not fit this table
     ├── CapacityError               an explicit insert does not fit the table's hard budget
+    ├── DataError                   a data file cannot be read as the format it is opened as
     └── StaleVersionError           a delta was asked for a version no longer retained
 
 Every subclass that is about a value also derives from ``ValueError`` so that
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "CorruptCheckpointError",
     "DTypeError",
+    "DataError",
     "InputError",
     "KrakenError",
     "NonFiniteError",
@@ -81,6 +83,14 @@ class CheckpointMismatchError(CheckpointError, ValueError):
 
 class CapacityError(KrakenError):
     """``assign`` or ``load`` needs more rows than the table's capacity allows."""
+
+
+class DataError(KrakenError, ValueError):
+    """A data file is missing, unreadable or not in the expected format as a whole.
+
+    The message names the file. A single malformed record is not an error: it is
+    skipped and reported with :class:`kraken.data.MalformedRecordWarning`.
+    """
 
 
 class StaleVersionError(KrakenError, ValueError):

@@ -7,7 +7,7 @@ import kraken
 EXPECTED = [
     "FTRL", "LFU", "LRU", "SGD", "TTL", "AdaGrad", "Adam", "Always", "CapacityError",
     "CheckpointError", "CheckpointMismatchError", "CheckpointVersionError", "ConfigError",
-    "CorruptCheckpointError", "CountMin", "DTypeError", "InputError", "KrakenError",
+    "CorruptCheckpointError", "CountMin", "DTypeError", "DataError", "InputError", "KrakenError",
     "NonFiniteError", "Normal", "Precision", "Probabilistic", "RAdaGrad", "RowWiseAdaGrad",
     "ShapeError", "SparseOptimizer", "SparseTable", "StaleVersionError", "TableConfig",
     "TableDelta", "TableStats", "Uniform", "Zeros", "__version__", "field_keys",

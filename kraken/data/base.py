@@ -28,7 +28,11 @@ import numpy as np
 
 from kraken.errors import ShapeError
 
-__all__ = ["Batch", "Jagged", "Schema", "Stream", "validate_batch"]
+__all__ = ["Batch", "Jagged", "MalformedRecordWarning", "Schema", "Stream", "validate_batch"]
+
+
+class MalformedRecordWarning(UserWarning):
+    """A record of a data file was malformed and skipped; the message names file and line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +133,7 @@ class Stream(Protocol):
 
     ``offset`` counts records consumed (malformed ones included), so a stream
     restarted with ``start=batch.offset`` continues right after ``batch``.
-    ``stats`` counts malformed records skipped so far.
+    ``skipped`` counts malformed records skipped so far.
     """
 
     schema: Schema
@@ -140,5 +144,5 @@ class Stream(Protocol):
 
     @property
     def skipped(self) -> int:
-        """Malformed records skipped so far."""
+        """Malformed records skipped by the latest ``batches`` iteration (MovieLens: at load)."""
         ...

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from kraken.config import check_int, check_number
+from kraken.data._assemble import check_batch_args
 from kraken.data.base import Batch, Schema
 from kraken.table.init import _uniform01_batch
 from kraken.table.keys import field_keys
@@ -41,7 +42,7 @@ class SyntheticConfig:
     n_dense: int = 4
     vocab: int = 100_000
     zipf_a: float = 1.2
-    drift_ids_per_1k: int = 20
+    drift_ids_per_1k: int = 2
     factor_dim: int = 4
     seed: int = 0
     start_time: int = 1_700_000_000
@@ -107,14 +108,21 @@ class SyntheticStream:
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
         """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
+        check_batch_args(batch_size, start)
+        return self._batches(batch_size, start)
+
+    def _batches(self, batch_size: int, start: int) -> Iterator[Batch]:
         end = self.config.n_records
         pos = start
+        cached: tuple[int, Batch] | None = None  # small batches reuse their chunk
         while end is None or pos < end:
             want = batch_size if end is None else min(batch_size, end - pos)
             parts, got = [], 0
             while got < want:
                 idx, off = divmod(pos + got, CHUNK)
-                chunk = self._chunk(idx)
+                if cached is None or cached[0] != idx:
+                    cached = (idx, self._chunk(idx))
+                chunk = cached[1]
                 take = min(CHUNK - off, want - got)
                 parts.append(chunk.slice(off, off + take))
                 got += take

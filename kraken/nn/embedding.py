@@ -25,6 +25,7 @@ from kraken.data.base import Batch, Schema
 from kraken.errors import ConfigError
 from kraken.nn.inputs import ModelInputs
 from kraken.ps.protocol import ParameterServer
+from kraken.table.kernels import hash_buckets as bucketize
 from kraken.table.kernels import unique_inverse
 
 __all__ = ["EmbeddingLayer", "Prepared", "Pulled"]
@@ -59,11 +60,15 @@ class EmbeddingLayer(nn.Module):
         pooling: ``"sum"`` or ``"mean"`` for multi-valued fields.
         sequence_fields: multi-valued fields also returned unpooled (padded, masked).
         max_sequence: keep at most the last this-many values of a sequence.
+        hash_buckets: if set, the hashing trick: every ID is replaced by
+            ``hash(ID) % hash_buckets`` before the lookup, so distinct IDs may share a row
+            (the fixed-size baseline that collisionless tables are compared against).
     """
 
     def __init__(self, ps: ParameterServer, schema: Schema, *, table: str = "emb",
                  wide_table: str | None = None, pooling: str = "sum",
-                 sequence_fields: tuple[str, ...] = (), max_sequence: int = 50) -> None:
+                 sequence_fields: tuple[str, ...] = (), max_sequence: int = 50,
+                 hash_buckets: int | None = None) -> None:
         super().__init__()
         tables = ps.tables
         for name in (table, wide_table):
@@ -83,6 +88,9 @@ class EmbeddingLayer(nn.Module):
         self.table, self.wide_table = table, wide_table
         self.pooling, self.sequence_fields, self.max_sequence = (
             pooling, tuple(sequence_fields), max_sequence)
+        if hash_buckets is not None and hash_buckets < 1:
+            raise ConfigError(f"hash_buckets: must be >= 1, got {hash_buckets}")
+        self.hash_buckets = hash_buckets
         self.dim = tables[table].dim
         self._pending: list[tuple[str, np.ndarray, torch.Tensor]] = []
 
@@ -94,7 +102,10 @@ class EmbeddingLayer(nn.Module):
         """Deduplicate every ID of ``batch`` (numpy/numba only; safe in a worker thread)."""
         parts = [batch.keys.reshape(-1)] + [batch.jagged[n].values for n in self.schema.jagged]
         ids = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        keys, inverse = unique_inverse(np.ascontiguousarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.hash_buckets is not None:
+            ids = bucketize(ids, self.hash_buckets)
+        keys, inverse = unique_inverse(ids)
         return Prepared(batch=batch, keys=keys, inverse=inverse)
 
     def pull(self, prepared: Prepared, *, train: bool, now: int | None = None) -> Pulled:

@@ -231,7 +231,7 @@ class Trainer:
         c = self.config
         start_t = time.perf_counter()
         last_log = last_ckpt_t = start_t
-        last_ckpt_samples = self.samples
+        last_ckpt_samples = start_samples = self.samples
         log_samples, log_t = self.samples, start_t
         ckpt_path: Path | None = None
         if self.run_dir is not None:
@@ -256,7 +256,8 @@ class Trainer:
                     self.ps.evict(now)
                 t = time.perf_counter()
                 if self.window.samples >= c.window:
-                    self._emit(records, self._record("window", t - log_t, self.samples - log_samples))
+                    self._emit(records, self._record("window", t - log_t,
+                                                     self.samples - log_samples))
                     self.window.reset()
                 if t - last_log >= c.log_every_s:
                     self._emit(records, self._record("progress", t - log_t,
@@ -276,7 +277,7 @@ class Trainer:
         if self.store is not None:
             ckpt_path = self.checkpoint()
         elapsed = time.perf_counter() - start_t
-        final = self._record("final", elapsed, 0)
+        final = self._record("final", elapsed, self.samples - start_samples)
         self._emit(records, final)
         if records is not None:
             records.close()

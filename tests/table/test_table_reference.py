@@ -14,7 +14,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import kraken
 from kraken.table import LFU, LRU, TTL, Always, CountMin, Probabilistic, TableConfig
-
 from tests.table.reference import ReferenceTable
 
 KEY_POOL = [0, 1, -1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 2**63 - 1, -(2**63), 1 << 56,

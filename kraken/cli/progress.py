@@ -1,0 +1,45 @@
+"""Rendering trainer records as a live progress line and a closing summary table."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, TextIO
+
+__all__ = ["ProgressPrinter", "summary_table"]
+
+
+def _f(x: float, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+class ProgressPrinter:
+    """Prints ``progress`` records on one updating line (a tty) or one line each."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.tty = out.isatty()
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if rec["kind"] == "window" and self.tty:
+            return
+        tables = "  ".join(f"{n}: {t['live_rows']:,} live +{t['admitted']:,} "
+                           f"-{t['evicted']:,}" for n, t in rec["tables"].items())
+        w, c = rec["window"], rec["cumulative"]
+        line = (f"[{rec['kind']:>8}] {rec['samples']:>10,} samples "
+                f"{_f(rec['samples_per_s'], ',.0f'):>8}/s  "
+                f"AUC win {_f(w['auc'], '.4f')} cum {_f(c['auc'], '.4f')}  "
+                f"logloss {_f(c['logloss'], '.4f')}  calib {_f(c['calibration'], '.3f')}  "
+                f"{tables}  rss {rec['rss_mb']:,.0f}MB")
+        if self.tty and rec["kind"] == "progress":
+            self.out.write("\r" + line[: 200] + "\x1b[K")
+        else:
+            self.out.write(("\n" if self.tty else "") + line + "\n")
+        self.out.flush()
+
+
+def summary_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column text table."""
+    width = max(len(k) for k, _ in rows)
+    rule = "-" * (width + 2 + max(len(v) for _, v in rows))
+    return "\n".join([rule] + [f"{k:<{width}}  {v}" for k, v in rows] + [rule])

@@ -1,0 +1,69 @@
+"""``kraken report RUN_DIR [RUN_DIR ...]``: PNG plots of one or more runs side by side.
+
+Reads each run's ``metrics.jsonl`` and draws, against samples seen: window AUC,
+cumulative logloss, live rows per table and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from kraken.errors import ConfigError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="plot AUC, logloss, live rows and memory of runs")
+    p.add_argument("run_dirs", nargs="+", help="run directories holding metrics.jsonl")
+    p.add_argument("--out", default="report.png", help="output PNG (default report.png)")
+    p.set_defaults(run=run)
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The ``window`` records of a run (``progress`` ones when a run had no full window)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no metrics.jsonl (is this a kraken run directory?)")
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    windows = [r for r in recs if r["kind"] == "window"]
+    return windows or [r for r in recs if r["kind"] in ("progress", "final")]
+
+
+def plot(run_dirs: list[Path], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    panels = [("window AUC", lambda r: r["window"]["auc"]),
+              ("cumulative logloss", lambda r: r["cumulative"]["logloss"]),
+              ("live rows (all tables)",
+               lambda r: sum(t["live_rows"] for t in r["tables"].values())),
+              ("peak RSS (MiB)", lambda r: r["rss_mb"])]
+    for run_dir in run_dirs:
+        recs = load_records(run_dir)
+        xs = [r["samples"] for r in recs]
+        for ax, (title, get) in zip(axes.flat, panels):
+            ys = [get(r) for r in recs]
+            ax.plot(xs, [y if y is not None else math.nan for y in ys], marker=".",
+                    label=run_dir.name)
+            ax.set_title(title)
+            ax.set_xlabel("samples")
+            ax.grid(alpha=0.3)
+    for ax in axes.flat:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    plot([Path(d) for d in args.run_dirs], out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,78 @@
+"""``kraken train --config FILE.toml``: continual training from a config file."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from kraken.cli.progress import ProgressPrinter, summary_table
+from kraken.train.config import RunConfig, build_run, load_config
+from kraken.train.trainer import RunSummary, Trainer
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train continually on a stream described by a TOML config")
+    p.add_argument("--config", required=True, help="the run's TOML file (see examples/)")
+    p.add_argument("--run-dir", default=None,
+                   help="where metrics.jsonl and checkpoints go (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
+    p.set_defaults(run=run)
+
+
+def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
+                     title: str = "kraken train") -> RunSummary:
+    """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling."""
+    built = build_run(config)
+    trainer = Trainer(model=built.model, embedding=built.embedding, ps=built.ps,
+                      stream=built.stream, config=config.trainer, run_dir=run_dir,
+                      on_record=ProgressPrinter(),
+                      meta={"config": _jsonable(config)})
+    if resume:
+        if trainer.resume():
+            print(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
+        else:
+            print("no checkpoint to resume from; starting fresh")
+
+    def stop(signum: int, _frame: Any) -> None:
+        trainer.request_stop(f"signal {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"{title}: model {config.model['name']}, tables "
+              + ", ".join(f"{n} (dim {t.dim}, {t.optimizer.kind}, cap {t.capacity:,})"
+                          for n, t in config.tables.items())
+              + f", batch {config.trainer.batch_size}, run dir {run_dir}")
+        t0 = time.perf_counter()
+        s = trainer.run()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    m = s.metrics
+    rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
+            ("wall time", f"{time.perf_counter() - t0:.1f}s"),
+            ("samples/s", f"{s.samples / max(s.seconds, 1e-9):,.0f} (this process)"),
+            ("progressive AUC", f"{m['auc']:.4f}"), ("logloss", f"{m['logloss']:.4f}"),
+            ("calibration", f"{m['calibration']:.3f}")]
+    for n, t in s.tables.items():
+        rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "
+                                   f"{t['evicted']:,} evicted, {t['memory_bytes'] / 2**20:.1f} MB"))
+    rows.append(("checkpoint", s.checkpoint or "-"))
+    print(summary_table(rows))
+    return s
+
+
+def _jsonable(config: RunConfig) -> dict[str, Any]:
+    return {"data": config.data, "model": config.model,
+            "tables": {n: t.to_dict() for n, t in config.tables.items()}}
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {"trainer": {"max_samples": args.max_samples}} if args.max_samples else None
+    config = load_config(args.config, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    train_and_report(config, run_dir, resume=args.resume)
+    return 0

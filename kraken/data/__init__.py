@@ -1,0 +1,35 @@
+"""Data streams: columnar batches of feature IDs, from files or generated.
+
+Every stream has a ``schema``, ``batches(batch_size, start=0)`` yielding
+:class:`Batch` objects whose ``offset`` resumes the stream exactly, and a
+``skipped`` count of malformed records (see :class:`Stream`). This layer uses
+numpy and pandas only.
+"""
+
+from kraken.data.avazu import AvazuStream
+from kraken.data.base import Batch, Jagged, MalformedRecordWarning, Schema, Stream, validate_batch
+from kraken.data.criteo import CriteoStream
+from kraken.data.hashing import feature_ids
+from kraken.data.movielens import MovieLensStream
+from kraken.data.registry import STREAM_NAMES, open_stream
+from kraken.data.synthetic import SyntheticConfig, SyntheticStream
+from kraken.data.tabular import TabularSchema, TabularStream
+
+__all__ = [
+    "STREAM_NAMES",
+    "AvazuStream",
+    "Batch",
+    "CriteoStream",
+    "Jagged",
+    "MalformedRecordWarning",
+    "MovieLensStream",
+    "Schema",
+    "Stream",
+    "SyntheticConfig",
+    "SyntheticStream",
+    "TabularSchema",
+    "TabularStream",
+    "feature_ids",
+    "open_stream",
+    "validate_batch",
+]

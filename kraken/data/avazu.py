@@ -1,0 +1,125 @@
+"""The Avazu (Kaggle CTR prediction) format as a stream.
+
+Each line is 24 comma-separated columns; the header line is optional and is
+detected by the first line starting with ``id,click``::
+
+    id, click, hour (YYMMDDHH, UTC), C1, banner_pos, site_id, site_domain,
+    site_category, app_id, app_domain, app_category, device_id, device_ip,
+    device_model, device_type, device_conn_type, C14 .. C21
+
+Features of a batch (``B`` rows), all categorical, no dense features:
+
+- ``keys int64[B, 23]``: the 21 columns after ``hour`` (field index 0..20), then
+  ``hour_of_day`` (21) and ``weekday`` (22, Monday = 0) derived from ``hour``. The
+  hex columns (``site_id`` .. ``device_model``) keep the integer value of 8 lowercase
+  hex digits and the numeric ones that of a canonical decimal; other values are
+  hashed (Avazu writes ``-1`` for unknown in ``C20``: it becomes a value of its own).
+- ``event_time int64[B]``: unix seconds of ``hour``; ``YY`` is read as ``20YY``.
+
+A line with the wrong number of columns, a click other than 0/1 or an invalid
+``hour`` is malformed: skipped, counted in ``skipped``, reported with
+:class:`~kraken.data.base.MalformedRecordWarning`. ``id`` is not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from kraken.data._assemble import Part, check_batch_args, rebatch
+from kraken.data._columns import (
+    RowProblems,
+    categorical_ids,
+    hour_and_weekday,
+    to_integer,
+    to_number,
+    yymmddhh_to_unix,
+)
+from kraken.data._lines import (
+    BLOCK_BYTES,
+    LineBlock,
+    MalformedReporter,
+    TextFormat,
+    check_file,
+    check_shape,
+    first_lines,
+    parse_lines,
+    read_blocks,
+    shape_reasons,
+)
+from kraken.data.base import Batch, Schema
+from kraken.table.keys import field_keys
+
+__all__ = ["AvazuStream"]
+
+HEX = ("site_id", "site_domain", "site_category", "app_id", "app_domain", "app_category",
+       "device_id", "device_ip", "device_model")
+CATEGORICAL = ("C1", "banner_pos", *HEX, "device_type", "device_conn_type",
+               *(f"C{i}" for i in range(14, 22)))
+COLUMNS = ["id", "click", "hour", *CATEGORICAL]
+FORMAT = TextFormat("Avazu", b",", len(COLUMNS))
+HEADER_PREFIX = b"id,click"
+
+
+class AvazuStream:
+    """Batches from an Avazu CSV file (``.gz`` allowed); see the module docstring.
+
+    ``skipped`` counts the malformed records met by the latest ``batches`` iteration.
+    ``has_header`` tells whether a header line was found (it is not a record).
+    """
+
+    def __init__(self, path: str | Path, *, block_bytes: int = BLOCK_BYTES) -> None:
+        self.path = check_file(path)
+        head = first_lines(self.path, 1)
+        self.has_header = bool(head) and head[0].startswith(HEADER_PREFIX)
+        check_shape(self.path, FORMAT, header_lines=int(self.has_header))
+        self.schema = Schema(fields=(*CATEGORICAL, "hour_of_day", "weekday"))
+        self._block_bytes = block_bytes
+        self._reporter = self._new_reporter()
+
+    def _new_reporter(self) -> MalformedReporter:
+        return MalformedReporter(self.path, FORMAT.what, header_lines=int(self.has_header))
+
+    @property
+    def skipped(self) -> int:
+        return self._reporter.count
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
+        """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
+        check_batch_args(batch_size, start)
+        check_file(self.path)
+        return rebatch(self._parts(start), batch_size)
+
+    def _parts(self, start: int) -> Iterator[Part]:
+        reporter = self._reporter = self._new_reporter()
+        for block in read_blocks(self.path, FORMAT, header_lines=int(self.has_header),
+                                 start=start, block_bytes=self._block_bytes):
+            yield self._parse(block, reporter)
+        reporter.close()
+
+    def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
+        shaped = block.n_fields == FORMAT.n_fields
+        usecols = COLUMNS[1:]
+        frame = parse_lines(block, FORMAT, shaped, COLUMNS, usecols, list(CATEGORICAL))
+        records = block.records()[shaped]
+        problems = RowProblems(len(frame))
+        click, bad = to_number(frame["click"])
+        problems.add("invalid click", bad | ((click != 0) & (click != 1)), frame["click"])
+        hour, missing, bad = to_integer(frame["hour"])
+        unix, valid = yymmddhh_to_unix(hour)
+        problems.add("invalid hour", bad | missing | ~valid, frame["hour"])
+        n_fields = len(self.schema.fields)
+        keys = np.empty((len(frame), n_fields), dtype=np.int64)
+        for j, name in enumerate(CATEGORICAL):
+            keys[:, j] = categorical_ids(j, frame[name], "hex8" if name in HEX else "decimal")
+        hod, weekday = hour_and_weekday(unix)
+        keys[:, n_fields - 2] = field_keys(n_fields - 2, hod)
+        keys[:, n_fields - 1] = field_keys(n_fields - 1, weekday)
+        ok = ~problems.bad
+        reporter.report(np.concatenate([block.records()[~shaped], records[~ok]]),
+                        shape_reasons(block, FORMAT, ~shaped) + problems.reasons())
+        return Part(keys=keys[ok], dense=np.zeros((int(ok.sum()), 0), dtype=np.float32),
+                    label=click[ok].astype(np.float32), event_time=unix[ok], jagged={},
+                    ends=records[ok] + 1, stop=block.stop)
