@@ -34,7 +34,7 @@ from kraken.checkpoint import CheckpointStore
 from kraken.config import check_int, check_positive
 from kraken.data.base import Stream
 from kraken.errors import CheckpointError, ConfigError
-from kraken.nn.embedding import EmbeddingLayer, Prepared
+from kraken.nn.embedding import EmbeddingLayer, Prepared, Pulled
 from kraken.nn.models.base import RankingModel
 from kraken.ps.protocol import ParameterServer
 from kraken.train.metrics import MetricSet
@@ -60,6 +60,10 @@ class TrainerConfig:
         keep_checkpoints: newest checkpoints kept.
         max_samples: stop after this many samples (None = until the stream ends).
         prefetch: batches read and deduplicated ahead.
+        pipeline: also pull the next batch's rows in the background while the current
+            batch computes. Rows then miss the previous batch's update (one step of
+            staleness, as in an asynchronous PS); runs stay deterministic, but a resumed
+            run is no longer bit-identical to an uninterrupted one.
         seed: torch seed for the dense model.
     """
 
@@ -74,6 +78,7 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     max_samples: int | None = None
     prefetch: int = 2
+    pipeline: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,23 +120,66 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class _PullGate:
+    """Orders background pulls between pushes, so a pipelined run stays deterministic.
+
+    ``pull(j)`` may start once batch ``j - 2`` is fully pushed (and evicted), and
+    ``push(j)`` waits until ``pull(j + 1)`` is done or the stream has ended: every pull
+    of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self.pushed = self.pulled = -1
+        self.ended = self.stopped = False
+
+    def _set(self, **kw: Any) -> None:
+        with self._cv:
+            for k, v in kw.items():
+                setattr(self, k, v)
+            self._cv.notify_all()
+
+    def before_pull(self, j: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self.pushed >= j - 2 or self.stopped)
+
+    def before_push(self, j: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self.pulled >= j + 1 or self.ended or self.stopped)
+
+    def after_pull(self, j: int) -> None:
+        self._set(pulled=j)
+
+    def after_push(self, j: int) -> None:
+        self._set(pushed=j)
+
+
 class _Prefetcher:
-    """Reads and dedupes batches in a background thread, in order."""
+    """Reads and dedupes (and, with a gate, pulls) batches in a background thread, in order."""
 
     _END = object()
 
     def __init__(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
-                 depth: int) -> None:
+                 depth: int, pull: Callable[[Prepared], Pulled] | None = None,
+                 gate: _PullGate | None = None) -> None:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(batches, prepare),
+        self.gate = gate
+        self._thread = threading.Thread(target=self._run, args=(batches, prepare, pull),
                                         name="kraken-prefetch", daemon=True)
         self._thread.start()
 
-    def _run(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared]) -> None:
+    def _run(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
+             pull: Callable[[Prepared], Pulled] | None) -> None:
         try:
-            for b in batches:
-                item = prepare(b)
+            for j, b in enumerate(batches):
+                item: Any = prepare(b)
+                if pull is not None and self.gate is not None:
+                    self.gate.before_pull(j)
+                    if self._stop.is_set():
+                        return
+                    item = pull(item)
+                    self.gate.after_pull(j)
                 while not self._stop.is_set():
                     try:
                         self._q.put(item, timeout=0.1)
@@ -143,8 +191,11 @@ class _Prefetcher:
             self._q.put(self._END)
         except BaseException as exc:  # surfaced in the main thread
             self._q.put(exc)
+        finally:
+            if self.gate is not None:
+                self.gate._set(ended=True)
 
-    def __iter__(self) -> Iterator[Prepared]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             item = self._q.get()
             if item is self._END:
@@ -155,6 +206,8 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
+        if self.gate is not None:
+            self.gate._set(stopped=True)
         self._thread.join(timeout=5)
 
 
@@ -238,22 +291,30 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         records = (open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
                    if self.run_dir is not None else None)
-        prefetch = _Prefetcher(self.stream.batches(c.batch_size, start=self.offset),
-                               self.embedding.prepare, c.prefetch)
+        gate = _PullGate() if c.pipeline else None
+        prefetch = _Prefetcher(
+            self.stream.batches(c.batch_size, start=self.offset), self.embedding.prepare,
+            c.prefetch, gate=gate,
+            pull=lambda p: self.embedding.pull(p, train=True, now=_batch_now(p.batch)))
         self.model.train()
         self.embedding.train()
         now = 0
         try:
-            for prepared in prefetch:
-                batch = prepared.batch
+            for j, item in enumerate(prefetch):
+                batch = item.prepared.batch if isinstance(item, Pulled) else item.batch
                 if c.max_samples is not None and self.samples >= c.max_samples:
                     self._stop_reason = "max_samples reached"
                     break
-                now = int(batch.event_time.max()) if len(batch) else now
-                self._step(prepared, now)
+                now = _batch_now(batch) or now
+                self._learn(item, now)
+                if gate is not None:
+                    gate.before_push(j)
+                self.embedding.push(now)
                 self.offset = batch.offset
                 if self.batches % c.evict_every == 0:
                     self.ps.evict(now)
+                if gate is not None:
+                    gate.after_push(j)
                 t = time.perf_counter()
                 if self.window.samples >= c.window:
                     self._emit(records, self._record("window", t - log_t,
@@ -290,9 +351,11 @@ class Trainer:
                           stopped=self._stop_reason,
                           checkpoint=str(ckpt_path) if ckpt_path else None)
 
-    def _step(self, prepared: Prepared, now: int) -> None:
-        batch = prepared.batch
-        pulled = self.embedding.pull(prepared, train=True, now=now)
+    def _learn(self, item: Prepared | Pulled, now: int) -> None:
+        """Pull (unless pipelined), score, then learn one batch; the row push follows."""
+        pulled = item if isinstance(item, Pulled) else self.embedding.pull(item, train=True,
+                                                                            now=now)
+        batch = pulled.prepared.batch
         inputs = self.embedding(pulled)
         logits = self.model(inputs)
         label = torch.from_numpy(batch.label)
@@ -303,7 +366,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.embedding.push(now)
         self.samples += len(batch)
         self.batches += 1
 
@@ -324,6 +386,11 @@ class Trainer:
             records.flush()
         if self.on_record is not None:
             self.on_record(record)
+
+
+def _batch_now(batch: Any) -> int | None:
+    """A batch's ``now``: its newest event time (None for an empty batch)."""
+    return int(batch.event_time.max()) if len(batch) else None
 
 
 def _json_default(x: Any) -> Any:
