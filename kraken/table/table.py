@@ -202,8 +202,7 @@ class SparseTable:
                 rows = self._index.find(flat)
                 absent = rows < 0
                 if absent.any():
-                    self._admit(flat[absent], t)
-                    rows[absent] = self._index.find(flat[absent])
+                    rows[absent] = self._admit(flat[absent], t)
                 kernels.touch(rows, self._arena.last_seen, self._arena.count, t)
                 out = self._gather(rows)
         return out.reshape(shape + (d,))
@@ -468,20 +467,28 @@ class SparseTable:
         self._arena.stamp[rows] = self._version
         self._dirty = True
 
-    def _admit(self, keys: Keys, now: int) -> None:
-        """Admission for absent ``keys`` (with duplicates); creates rows for admitted ones."""
-        ukeys, counts = kernels.unique_counts(keys)
+    def _admit(self, keys: Keys, now: int) -> np.ndarray:
+        """Admission for absent ``keys`` (with duplicates); creates rows for admitted ones.
+
+        Returns ``int64[N]``: the new row of each key, -1 where it was not admitted.
+        """
+        ukeys, inverse = kernels.unique_inverse(keys)
+        counts = np.bincount(inverse, minlength=ukeys.shape[0])
         admit = self.config.admission.decide(ukeys, counts, self._sketch, self._rng)
-        cand = ukeys[admit]
-        self._counters["not_admitted"] += int(ukeys.shape[0] - cand.shape[0])
-        rows = self._arena.allocate(cand.shape[0])
-        if rows.shape[0] < cand.shape[0]:
-            self._counters["rejected_full"] += int(cand.shape[0] - rows.shape[0])
-            cand = cand[: rows.shape[0]]
-        if cand.shape[0]:
+        cand_idx = np.flatnonzero(admit)
+        self._counters["not_admitted"] += int(ukeys.shape[0] - cand_idx.shape[0])
+        rows = self._arena.allocate(cand_idx.shape[0])
+        if rows.shape[0] < cand_idx.shape[0]:
+            self._counters["rejected_full"] += int(cand_idx.shape[0] - rows.shape[0])
+            cand_idx = cand_idx[: rows.shape[0]]
+        row_of = np.full(ukeys.shape[0], -1, dtype=np.int64)
+        if cand_idx.shape[0]:
+            cand = ukeys[cand_idx]
             self._index.insert(cand, rows)
             self._init_rows(cand, rows, now)
             self._counters["admitted"] += int(cand.shape[0])
+            row_of[cand_idx] = rows
+        return row_of[inverse]
 
     def _init_rows(self, keys: Keys, rows: np.ndarray, now: int) -> None:
         c, a = self.config, self._arena
