@@ -15,8 +15,11 @@ the boundary with ``raise SpecificError(msg) from exc``::
     │   ├── CheckpointVersionError  written by an unknown format version
     │   └── CheckpointMismatchError file is valid but does not fit this table
     ├── CapacityError               an explicit insert does not fit the table's hard budget
+    ├── TrainingDivergedError       training kept producing non-finite losses or gradients
     ├── DataError                   a data file cannot be read as the format it is opened as
-    └── StaleVersionError           a delta was asked for a version no longer retained
+    ├── StaleVersionError           a delta was asked for a version no longer retained
+    ├── VersionGapError             a serving update does not follow the replica's version
+    └── NotReadyError               a serving replica was asked to predict before a model loaded
 
 Every subclass that is about a value also derives from ``ValueError`` so that
 generic callers that catch ``ValueError`` keep working.
@@ -36,8 +39,11 @@ __all__ = [
     "InputError",
     "KrakenError",
     "NonFiniteError",
+    "NotReadyError",
     "ShapeError",
     "StaleVersionError",
+    "TrainingDivergedError",
+    "VersionGapError",
 ]
 
 
@@ -93,8 +99,23 @@ class DataError(KrakenError, ValueError):
     """
 
 
+class TrainingDivergedError(KrakenError):
+    """Many batches in a row produced NaN or inf losses or gradients."""
+
+
 class StaleVersionError(KrakenError, ValueError):
     """A delta was requested from a version older than what is still retained.
 
     The consumer must resynchronise from a full snapshot.
     """
+
+
+class VersionGapError(KrakenError, ValueError):
+    """A model update's base is not the serving replica's version (a gap or a replay).
+
+    The replica is unchanged; it must bootstrap from a full snapshot.
+    """
+
+
+class NotReadyError(KrakenError):
+    """A serving replica has no model yet (no snapshot was loaded)."""

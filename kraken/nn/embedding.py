@@ -139,6 +139,14 @@ class EmbeddingLayer(nn.Module):
                 self.ps.push(table, keys, leaf.grad.numpy(), now)
         self._pending = []
 
+    def pending_grads(self) -> list[torch.Tensor]:
+        """Row gradients the next :meth:`push` would send (for finiteness checks)."""
+        return [leaf.grad for _, _, leaf in self._pending if leaf.grad is not None]
+
+    def discard(self) -> None:
+        """Forget the last forward's rows: the next :meth:`push` sends nothing."""
+        self._pending = []
+
     # -- internals ---------------------------------------------------------------------
 
     def _fields(self, rows: np.ndarray, inverse: torch.Tensor,

@@ -22,9 +22,10 @@ import queue
 import resource
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,14 +34,16 @@ from torch import nn
 from kraken.checkpoint import CheckpointStore
 from kraken.config import check_int, check_positive
 from kraken.data.base import Stream
-from kraken.errors import CheckpointError, ConfigError
+from kraken.errors import CheckpointError, ConfigError, TrainingDivergedError
 from kraken.nn.embedding import EmbeddingLayer, Prepared, Pulled
 from kraken.nn.models.base import RankingModel
 from kraken.ps.protocol import ParameterServer
 from kraken.train.metrics import MetricSet
 from kraken.train.state import dense_state, load_dense_state
 
-__all__ = ["RunSummary", "Trainer", "TrainerConfig"]
+__all__ = ["PublishHook", "RunSummary", "Trainer", "TrainerConfig"]
+
+_MAX_BAD_IN_A_ROW = 20
 
 _DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad,
                      "sgd": torch.optim.SGD}
@@ -99,6 +102,15 @@ class TrainerConfig:
             check_int("max_samples", self.max_samples, lo=0)
         check_int("prefetch", self.prefetch, lo=1)
         check_int("seed", self.seed, lo=0)
+
+
+class PublishHook(Protocol):
+    """What the trainer calls to publish versions for serving
+    (:class:`kraken.serving.Publisher`): after every batch, and once at the end."""
+
+    def maybe_publish(self, event_time: int | None = None) -> Any: ...
+
+    def publish(self, *, dense: bool = False, full: bool = False) -> Any: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,13 +227,17 @@ class Trainer:
     """Trains ``model`` (dense, torch) over ``embedding`` (rows on ``ps``) on ``stream``.
 
     ``run_dir`` receives ``metrics.jsonl`` and ``checkpoints/``; ``on_record`` gets every
-    progress/window record as a dict (the CLI prints them).
+    progress/window record as a dict (the CLI prints them); ``publisher`` is called after
+    every batch (``maybe_publish(now)``) and at the end (``publish(dense=True)``) to
+    publish versions for serving.
     """
 
     def __init__(self, *, model: RankingModel, embedding: EmbeddingLayer, ps: ParameterServer,
                  stream: Stream, config: TrainerConfig, run_dir: str | Path | None = None,
                  on_record: Callable[[dict[str, Any]], None] | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None,
+                 publisher: PublishHook | None = None) -> None:
+        self.publisher = publisher
         self.model, self.embedding, self.ps, self.stream = model, embedding, ps, stream
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -235,6 +251,8 @@ class Trainer:
         self.samples = 0
         self.batches = 0
         self.offset = 0
+        self.nonfinite_batches = 0
+        self._bad_in_a_row = 0
         self._stop = threading.Event()
         self._stop_reason = "end of stream"
         self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints)
@@ -313,6 +331,8 @@ class Trainer:
                 self.offset = batch.offset
                 if self.batches % c.evict_every == 0:
                     self.ps.evict(now)
+                if self.publisher is not None:
+                    self.publisher.maybe_publish(now)
                 if gate is not None:
                     gate.after_push(j)
                 t = time.perf_counter()
@@ -335,6 +355,8 @@ class Trainer:
                     break
         finally:
             prefetch.close()
+        if self.publisher is not None:
+            self.publisher.publish(dense=True)
         if self.store is not None:
             ckpt_path = self.checkpoint()
         elapsed = time.perf_counter() - start_t
@@ -360,14 +382,33 @@ class Trainer:
         logits = self.model(inputs)
         label = torch.from_numpy(batch.label)
         loss = self.loss_fn(logits, label)
-        p = torch.sigmoid(logits.detach()).numpy()
-        self.cumulative.update(batch.label, p)
-        self.window.update(batch.label, p)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
         self.samples += len(batch)
         self.batches += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            if self._grads_finite():
+                p = torch.sigmoid(logits.detach()).numpy()
+                self.cumulative.update(batch.label, p)
+                self.window.update(batch.label, p)
+                self.optimizer.step()
+                self._bad_in_a_row = 0
+                return
+        # A non-finite loss or gradient: learn nothing from this batch, keep running.
+        self.embedding.discard()
+        self.nonfinite_batches += 1
+        self._bad_in_a_row += 1
+        warnings.warn(f"batch {self.batches}: non-finite loss or gradients, update skipped "
+                      f"({self.nonfinite_batches} so far)", RuntimeWarning, stacklevel=2)
+        if self._bad_in_a_row >= _MAX_BAD_IN_A_ROW:
+            raise TrainingDivergedError(
+                f"{self._bad_in_a_row} batches in a row gave non-finite loss or gradients; "
+                "the model has diverged (lower the learning rates)")
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads += self.embedding.pending_grads()
+        return all(bool(torch.isfinite(g).all()) for g in grads)
 
     def _record(self, kind: str, seconds: float, samples: int) -> dict[str, Any]:
         stats = self.ps.stats()

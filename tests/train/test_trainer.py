@@ -112,3 +112,37 @@ def test_a_failed_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch)
 def test_trainer_config_errors_name_the_key(kw, message) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainerConfig(**kw)
+
+
+def test_a_non_finite_batch_is_skipped_and_training_goes_on() -> None:
+    tr = make_trainer(None, n_records=4096)
+    real = tr.stream.batches
+
+    def poisoned(batch_size: int, start: int = 0):
+        for i, b in enumerate(real(batch_size, start)):
+            if i == 2:
+                b.dense[:] = np.nan
+            yield b
+
+    tr.stream.batches = poisoned  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradients"):
+        s = tr.run()
+    assert s.samples == 4096 and tr.nonfinite_batches == 1
+    assert tr.cumulative.samples == 4096 - 512
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_divergence_is_reported_not_looped() -> None:
+    from kraken.errors import TrainingDivergedError
+
+    tr = make_trainer(None, n_records=30_000)
+    real = tr.stream.batches
+
+    def all_nan(batch_size: int, start: int = 0):
+        for b in real(batch_size, start):
+            b.dense[:] = np.inf
+            yield b
+
+    tr.stream.batches = all_nan  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning), pytest.raises(TrainingDivergedError, match="20 batches"):
+        tr.run()
