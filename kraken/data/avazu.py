@@ -23,12 +23,11 @@ A line with the wrong number of columns, a click other than 0/1 or an invalid
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from kraken.data._assemble import Part, check_batch_args, rebatch
+from kraken.data._assemble import Part
 from kraken.data._columns import (
     RowProblems,
     categorical_ids,
@@ -37,6 +36,7 @@ from kraken.data._columns import (
     to_number,
     yymmddhh_to_unix,
 )
+from kraken.data._file import FileStream
 from kraken.data._lines import (
     BLOCK_BYTES,
     LineBlock,
@@ -46,10 +46,9 @@ from kraken.data._lines import (
     check_shape,
     first_lines,
     parse_lines,
-    read_blocks,
     shape_reasons,
 )
-from kraken.data.base import Batch, Schema
+from kraken.data.base import Schema
 from kraken.table.keys import field_keys
 
 __all__ = ["AvazuStream"]
@@ -63,41 +62,24 @@ FORMAT = TextFormat("Avazu", b",", len(COLUMNS))
 HEADER_PREFIX = b"id,click"
 
 
-class AvazuStream:
+class AvazuStream(FileStream):
     """Batches from an Avazu CSV file (``.gz`` allowed); see the module docstring.
 
     ``skipped`` counts the malformed records met by the latest ``batches`` iteration.
     ``has_header`` tells whether a header line was found (it is not a record).
     """
 
+    _format = FORMAT
+
     def __init__(self, path: str | Path, *, block_bytes: int = BLOCK_BYTES) -> None:
         self.path = check_file(path)
         head = first_lines(self.path, 1)
         self.has_header = bool(head) and head[0].startswith(HEADER_PREFIX)
-        check_shape(self.path, FORMAT, header_lines=int(self.has_header))
+        self._header_lines = int(self.has_header)
+        check_shape(self.path, FORMAT, header_lines=self._header_lines)
         self.schema = Schema(fields=(*CATEGORICAL, "hour_of_day", "weekday"))
         self._block_bytes = block_bytes
         self._reporter = self._new_reporter()
-
-    def _new_reporter(self) -> MalformedReporter:
-        return MalformedReporter(self.path, FORMAT.what, header_lines=int(self.has_header))
-
-    @property
-    def skipped(self) -> int:
-        return self._reporter.count
-
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
-        """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
-        check_batch_args(batch_size, start)
-        check_file(self.path)
-        return rebatch(self._parts(start), batch_size)
-
-    def _parts(self, start: int) -> Iterator[Part]:
-        reporter = self._reporter = self._new_reporter()
-        for block in read_blocks(self.path, FORMAT, header_lines=int(self.has_header),
-                                 start=start, block_bytes=self._block_bytes):
-            yield self._parse(block, reporter)
-        reporter.close()
 
     def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
         shaped = block.n_fields == FORMAT.n_fields

@@ -22,13 +22,13 @@ value that is not a finite number is malformed: it is skipped, counted in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from kraken.data._assemble import Part, check_batch_args, rebatch
+from kraken.data._assemble import Part
 from kraken.data._columns import RowProblems, categorical_ids, to_number
+from kraken.data._file import FileStream
 from kraken.data._lines import (
     BLOCK_BYTES,
     LineBlock,
@@ -37,12 +37,11 @@ from kraken.data._lines import (
     check_file,
     check_shape,
     parse_lines,
-    read_blocks,
     shape_reasons,
 )
-from kraken.data.base import Batch, Schema
+from kraken.data.base import Schema
 
-__all__ = ["CriteoStream"]
+__all__ = ["CriteoStream", "transform_dense"]
 
 DENSE = tuple(f"I{i}" for i in range(1, 14))
 SPARSE = tuple(f"C{i}" for i in range(1, 27))
@@ -50,34 +49,29 @@ COLUMNS = ["label", *DENSE, *SPARSE]
 FORMAT = TextFormat("Criteo", b"\t", len(COLUMNS))
 
 
-class CriteoStream:
+def transform_dense(x: np.ndarray) -> np.ndarray:
+    """``I1..I13`` as the model sees them: ``log1p(max(x, 0))``, missing (NaN) and inf -> 0.
+
+    ``x: float64[N]`` raw counts; returns ``float64[N]`` (stored as float32 in the batch).
+    Shared with serving (:func:`kraken.data.featurize`), so both transform identically.
+    """
+    return np.log1p(np.maximum(np.nan_to_num(x, nan=0.0, posinf=0.0), 0.0))
+
+
+class CriteoStream(FileStream):
     """Batches from a Criteo TSV file (``.gz`` allowed); see the module docstring.
 
     ``skipped`` counts the malformed records met by the latest ``batches`` iteration.
     """
+
+    _format = FORMAT
 
     def __init__(self, path: str | Path, *, block_bytes: int = BLOCK_BYTES) -> None:
         self.path = check_file(path)
         check_shape(self.path, FORMAT, header_lines=0)
         self.schema = Schema(fields=SPARSE, dense=DENSE)
         self._block_bytes = block_bytes
-        self._reporter = MalformedReporter(self.path, FORMAT.what)
-
-    @property
-    def skipped(self) -> int:
-        return self._reporter.count
-
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
-        """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
-        check_batch_args(batch_size, start)
-        check_file(self.path)
-        return rebatch(self._parts(start), batch_size)
-
-    def _parts(self, start: int) -> Iterator[Part]:
-        reporter = self._reporter = MalformedReporter(self.path, FORMAT.what)
-        for block in read_blocks(self.path, FORMAT, start=start, block_bytes=self._block_bytes):
-            yield self._parse(block, reporter)
-        reporter.close()
+        self._reporter = self._new_reporter()
 
     def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
         shaped = block.n_fields == FORMAT.n_fields
@@ -90,7 +84,7 @@ class CriteoStream:
         for j, name in enumerate(DENSE):
             x, bad = to_number(frame[name])
             problems.add(f"unparsable {name}", bad, frame[name])
-            dense[:, j] = np.log1p(np.maximum(np.nan_to_num(x, nan=0.0, posinf=0.0), 0.0))
+            dense[:, j] = transform_dense(x)
         keys = np.empty((len(frame), len(SPARSE)), dtype=np.int64)
         for j, name in enumerate(SPARSE):
             keys[:, j] = categorical_ids(j, frame[name], "hex8")

@@ -33,20 +33,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kraken.data._assemble import Part, check_batch_args, rebatch
+from kraken.data._assemble import Part
 from kraken.data._columns import RowProblems, categorical_ids, split_multi, to_integer, to_number
+from kraken.data._file import FileStream
 from kraken.data._lines import (
     BLOCK_BYTES,
+    LineBlock,
     MalformedReporter,
     TextFormat,
     check_file,
     check_shape,
     first_lines,
     parse_lines,
-    read_blocks,
     shape_reasons,
 )
-from kraken.data.base import Batch, Schema
+from kraken.data.base import Schema
 from kraken.errors import ConfigError, DataError
 from kraken.table.keys import FIELD_BITS
 
@@ -142,7 +143,7 @@ class TabularSchema:
             raise ConfigError(f"{path}{str(exc).removeprefix('schema')}") from None
 
 
-class TabularStream:
+class TabularStream(FileStream):
     """Batches from a CSV (``.gz`` allowed) or Parquet file; see the module docstring.
 
     ``skipped`` counts the malformed records met by the latest ``batches`` iteration.
@@ -167,14 +168,20 @@ class TabularStream:
             raise DataError(f"{self.path}: column(s) {dupes} appear more than once in the header")
         self._format = TextFormat("CSV", self.spec.delimiter.encode(), len(self.header),
                                   quoting=True)
+        self._header_lines = 1
         if not self.parquet:
             check_shape(self.path, self._format, header_lines=1)
+            names = [f"_{i}" for i in range(len(self.header))]
+            position = {c: names[self.header.index(c)] for c in self.spec.columns}
+            self._csv = (names, [position[c] for c in self.spec.columns],
+                         [position[c] for c in self.spec.categorical + self.spec.multi_valued],
+                         {v: k for k, v in position.items()})
         self._reporter = self._new_reporter()
 
     def _new_reporter(self) -> MalformedReporter:
         if self.parquet:
             return MalformedReporter(self.path, "Parquet", rows=True)
-        return MalformedReporter(self.path, "CSV", header_lines=1)
+        return super()._new_reporter()
 
     def _csv_header(self) -> list[str]:
         head = first_lines(self.path, 1)
@@ -190,35 +197,19 @@ class TabularStream:
         except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError
             raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from exc
 
-    @property
-    def skipped(self) -> int:
-        return self._reporter.count
+    def _parts(self, start: int) -> Iterator[Part]:
+        return self._parquet_parts(start) if self.parquet else super()._parts(start)
 
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
-        """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
-        check_batch_args(batch_size, start)
-        check_file(self.path)
-        parts = self._parquet_parts(start) if self.parquet else self._csv_parts(start)
-        return rebatch(parts, batch_size)
-
-    def _csv_parts(self, start: int) -> Iterator[Part]:
-        reporter = self._reporter = self._new_reporter()
-        names = [f"_{i}" for i in range(len(self.header))]
-        position = {c: names[self.header.index(c)] for c in self.spec.columns}
-        usecols = [position[c] for c in self.spec.columns]
-        str_cols = [position[c] for c in self.spec.categorical + self.spec.multi_valued]
-        rename = {v: k for k, v in position.items()}
-        for block in read_blocks(self.path, self._format, header_lines=1, start=start,
-                                 block_bytes=self._block_bytes):
-            shaped = block.n_fields == self._format.n_fields
-            frame = parse_lines(block, self._format, shaped, names, usecols, str_cols)
-            records = block.records()
-            part, bad_rows, reasons = self._convert(frame.rename(columns=rename),
-                                                    records[shaped], block.stop)
-            reporter.report(np.concatenate([records[~shaped], bad_rows]),
-                            shape_reasons(block, self._format, ~shaped) + reasons)
-            yield part
-        reporter.close()
+    def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
+        names, usecols, str_cols, rename = self._csv
+        shaped = block.n_fields == self._format.n_fields
+        frame = parse_lines(block, self._format, shaped, names, usecols, str_cols)
+        records = block.records()
+        part, bad_rows, reasons = self._convert(frame.rename(columns=rename), records[shaped],
+                                                block.stop)
+        reporter.report(np.concatenate([records[~shaped], bad_rows]),
+                        shape_reasons(block, self._format, ~shaped) + reasons)
+        return part
 
     def _parquet_parts(self, start: int) -> Iterator[Part]:
         pq = _pyarrow_parquet(self.path)
