@@ -38,8 +38,9 @@ SOURCES = {
     "ml-1m": {"source": "movielens-1m", "root": str(DATA / "movielens/ml-1m")},
     "criteo-8k": {"source": "criteo", "path": str(DATA / "criteo/kaggle_head_8k/train.txt")},
     "avazu-9k": {"source": "avazu", "path": str(DATA / "avazu/first_hour_9k/train.csv")},
+    "synthetic": {"source": "synthetic", "n_records": 500_000, "vocab": 200_000},
 }
-BATCH = {"ml-100k": 512, "ml-1m": 1024, "criteo-8k": 128, "avazu-9k": 128}
+BATCH = {"ml-100k": 512, "ml-1m": 1024, "criteo-8k": 128, "avazu-9k": 128, "synthetic": 2048}
 OPTIMIZERS = {
     "adam": ("adam", [0.001, 0.003, 0.01, 0.03]),
     "rowwise": ("rowwise_adagrad", [0.01, 0.03, 0.1, 0.3]),
@@ -146,7 +147,14 @@ def main() -> None:
                 for dim in dims:
                     base = None
                     for opt in args.optimizers.split(","):
-                        r = run_once(dataset, model, dim, opt, lrs[opt])
+                        try:
+                            r = run_once(dataset, model, dim, opt, lrs[opt])
+                        except KrakenError as exc:
+                            print(f"{dataset} {model} dim {dim:>2} {opt:>9}: failed: {exc}",
+                                  flush=True)
+                            results.append({"dataset": dataset, "model": model, "dim": dim,
+                                            "optimizer": opt, "failed": str(exc)})
+                            continue
                         results.append(r)
                         base = base or (r if opt == "adam" else None)
                         rel = (f" dAUC {r['auc'] - base['auc']:+.4f} mem "

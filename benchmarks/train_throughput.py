@@ -8,6 +8,8 @@ every step). Variants, each in a fresh subprocess so peak RSS is its own:
 
   kraken        Kraken trainer: one shared collisionless table, row-wise AdaGrad on the PS,
                 count-min admission (threshold 2), LRU eviction under a row budget, Adam dense
+  kraken-pipelined  the same with TrainerConfig(pipeline=True): the next batch's rows are
+                pulled in the background while the current batch computes
   sparseadam    26 x nn.EmbeddingBag(1M, 16, sparse=True) + torch.optim.SparseAdam, Adam dense
   adagrad       the same tables + torch.optim.Adagrad (sparse gradients), Adam dense
   torchrec      TorchRec FusedEmbeddingBagCollection (fbgemm CPU, fused row-wise AdaGrad)
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 N_DENSE, N_FIELDS, DIM = 13, 26, 16
+PIPELINE = False
 
 
 def make_batches(n_batches: int, batch: int, vocab: int, seed: int) -> list[dict[str, Any]]:
@@ -114,7 +117,7 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int) -> flo
         times.append(time.perf_counter())
 
     cfg = TrainerConfig(batch_size=bs, dense_lr=1e-3, log_every_s=1e-9, window=10**12,
-                        evict_every=5)
+                        evict_every=5, pipeline=PIPELINE)
     tr = Trainer(model=model, embedding=emb, ps=ps, stream=stream, config=cfg,
                  on_record=on_record)
     tr.run()
@@ -197,7 +200,9 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     batches = make_batches(args.steps, args.batch, args.vocab, seed=1)
     extra: dict[str, Any] = {}
-    if args.variant == "kraken":
+    if args.variant in ("kraken", "kraken-pipelined"):
+        global PIPELINE
+        PIPELINE = args.variant == "kraken-pipelined"
         rate = run_kraken(batches, args.warmup, args.capacity)
         st = run_kraken.stats  # type: ignore[attr-defined]
         extra = {"live_rows": st.live_rows, "admitted": st.admitted, "evicted": st.evicted,
@@ -214,7 +219,8 @@ def summary(xs: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--variants", default="kraken,sparseadam,adagrad,torchrec,dense")
+    p.add_argument("--variants",
+                   default="kraken,kraken-pipelined,sparseadam,adagrad,torchrec,dense")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--steps", type=int, default=40, help="batches per run (after data generation)")
     p.add_argument("--warmup", type=int, default=8)
@@ -259,11 +265,13 @@ def main() -> None:
               f"{statistics.median(peaks):.2f} [{min(peaks):.2f}-{max(peaks):.2f}]")
     if "kraken" in results:
         k = results["kraken"]
-        for base in ("sparseadam", "adagrad", "torchrec", "dense"):
-            if base in results:
-                ratios = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(k, results[base])]
-                print(f"kraken / {base:<10} throughput {statistics.median(ratios):.2f}x "
-                      f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+        for mine in ("kraken", "kraken-pipelined"):
+            for base in ("sparseadam", "adagrad", "torchrec", "dense"):
+                if mine in results and base in results:
+                    ratios = [a["samples_per_s"] / b["samples_per_s"]
+                              for a, b in zip(results[mine], results[base])]
+                    print(f"{mine} / {base:<10} throughput {statistics.median(ratios):.2f}x "
+                          f"[{min(ratios):.2f}-{max(ratios):.2f}]")
         if "sparseadam" in results:
             mem = [a["peak_rss"] / b["peak_rss"] for a, b in zip(k, results["sparseadam"])]
             print(f"kraken / sparseadam peak memory {statistics.median(mem):.2f}x "
