@@ -17,8 +17,11 @@ from kraken.errors import (
     InputError,
     KrakenError,
     NonFiniteError,
+    NotReadyError,
     ShapeError,
     StaleVersionError,
+    TransportError,
+    VersionGapError,
 )
 from kraken.optim import FTRL, SGD, AdaGrad, Adam, RAdaGrad, RowWiseAdaGrad, SparseOptimizer
 from kraken.table import (
@@ -62,6 +65,7 @@ __all__ = [
     "KrakenError",
     "NonFiniteError",
     "Normal",
+    "NotReadyError",
     "Precision",
     "Probabilistic",
     "RAdaGrad",
@@ -73,7 +77,9 @@ __all__ = [
     "TableConfig",
     "TableDelta",
     "TableStats",
+    "TransportError",
     "Uniform",
+    "VersionGapError",
     "Zeros",
     "__version__",
     "field_keys",

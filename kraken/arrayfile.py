@@ -15,11 +15,13 @@ are written or read. Layout::
 
 Writes are atomic: the file is written under a temporary name in the same folder,
 flushed and fsynced, then renamed over the target, so a reader sees either the old
-file or the new one, never a half-written one.
+file or the new one, never a half-written one. ``encode_arrays`` / ``decode_arrays``
+give the same container as bytes (for a wire), with the same checks.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -32,7 +34,7 @@ import numpy as np
 
 from kraken.errors import CheckpointVersionError, CorruptCheckpointError
 
-__all__ = ["FORMAT_VERSION", "read_arrays", "write_arrays"]
+__all__ = ["FORMAT_VERSION", "decode_arrays", "encode_arrays", "read_arrays", "write_arrays"]
 
 MAGIC = b"KRAKEN\x00\x01"
 FORMAT_VERSION = 1
@@ -51,10 +53,8 @@ def _crc(arr: np.ndarray) -> int:
     return zlib.crc32(_bytes(arr))
 
 
-def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
-                 arrays: dict[str, np.ndarray]) -> None:
-    """Atomically write ``arrays`` and JSON-able ``meta`` to ``path``."""
-    path = Path(path)
+def _write_to(f: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write the container to the seekable binary file ``f`` (positioned at 0)."""
     entries = []
     offset = 0
     for name, arr in arrays.items():
@@ -69,16 +69,35 @@ def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
         e["offset"] += base
     header = json.dumps({"meta": meta, "arrays": entries}).encode()
     assert _PREFIX.size + len(header) <= base
+    f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
+    f.write(header)
+    for e, arr in zip(entries, arrays.values()):
+        f.seek(e["offset"])
+        f.write(_bytes(arr))
+    end = max([base] + [e["offset"] + e["nbytes"] for e in entries])
+    size = f.seek(0, io.SEEK_END)
+    if size < end:  # an empty last array: pad explicitly (a BytesIO does not grow on truncate)
+        f.write(b"\0" * (end - size))
+    else:
+        f.truncate(end)
+
+
+def encode_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """The container of ``arrays`` and JSON-able ``meta`` as bytes (same format as a file)."""
+    buf = io.BytesIO()
+    _write_to(buf, meta, arrays)
+    return buf.getvalue()
+
+
+def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write ``arrays`` and JSON-able ``meta`` to ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
-            f.write(header)
-            for e, arr in zip(entries, arrays.values()):
-                f.seek(e["offset"])
-                f.write(_bytes(arr))
-            f.truncate(max([base] + [e["offset"] + e["nbytes"] for e in entries]))
+            _write_to(f, meta, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -102,39 +121,55 @@ def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        prefix = f.read(_PREFIX.size)
-        if len(prefix) < _PREFIX.size:
-            raise CorruptCheckpointError(f"{path}: truncated ({size} bytes), not a Kraken file")
-        magic, version, hlen, hcrc, _ = _PREFIX.unpack(prefix)
-        if magic != MAGIC:
-            raise CorruptCheckpointError(f"{path}: bad magic bytes {magic!r}, not a Kraken file")
-        if version != FORMAT_VERSION:
-            raise CheckpointVersionError(
-                f"{path}: format version {version}, this build reads {FORMAT_VERSION}")
-        header = f.read(hlen)
-        if len(header) != hlen or zlib.crc32(header) != hcrc:
-            raise CorruptCheckpointError(f"{path}: header checksum mismatch or truncated header")
+        return _read_from(f, size, str(path))
+
+
+def decode_arrays(data: bytes, where: str = "payload"
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`encode_arrays`, with the checks of :func:`read_arrays`
+    (errors name ``where``)."""
+    return _read_from(io.BytesIO(data), len(data), where)
+
+
+def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+        raise CorruptCheckpointError(f"{path}: truncated ({size} bytes), not a Kraken file")
+    magic, version, hlen, hcrc, _ = _PREFIX.unpack(prefix)
+    if magic != MAGIC:
+        raise CorruptCheckpointError(f"{path}: bad magic bytes {magic!r}, not a Kraken file")
+    if version != FORMAT_VERSION:
+        raise CheckpointVersionError(
+            f"{path}: format version {version}, this build reads {FORMAT_VERSION}")
+    header = f.read(hlen)
+    if len(header) != hlen or zlib.crc32(header) != hcrc:
+        raise CorruptCheckpointError(f"{path}: header checksum mismatch or truncated header")
+    try:
+        doc = json.loads(header)
+        meta, entries = doc["meta"], doc["arrays"]
+    except (ValueError, KeyError) as exc:
+        raise CorruptCheckpointError(f"{path}: unreadable header: {exc}") from exc
+    arrays: dict[str, np.ndarray] = {}
+    for e in entries:
         try:
-            doc = json.loads(header)
-            meta, entries = doc["meta"], doc["arrays"]
-        except (ValueError, KeyError) as exc:
-            raise CorruptCheckpointError(f"{path}: unreadable header: {exc}") from exc
-        arrays: dict[str, np.ndarray] = {}
-        for e in entries:
-            name = e["name"]
-            if e["dtype"] not in _DTYPES:
-                raise CorruptCheckpointError(f"{path}: array {name!r} has dtype {e['dtype']!r}")
-            if e["offset"] + e["nbytes"] > size:
-                raise CorruptCheckpointError(
-                    f"{path}: truncated: array {name!r} needs bytes up to "
-                    f"{e['offset'] + e['nbytes']}, file has {size}")
-            arr = np.empty(e["shape"], dtype=np.dtype(e["dtype"]))
-            if arr.nbytes != e["nbytes"]:
-                raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
-            f.seek(e["offset"])
-            if f.readinto(_bytes(arr)) != arr.nbytes:
-                raise CorruptCheckpointError(f"{path}: truncated while reading {name!r}")
-            if _crc(arr) != e["crc32"]:
-                raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")
-            arrays[name] = arr
+            name, dtype, shape = e["name"], e["dtype"], [int(x) for x in e["shape"]]
+            offset, nbytes = int(e["offset"]), int(e["nbytes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(f"{path}: unreadable array entry: {exc}") from exc
+        if dtype not in _DTYPES:
+            raise CorruptCheckpointError(f"{path}: array {name!r} has dtype {dtype!r}")
+        if offset < 0 or offset + nbytes > size:
+            raise CorruptCheckpointError(
+                f"{path}: truncated: array {name!r} needs bytes up to "
+                f"{offset + nbytes}, file has {size}")
+        if min(shape, default=0) < 0 or \
+                int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+            raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
+        arr = np.empty(shape, dtype=np.dtype(dtype))
+        f.seek(offset)
+        if f.readinto(_bytes(arr)) != arr.nbytes:
+            raise CorruptCheckpointError(f"{path}: truncated while reading {name!r}")
+        if _crc(arr) != e["crc32"]:
+            raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")
+        arrays[name] = arr
     return meta, arrays

@@ -19,7 +19,8 @@ the boundary with ``raise SpecificError(msg) from exc``::
     ├── DataError                   a data file cannot be read as the format it is opened as
     ├── StaleVersionError           a delta was asked for a version no longer retained
     ├── VersionGapError             a serving update does not follow the replica's version
-    └── NotReadyError               a serving replica was asked to predict before a model loaded
+    ├── NotReadyError               a serving replica was asked to predict before a model loaded
+    └── TransportError              a call to another process failed (also a ConnectionError)
 
 Every subclass that is about a value also derives from ``ValueError`` so that
 generic callers that catch ``ValueError`` keep working.
@@ -119,3 +120,7 @@ class VersionGapError(KrakenError, ValueError):
 
 class NotReadyError(KrakenError):
     """A serving replica has no model yet (no snapshot was loaded)."""
+
+
+class TransportError(KrakenError, ConnectionError):
+    """A call to another process (gRPC) failed: peer down, timed out, or it raised."""

@@ -11,11 +11,12 @@ from kraken.errors import KrakenError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kraken", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from kraken.cli import demo, report, train
+    from kraken.cli import demo, report, serve, train
 
     demo.add_parser(sub)
     train.add_parser(sub)
     report.add_parser(sub)
+    serve.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)

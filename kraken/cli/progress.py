@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = ["ProgressPrinter", "summary_table"]
@@ -14,11 +15,13 @@ def _f(x: float, fmt: str) -> str:
 
 
 class ProgressPrinter:
-    """Prints ``progress`` records on one updating line (a tty) or one line each."""
+    """Prints ``progress`` records on one updating line (a tty) or one line each;
+    ``extra()`` (if given) is appended to each line (the demo shows serving there)."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout, extra: Callable[[], str] | None = None) -> None:
         self.out = out
         self.tty = out.isatty()
+        self.extra = extra
 
     def __call__(self, rec: dict[str, Any]) -> None:
         if rec["kind"] == "window" and self.tty:
@@ -30,9 +33,10 @@ class ProgressPrinter:
                 f"{_f(rec['samples_per_s'], ',.0f'):>8}/s  "
                 f"AUC win {_f(w['auc'], '.4f')} cum {_f(c['auc'], '.4f')}  "
                 f"logloss {_f(c['logloss'], '.4f')}  calib {_f(c['calibration'], '.3f')}  "
-                f"{tables}  rss {rec['rss_mb']:,.0f}MB")
+                + (f"| {self.extra()} |  " if self.extra is not None else "")
+                + f"{tables}  rss {rec['rss_mb']:,.0f}MB")
         if self.tty and rec["kind"] == "progress":
-            self.out.write("\r" + line[: 200] + "\x1b[K")
+            self.out.write("\r" + line[: 240] + "\x1b[K")
         else:
             self.out.write(("\n" if self.tty else "") + line + "\n")
         self.out.flush()

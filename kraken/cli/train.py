@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kraken.cli.progress import ProgressPrinter, summary_table
+from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher
 from kraken.train.config import RunConfig, build_run, load_config
 from kraken.train.trainer import RunSummary, Trainer
 
@@ -20,17 +22,46 @@ def add_parser(sub: Any) -> None:
                    help="where metrics.jsonl and checkpoints go (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
+    p.add_argument("--publish", default=None, metavar="MODEL_DIR",
+                   help="publish versions for `kraken serve --model-dir MODEL_DIR --follow`")
+    p.add_argument("--push", action="append", default=[], metavar="HOST:PORT",
+                   help="push versions over gRPC to `kraken serve --push-port PORT` "
+                        "(repeatable; with or without --publish)")
+    p.add_argument("--sync-interval", type=float, default=1.0,
+                   help="seconds between row deltas (with --publish / --push)")
+    p.add_argument("--dense-sync-interval", type=float, default=60.0,
+                   help="seconds between dense-weight syncs (with --publish / --push)")
     p.set_defaults(run=run)
 
 
 def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
-                     title: str = "kraken train") -> RunSummary:
-    """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling."""
+                     title: str = "kraken train", publish_dir: Path | None = None,
+                     push: list[str] | None = None, sync_interval: float = 1.0,
+                     dense_sync_interval: float = 60.0,
+                     progress_extra: Callable[[], str] | None = None,
+                     summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
+                     ) -> RunSummary:
+    """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
+
+    With ``publish_dir`` the trainer publishes versions there for serving, with ``push``
+    (``host:port`` of servers) it pushes them over gRPC; both may be given.
+    """
     built = build_run(config)
+    publisher = None
+    transports: list[Any] = [DirectoryTransport(publish_dir)] if publish_dir else []
+    if push:
+        from kraken.serving.push import PushTransport  # noqa: PLC0415 - imports grpc
+
+        transports.append(PushTransport(push))
+    if transports:
+        transport = transports[0] if len(transports) == 1 else FanoutTransport(transports)
+        publisher = Publisher(built.ps, built.model, ModelSpec.from_run(built), transport,
+                              sync_interval=sync_interval,
+                              dense_sync_interval=dense_sync_interval)
     trainer = Trainer(model=built.model, embedding=built.embedding, ps=built.ps,
                       stream=built.stream, config=config.trainer, run_dir=run_dir,
-                      on_record=ProgressPrinter(),
-                      meta={"config": _jsonable(config)})
+                      on_record=ProgressPrinter(extra=progress_extra),
+                      meta={"config": _jsonable(config)}, publisher=publisher)
     if resume:
         if trainer.resume():
             print(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
@@ -51,6 +82,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if publisher is not None:
+            publisher.close()
     m = s.metrics
     rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
             ("wall time", f"{time.perf_counter() - t0:.1f}s"),
@@ -61,6 +94,13 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "
                                    f"{t['evicted']:,} evicted, {t['memory_bytes'] / 2**20:.1f} MB"))
     rows.append(("checkpoint", s.checkpoint or "-"))
+    if publisher is not None:
+        where = ", ".join([str(publish_dir)] * bool(publish_dir) + list(push or []))
+        rows.append(("published", f"{publisher.published} versions to {where}, "
+                                  f"last {publisher.version}"
+                                  + (f", {publisher.errors} failed" if publisher.errors else "")))
+    if summary_extra is not None:
+        rows += summary_extra()
     print(summary_table(rows))
     return s
 
@@ -74,5 +114,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"trainer": {"max_samples": args.max_samples}} if args.max_samples else None
     config = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    train_and_report(config, run_dir, resume=args.resume)
+    train_and_report(config, run_dir, resume=args.resume,
+                     publish_dir=Path(args.publish) if args.publish else None, push=args.push,
+                     sync_interval=args.sync_interval,
+                     dense_sync_interval=args.dense_sync_interval)
     return 0

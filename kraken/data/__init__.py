@@ -9,6 +9,7 @@ numpy and pandas only.
 from kraken.data.avazu import AvazuStream
 from kraken.data.base import Batch, Jagged, MalformedRecordWarning, Schema, Stream, validate_batch
 from kraken.data.criteo import CriteoStream
+from kraken.data.featurize import FeatureSpec, check_records, feature_spec, featurize
 from kraken.data.hashing import feature_ids
 from kraken.data.movielens import MovieLensStream
 from kraken.data.registry import STREAM_NAMES, open_stream
@@ -20,6 +21,7 @@ __all__ = [
     "AvazuStream",
     "Batch",
     "CriteoStream",
+    "FeatureSpec",
     "Jagged",
     "MalformedRecordWarning",
     "MovieLensStream",
@@ -29,7 +31,10 @@ __all__ = [
     "SyntheticStream",
     "TabularSchema",
     "TabularStream",
+    "check_records",
     "feature_ids",
+    "feature_spec",
+    "featurize",
     "open_stream",
     "validate_batch",
 ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
+from kraken.config import Precision
 from kraken.errors import CheckpointMismatchError, InputError
 from kraken.table import SparseTable, TableConfig, TableDelta, TableStats
 from kraken.types import F32, Keys
@@ -50,6 +53,17 @@ class LocalPS:
 
     def delta(self, table: str, since: int) -> TableDelta:
         return self._get(table).touched_since(since)
+
+    def snapshot(self, table: str) -> TableDelta:
+        t = self._get(table)
+        rows = t.export()
+        w = rows.weights
+        if t.config.precision is Precision.BF16:
+            w = (w.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        elif w.dtype != np.float32:
+            w = w.astype(np.float32)
+        return TableDelta(since=0, version=rows.version, keys=rows.keys, weights=w,
+                          evicted=np.empty(0, dtype=np.int64))
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         d = Path(directory)

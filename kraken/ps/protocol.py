@@ -11,6 +11,8 @@ invariant next to each verb holds for every implementation: the in-process
 - ``evict(now)`` -> evicted count per table.
 - ``stats()`` -> ``TableStats`` per table.
 - ``delta(table, since)`` -> ``TableDelta``: rows changed and keys evicted after ``since``.
+- ``snapshot(table)`` -> ``TableDelta``: every live row (float32 weights) as a delta from
+  nothing (``since=0``, no evictions); ``delta(table, snapshot.version)`` continues from it.
 - ``save(dir)`` / ``load(dir)``: every table, atomically per table file.
 """
 
@@ -44,6 +46,8 @@ class ParameterServer(Protocol):
     def stats(self) -> dict[str, TableStats]: ...
 
     def delta(self, table: str, since: int) -> TableDelta: ...
+
+    def snapshot(self, table: str) -> TableDelta: ...
 
     def save(self, directory: str | os.PathLike[str]) -> None: ...
 

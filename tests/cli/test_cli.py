@@ -26,6 +26,8 @@ def test_demo_trains_and_summarises(tmp_path: Path) -> None:
     assert "kraken demo: model deepfm" in text
     assert "progressive AUC" in text and "table emb" in text
     assert "samples          20,000" in text
+    assert "serving on http://127.0.0.1:" in text and "| serve v" in text  # lag beside progress
+    assert "served version" in text and "POST /v1/predict -> score" in text
     recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["kind"] == "final" and recs[-1]["samples"] == 20_000
 

@@ -1,0 +1,259 @@
+"""``Replica``: a read-only copy of the trainer's model that answers predictions.
+
+It holds weights only (a :class:`~kraken.serving.store.WeightStore`: no optimizer state,
+no admission counters, optionally 16-bit) and a dense model rebuilt from the spec. An
+ID it does not hold reads as the table's default vector, exactly as in training.
+
+Updates apply as whole versions. A delta's rows are written under the replica's lock
+(the new dense model, when the delta has one, is built before the lock is taken and
+swapped in under it); a snapshot builds a complete new store and model off to the side
+and swaps them in. A prediction looks up every row it needs and takes the dense model
+under the same lock, so it is answered by exactly one version: rows of version ``v`` and
+the dense weights of the newest dense sync at or before ``v``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from kraken.config import Precision
+from kraken.data.base import Batch
+from kraken.data.featurize import featurize
+from kraken.errors import CheckpointMismatchError, NotReadyError, VersionGapError
+from kraken.nn.embedding import EmbeddingLayer, Pulled
+from kraken.nn.models import RankingModel
+from kraken.serving.spec import ModelSpec
+from kraken.serving.store import StoreTable, WeightStore
+from kraken.serving.version import ModelVersion
+from kraken.table import TableConfig
+from kraken.types import F32, Keys
+
+__all__ = ["Prediction", "Replica", "ReplicaInfo"]
+
+HISTORY = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """Click probabilities ``scores float32[B]`` and the version that produced them."""
+
+    scores: np.ndarray
+    version: int
+    dense_version: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaInfo:
+    """Where a replica stands (times are unix seconds; lags are computed at ``now``)."""
+
+    ready: bool
+    version: int
+    dense_version: int
+    lineage: str
+    model: str
+    publish_time: float
+    applied_time: float
+    max_event_time: int
+    versions_applied: int
+    snapshots_loaded: int
+    tables: dict[str, dict[str, Any]]
+    memory_bytes: int
+    history: list[tuple[int, float, float]]
+
+
+class _Tables:
+    """What the embedding layer needs of a parameter server: the table configs."""
+
+    def __init__(self, tables: dict[str, TableConfig]) -> None:
+        self.tables = tables
+
+
+@dataclasses.dataclass
+class _Model:
+    spec: ModelSpec
+    spec_dict: dict[str, Any]
+    store: WeightStore
+    embedding: EmbeddingLayer
+    dense: RankingModel
+
+
+class Replica:
+    """Serves the newest applied version (see the module docstring).
+
+    Args:
+        precision: storage of the weights; None keeps each table's training precision.
+        clock: wall clock (unix seconds), injectable for tests.
+    """
+
+    def __init__(self, *, precision: Precision | str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.precision = None if precision is None else Precision(precision)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._m: _Model | None = None
+        self.version = 0
+        self.dense_version = 0
+        self.lineage = ""
+        self.publish_time = 0.0
+        self.applied_time = 0.0
+        self.max_event_time = 0
+        self.versions_applied = 0
+        self.snapshots_loaded = 0
+        self._history: deque[tuple[int, float, float]] = deque(maxlen=HISTORY)
+
+    @property
+    def ready(self) -> bool:
+        return self._m is not None
+
+    @property
+    def spec(self) -> ModelSpec:
+        if self._m is None:
+            raise NotReadyError("no model loaded yet")
+        return self._m.spec
+
+    # -- updates -------------------------------------------------------------------------
+
+    def apply(self, v: ModelVersion) -> None:
+        """Apply a snapshot (always) or the delta that follows the current version.
+
+        Raises :class:`VersionGapError` for a delta whose ``base`` is not the current
+        version, :class:`CheckpointMismatchError` for one that does not fit the model;
+        either way the replica is unchanged.
+        """
+        if v.is_snapshot:
+            self._load_snapshot(v)
+            return
+        m = self._m
+        if m is None or v.base != self.version or v.lineage != self.lineage:
+            raise VersionGapError(f"delta {v.version} (run {v.lineage}) follows version "
+                                  f"{v.base}, the replica is at "
+                                  f"{self.version if m is not None else 'no version'} "
+                                  f"(run {self.lineage or '-'})")
+        for name, t in v.tables.items():
+            if name not in m.store.tables:
+                raise CheckpointMismatchError(f"delta {v.version}: unknown table {name!r}")
+            m.store.check(name, t.keys, t.weights)
+        dense = self._build_dense(m.spec, v.dense) if v.dense is not None else None
+        with self._lock:
+            if v.base != self.version or self._m is not m:
+                raise VersionGapError(f"delta {v.version}: the replica moved to "
+                                      f"{self.version} meanwhile")
+            for name, t in v.tables.items():
+                m.store.delete(name, t.evicted)
+                m.store.upsert(name, t.keys, t.weights)
+            if dense is not None:
+                m.dense = dense
+            self._advance(v)
+
+    def _load_snapshot(self, v: ModelVersion) -> None:
+        if v.spec is None or v.dense is None:
+            raise CheckpointMismatchError(f"snapshot {v.version} lacks the model spec or the "
+                                          "dense weights")
+        m = self._m
+        if m is not None and m.spec_dict == v.spec:
+            spec, embedding = m.spec, m.embedding
+        else:
+            spec = ModelSpec.from_dict(v.spec)
+            embedding = spec.build_embedding(_Tables(spec.tables))  # type: ignore[arg-type]
+        missing = sorted(set(spec.tables) - set(v.tables))
+        if missing:
+            raise CheckpointMismatchError(f"snapshot {v.version} lacks table(s) {missing}")
+        store = WeightStore({n: self._store_table(c) for n, c in spec.tables.items()},
+                            capacity=sum(c.capacity for c in spec.tables.values()))
+        for name, t in v.tables.items():
+            if name not in spec.tables:
+                raise CheckpointMismatchError(f"snapshot {v.version}: unknown table {name!r}")
+            store.upsert(name, t.keys, t.weights)
+        dense = self._build_dense(spec, v.dense)
+        new = _Model(spec=spec, spec_dict=v.spec, store=store, embedding=embedding, dense=dense)
+        with self._lock:
+            self._m = new
+            self.snapshots_loaded += 1
+            self._advance(v)
+
+    def _store_table(self, c: TableConfig) -> StoreTable:
+        return StoreTable(dim=c.dim, precision=self.precision or c.precision,
+                          default=c.default_value)
+
+    @staticmethod
+    def _build_dense(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> RankingModel:
+        model = spec.build_model()
+        try:
+            model.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointMismatchError(f"dense weights do not fit model {spec.model!r}: "
+                                          f"{exc}") from exc
+        return model.eval()
+
+    def _advance(self, v: ModelVersion) -> None:
+        """Record ``v`` as applied (called under the lock)."""
+        now = self.clock()
+        self.version, self.dense_version = v.version, v.dense_version
+        self.lineage, self.publish_time, self.applied_time = v.lineage, v.publish_time, now
+        self.max_event_time = max(self.max_event_time, v.max_event_time) \
+            if not v.is_snapshot else v.max_event_time
+        self.versions_applied += 1
+        self._history.append((v.version, v.publish_time, now))
+
+    # -- queries -------------------------------------------------------------------------
+
+    def lookup(self, table: str, keys: Keys) -> F32:
+        """Rows of ``keys`` in ``table`` at the current version (default where absent)."""
+        with self._lock:
+            if self._m is None:
+                raise NotReadyError("no model loaded yet")
+            return self._m.store.lookup(table, keys)
+
+    def predict(self, batch: Batch) -> Prediction:
+        """Scores of ``batch`` (labels ignored), all from one version."""
+        return self._predict(lambda _spec: batch)
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> Prediction:
+        """Scores of raw feature records, featurized exactly as in training
+        (:func:`kraken.data.featurize.featurize`; raises ``InputError`` for bad records)."""
+        return self._predict(lambda spec: featurize(spec.features, records))
+
+    def _predict(self, make_batch: Callable[[ModelSpec], Batch]) -> Prediction:
+        for _ in range(3):
+            m = self._m
+            if m is None:
+                raise NotReadyError("no model loaded yet: waiting for the first snapshot")
+            prepared = m.embedding.prepare(make_batch(m.spec))
+            with self._lock:
+                cur = self._m
+                assert cur is not None
+                if cur is not m and cur.spec_dict != m.spec_dict:
+                    continue  # a snapshot of another model arrived meanwhile: featurize again
+                names = [cur.embedding.table] + ([cur.embedding.wide_table]
+                                                 if cur.embedding.wide_table else [])
+                rows = {n: cur.store.lookup(n, prepared.keys) for n in names}
+                dense, embedding = cur.dense, cur.embedding
+                version, dense_version = self.version, self.dense_version
+            with torch.inference_mode():
+                logits = dense(embedding(Pulled(prepared=prepared, rows=rows)))
+                scores = torch.sigmoid(logits).numpy().astype(np.float32, copy=False)
+            return Prediction(scores=scores, version=version, dense_version=dense_version)
+        raise NotReadyError("the model kept changing while this request was prepared")
+
+    def info(self) -> ReplicaInfo:
+        with self._lock:
+            m = self._m
+            tables = {} if m is None else {
+                n: {"rows": m.store.rows(n), "dim": t.dim, "precision": t.precision.value}
+                for n, t in m.store.tables.items()}
+            return ReplicaInfo(
+                ready=m is not None, version=self.version, dense_version=self.dense_version,
+                lineage=self.lineage, model="" if m is None else m.spec.model,
+                publish_time=self.publish_time, applied_time=self.applied_time,
+                max_event_time=self.max_event_time, versions_applied=self.versions_applied,
+                snapshots_loaded=self.snapshots_loaded, tables=tables,
+                memory_bytes=0 if m is None else m.store.memory_bytes,
+                history=list(self._history))
