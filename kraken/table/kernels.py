@@ -9,7 +9,7 @@ import numba as nb
 import numpy as np
 
 from kraken._jit import batch_kernel
-from kraken.table.index import _find, _probe, fmix64
+from kraken.table.index import _find, fmix64
 
 
 @nb.njit(cache=True, nogil=True)
@@ -28,6 +28,44 @@ def unique_counts(keys):  # pragma: no cover - numba
     for i in range(inverse.shape[0]):
         counts[inverse[i]] += 1
     return uniq, counts
+
+
+@nb.njit(cache=True, nogil=True)
+def sum_by_row(rows, grads):  # pragma: no cover - numba
+    """Sum ``grads: f32[N, D]`` of equal ``rows`` (rows < 0 dropped), in occurrence order.
+
+    Returns ``(urows int64[U], ugrads float32[U, D])``.
+    """
+    n, d = grads.shape
+    cap = _pow2_at_least(2 * n)
+    mask = cap - 1
+    slot_row = np.empty(cap, dtype=np.int64)
+    slot_pos = np.full(cap, -1, dtype=np.int32)
+    urows = np.empty(n, dtype=np.int64)
+    # Not zero-filled: a row's sum starts as a copy of its first gradient, so only the
+    # U rows in use are ever touched (np.zeros((n, d)) faulted in all N; 2x slower).
+    ug = np.empty((n, d), dtype=np.float32)
+    u = 0
+    for i in range(n):
+        r = rows[i]
+        if r < 0:
+            continue
+        s = np.int64(fmix64(r) & np.uint64(mask))
+        while slot_pos[s] >= 0 and slot_row[s] != r:
+            s = (s + 1) & mask
+        p = slot_pos[s]
+        if p < 0:
+            p = u
+            slot_row[s] = r
+            slot_pos[s] = p
+            urows[p] = r
+            u += 1
+            for j in range(d):
+                ug[p, j] = grads[i, j]
+        else:
+            for j in range(d):
+                ug[p, j] += grads[i, j]
+    return urows[:u], ug[:u]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -102,47 +140,3 @@ def hash_buckets(keys, buckets):  # pragma: no cover - numba
     for i in range(keys.shape[0]):
         out[i] = np.int64(fmix64(keys[i]) % m)
     return out
-
-
-@nb.njit(cache=True, nogil=True)
-def find_and_sum(skeys, srows, mask, keys, grads):  # pragma: no cover - numba
-    """Probe the index for ``keys`` and sum ``grads: f32[N, D]`` per row, in one pass.
-
-    Duplicates are found by the index slot the probe lands on (no second hashing of rows).
-    Returns ``(urows int64[U], ugrads float32[U, D], dropped, nonfinite)``: ``dropped``
-    counts keys without a row, ``nonfinite`` the NaN/inf elements anywhere in ``grads``.
-    """
-    n, d = grads.shape
-    cap = _pow2_at_least(2 * n)
-    lmask = cap - 1
-    slot_of = np.empty(cap, dtype=np.int64)
-    pos_of = np.full(cap, -1, dtype=np.int32)
-    urows = np.empty(n, dtype=np.int64)
-    ug = np.empty((n, d), dtype=np.float32)
-    u = 0
-    dropped = 0
-    nonfinite = 0
-    for i in range(n):
-        for j in range(d):
-            if not np.isfinite(grads[i, j]):
-                nonfinite += 1
-        s = _probe(skeys, srows, mask, keys[i])
-        if s < 0:
-            dropped += 1
-            continue
-        h = np.int64(fmix64(s) & np.uint64(lmask))
-        while pos_of[h] >= 0 and slot_of[h] != s:
-            h = (h + 1) & lmask
-        p = pos_of[h]
-        if p < 0:
-            p = u
-            slot_of[h] = s
-            pos_of[h] = p
-            urows[p] = srows[s]
-            u += 1
-            for j in range(d):
-                ug[p, j] = grads[i, j]
-        else:
-            for j in range(d):
-                ug[p, j] += grads[i, j]
-    return urows[:u], ug[:u], dropped, nonfinite

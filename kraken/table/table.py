@@ -127,7 +127,7 @@ def _as_now(now: Any) -> int:
     return int(now)
 
 
-def _as_values(values: Any, n: int, dim: int, what: str, *, check_finite: bool = True) -> F32:
+def _as_values(values: Any, n: int, dim: int, what: str) -> F32:
     if not isinstance(values, np.ndarray):
         raise DTypeError(f"{what} must be a float32 numpy array, got {type(values).__name__}")
     if values.dtype != np.float32:
@@ -135,7 +135,7 @@ def _as_values(values: Any, n: int, dim: int, what: str, *, check_finite: bool =
     if values.shape != (n, dim):
         raise ShapeError(f"{what} must have shape ({n}, {dim}) for {n} keys of dim {dim}, "
                          f"got {values.shape}")
-    if check_finite and not np.isfinite(values).all():
+    if not np.isfinite(values).all():
         bad = int(np.count_nonzero(~np.isfinite(values)))
         raise NonFiniteError(f"{what} hold {bad} NaN or inf value(s)")
     return np.ascontiguousarray(values)
@@ -266,14 +266,12 @@ class SparseTable:
         are dropped (counted in ``dropped_gradients``). Stamps ``last_seen = now``.
         """
         flat, _ = _as_keys(keys)
-        g = _as_values(grads, flat.shape[0], self.config.dim, "grads", check_finite=False)
+        g = _as_values(grads, flat.shape[0], self.config.dim, "grads")
         t = _as_now(now)
         with self._lock:
-            skeys, srows, mask = self._index.slots()
-            urows, ug, dropped, nonfinite = kernels.find_and_sum(skeys, srows, mask, flat, g)
-            if nonfinite:
-                raise NonFiniteError(f"grads hold {nonfinite} NaN or inf value(s)")
-            self._counters["dropped_gradients"] += int(dropped)
+            rows = self._index.find(flat)
+            urows, ug = kernels.sum_by_row(rows, g)
+            self._counters["dropped_gradients"] += int(np.count_nonzero(rows < 0))
             self._counters["updated_rows"] += urows.shape[0]
             a, opt = self._arena, self.config.optimizer
             if a.precision is Precision.FP32:
