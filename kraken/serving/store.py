@@ -19,28 +19,16 @@ memory. Writes round to nearest (16-bit). Not thread safe on its own: the
 from __future__ import annotations
 
 import dataclasses
-import mmap
 
 import numpy as np
 
 from kraken.config import Precision
 from kraken.errors import CapacityError, InputError, ShapeError
+from kraken.table.arena import STORAGE, reserve_array
 from kraken.table.index import HashIndex
 from kraken.types import F32, Keys
 
 __all__ = ["StoreTable", "WeightStore"]
-
-_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
-_STORAGE = {Precision.FP32: np.float32, Precision.FP16: np.float16, Precision.BF16: np.uint16}
-
-
-def _reserve(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if nbytes == 0:
-        return np.zeros(shape, dtype=dtype)
-    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
 
 def encode(values: F32, precision: Precision) -> np.ndarray:
     """``float32[N, D]`` to stored dtype, rounding to nearest (ties to even)."""
@@ -82,9 +70,9 @@ class WeightStore:
         self._bit = {name: np.uint64(1) << np.uint64(i) for i, name in enumerate(tables)}
         self._mask_dtype = np.uint8 if len(tables) <= 8 else np.uint64
         self._index = HashIndex()
-        self._weights = {n: _reserve((self.capacity, t.dim), _STORAGE[t.precision])
+        self._weights = {n: reserve_array((self.capacity, t.dim), STORAGE[t.precision])
                          for n, t in tables.items()}
-        self._present = _reserve((self.capacity,), self._mask_dtype)
+        self._present = reserve_array((self.capacity,), self._mask_dtype)
         self._free: list[np.ndarray] = []
         self._n_free = 0
         self._high = 0

@@ -25,12 +25,12 @@ import numpy as np
 
 from kraken.config import Precision
 
-__all__ = ["RowArena"]
+__all__ = ["STORAGE", "RowArena", "reserve_array"]
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
-def _reserve(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+def reserve_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """An uncommitted zero-filled array (pages materialise on first write)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes == 0:
@@ -63,7 +63,7 @@ def _release(next_free, head, rows):  # pragma: no cover - numba
         head[0] = r
 
 
-_STORAGE = {Precision.FP32: np.float32, Precision.FP16: np.float16, Precision.BF16: np.uint16}
+STORAGE = {Precision.FP32: np.float32, Precision.FP16: np.float16, Precision.BF16: np.uint16}
 
 
 class RowArena:
@@ -74,11 +74,11 @@ class RowArena:
         self.dim = dim
         self.state_width = state_width
         self.precision = precision
-        self.weights = _reserve((capacity, dim), _STORAGE[precision])
-        self.state = _reserve((capacity, state_width), np.float32)
-        self.last_seen = _reserve((capacity,), np.int32)
-        self.count = _reserve((capacity,), np.float32)
-        self.stamp = _reserve((capacity,), np.int32)
+        self.weights = reserve_array((capacity, dim), STORAGE[precision])
+        self.state = reserve_array((capacity, state_width), np.float32)
+        self.last_seen = reserve_array((capacity,), np.int32)
+        self.count = reserve_array((capacity,), np.float32)
+        self.stamp = reserve_array((capacity,), np.int32)
         self._head = np.array([-1, 0, capacity], dtype=np.int64)
         self.live = 0
 
