@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from kraken.errors import ConfigError
 
-__all__ = ["Precision", "Tagged", "build_from_dict", "check_fraction", "check_int",
+__all__ = ["Precision", "Tagged", "build_dataclass", "build_from_dict", "check_fields",
+           "check_fraction", "check_int",
            "check_number", "check_positive"]
 
 
@@ -77,6 +78,25 @@ def check_int(path: str, value: Any, *, lo: int | None = None, hi: int | None = 
     return value
 
 
+def check_fields(cls: Any, d: Any, path: str, ignore: tuple[str, ...] = ()) -> None:
+    """Raise unless ``d`` is a dict whose keys are all fields of dataclass ``cls``."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - fields - set(ignore))
+    if extra:
+        raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(fields)}")
+
+
+def build_dataclass(cls: Any, d: Any, path: str) -> Any:
+    """``cls(**d)`` for a frozen-dataclass config, with path-precise errors."""
+    check_fields(cls, d, path)
+    try:
+        return cls(**d)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.{exc}") from None
+
+
 def build_from_dict(registry: dict[str, Any], d: Any, path: str) -> Any:
     """Build ``registry[d['type']](**rest)`` with path-precise errors.
 
@@ -88,11 +108,7 @@ def build_from_dict(registry: dict[str, Any], d: Any, path: str) -> Any:
     cls = registry.get(d["type"])
     if cls is None:
         raise ConfigError(f"{path}.type: unknown {d['type']!r}; allowed: {sorted(registry)}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    extra = sorted(set(d) - fields - {"type"})
-    if extra:
-        raise ConfigError(f"{path}: unknown key(s) {extra} for {d['type']!r}; "
-                          f"allowed: {sorted(fields)}")
+    check_fields(cls, d, path, ignore=("type",))
     try:
         return cls(**{k: v for k, v in d.items() if k != "type"})
     except ConfigError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kraken.config import Precision, check_int, check_number
+from kraken.config import Precision, check_fields, check_int, check_number
 from kraken.errors import ConfigError
 from kraken.optim import RowWiseAdaGrad, SparseOptimizer, optimizer_from_dict
 from kraken.table.admission import AdmissionPolicy, Always, admission_from_dict
@@ -86,12 +86,7 @@ class TableConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: str = "table") -> TableConfig:
         """Build from :meth:`to_dict` output or a config-file table; errors name the key path."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - fields)
-        if extra:
-            raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(fields)}")
+        check_fields(cls, d, path)
         if "dim" not in d:
             raise ConfigError(f"{path}.dim: required")
         kw = dict(d)

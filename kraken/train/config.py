@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from kraken.config import build_dataclass
 from kraken.data import open_stream
 from kraken.data.base import Stream
 from kraken.errors import ConfigError
@@ -78,26 +79,13 @@ class RunConfig:
             emb = tables["emb"]
             tables["wide"] = dataclasses.replace(emb, dim=1, initializer=Zeros(),
                                                  precision=emb.precision)
-        trainer = _build(TrainerConfig, doc.get("trainer", {}), "trainer")
+        trainer = build_dataclass(TrainerConfig, doc.get("trainer", {}), "trainer")
         embedding = dict(doc.get("embedding", {}))
         allowed = {"pooling", "max_sequence", "hash_buckets"}
         bad = sorted(set(embedding) - allowed)
         if bad:
             raise ConfigError(f"embedding: unknown key(s) {bad}; allowed: {sorted(allowed)}")
         return cls(data=data, model=model, tables=tables, trainer=trainer, embedding=embedding)
-
-
-def _build(cls: Any, d: Any, path: str) -> Any:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a table")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    extra = sorted(set(d) - fields)
-    if extra:
-        raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(fields)}")
-    try:
-        return cls(**d)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}.{exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
