@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
 def demo_config(data: str, data_dir: str, samples: int, model: str) -> RunConfig:
     if data == "synthetic":
         src: dict[str, Any] = {"source": "synthetic", "n_records": samples, "vocab": 200_000}
-        capacity = 150_000
+        capacity = 50_000
     else:
         src = {"source": "movielens-1m", "root": data_dir}
         capacity = 20_000
