@@ -43,7 +43,6 @@ from kraken.data.criteo import CriteoStream, transform_dense
 from kraken.data.hashing import MISSING_ID
 from kraken.data.movielens import MovieLensStream
 from kraken.data.synthetic import SyntheticStream
-from kraken.data.tabular import TabularStream
 from kraken.errors import ConfigError, InputError
 from kraken.table.keys import field_keys
 
@@ -124,9 +123,6 @@ def feature_spec(stream: Any) -> FeatureSpec:
         kinds = tuple("int" if f in ("user", "movie", "hour", "weekday") else "decimal"
                       for f in s.fields)
         return FeatureSpec(s.fields, kinds, s.jagged, ("decimal",) * len(s.jagged), s.dense)
-    if isinstance(stream, TabularStream):
-        return FeatureSpec(s.fields, ("decimal",) * len(s.fields), s.jagged,
-                           ("decimal",) * len(s.jagged), s.dense)
     return FeatureSpec(s.fields, ("decimal",) * len(s.fields), s.jagged,
                        ("decimal",) * len(s.jagged), s.dense)
 

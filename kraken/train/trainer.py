@@ -367,9 +367,7 @@ class Trainer:
         stats = self.ps.stats()
         return RunSummary(samples=self.samples, batches=self.batches, seconds=elapsed,
                           metrics=self.cumulative.get(),
-                          tables={n: {"live_rows": s.live_rows, "admitted": s.admitted,
-                                      "evicted": s.evicted, "memory_bytes": s.memory_bytes}
-                                  for n, s in stats.items()},
+                          tables=_table_summary(stats),
                           stopped=self._stop_reason,
                           checkpoint=str(ckpt_path) if ckpt_path else None)
 
@@ -416,9 +414,7 @@ class Trainer:
         return {"kind": kind, "samples": self.samples, "batches": self.batches,
                 "samples_per_s": rate, "window": self.window.get(),
                 "cumulative": self.cumulative.get(), "rss_mb": _rss_mb(),
-                "tables": {n: {"live_rows": s.live_rows, "admitted": s.admitted,
-                               "evicted": s.evicted, "memory_bytes": s.memory_bytes}
-                           for n, s in stats.items()},
+                "tables": _table_summary(stats),
                 "time": time.time()}
 
     def _emit(self, records: Any, record: dict[str, Any]) -> None:
@@ -427,6 +423,12 @@ class Trainer:
             records.flush()
         if self.on_record is not None:
             self.on_record(record)
+
+
+def _table_summary(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Live rows, admitted, evicted and memory per table, for records and summaries."""
+    return {n: {"live_rows": s.live_rows, "admitted": s.admitted, "evicted": s.evicted,
+                "memory_bytes": s.memory_bytes} for n, s in stats.items()}
 
 
 def _batch_now(batch: Any) -> int | None:
