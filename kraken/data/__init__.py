@@ -1,15 +1,17 @@
 """Data streams: columnar batches of feature IDs, from files or generated.
 
-Every stream has a ``schema``, ``batches(batch_size, start=0)`` yielding
-:class:`Batch` objects whose ``offset`` resumes the stream exactly, and a
-``skipped`` count of malformed records (see :class:`Stream`). This layer uses
+Every stream has a ``schema``, the ``features`` spec of its raw values (for serving),
+``batches(batch_size, start=0)`` yielding :class:`Batch` objects whose ``offset``
+resumes the stream exactly, and a ``skipped`` count of malformed records (see
+:class:`Stream`). This layer uses
 numpy and pandas only.
 """
 
 from kraken.data.avazu import AvazuStream
 from kraken.data.base import Batch, Jagged, MalformedRecordWarning, Schema, Stream, validate_batch
 from kraken.data.criteo import CriteoStream
-from kraken.data.featurize import FeatureSpec, check_records, feature_spec, featurize
+from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
+from kraken.data.featurize import check_records, featurize
 from kraken.data.hashing import feature_ids
 from kraken.data.movielens import MovieLensStream
 from kraken.data.registry import STREAM_NAMES, open_stream
@@ -21,6 +23,8 @@ __all__ = [
     "AvazuStream",
     "Batch",
     "CriteoStream",
+    "DenseTransform",
+    "FeatureKind",
     "FeatureSpec",
     "Jagged",
     "MalformedRecordWarning",
@@ -33,7 +37,6 @@ __all__ = [
     "TabularStream",
     "check_records",
     "feature_ids",
-    "feature_spec",
     "featurize",
     "open_stream",
     "validate_batch",

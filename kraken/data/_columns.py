@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kraken.data.base import Jagged
+from kraken.data.features import FeatureKind
 from kraken.data.hashing import MISSING_ID, feature_ids
 from kraken.table.keys import field_keys
 
@@ -74,12 +75,15 @@ def parse_hex8(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return valid, value
 
 
-_PARSERS = {"decimal": parse_decimal, "hex8": parse_hex8}
+_PARSERS = {FeatureKind.DECIMAL: parse_decimal, FeatureKind.HEX8: parse_hex8}
 
 
-def categorical_ids(field: int, values: pd.Series | np.ndarray, kind: str = "decimal",
-                    ) -> np.ndarray:
-    """``int64[N]`` feature IDs of raw string ``values`` in namespace ``field`` (see module)."""
+def categorical_ids(field: int, values: pd.Series | np.ndarray,
+                    kind: FeatureKind = FeatureKind.DECIMAL) -> np.ndarray:
+    """``int64[N]`` feature IDs of raw string ``values`` in namespace ``field`` (see module).
+
+    ``kind`` is ``DECIMAL`` or ``HEX8`` (``INT`` values are not text: use ``field_keys``).
+    """
     s = as_strings(values)
     valid, value = _PARSERS[kind](s)
     out = field_keys(field, np.where(valid, value, MISSING_ID))

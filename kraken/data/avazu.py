@@ -49,6 +49,7 @@ from kraken.data._lines import (
     shape_reasons,
 )
 from kraken.data.base import Schema
+from kraken.data.features import FeatureKind, FeatureSpec
 from kraken.table.keys import field_keys
 
 __all__ = ["AvazuStream"]
@@ -57,6 +58,7 @@ HEX = ("site_id", "site_domain", "site_category", "app_id", "app_domain", "app_c
        "device_id", "device_ip", "device_model")
 CATEGORICAL = ("C1", "banner_pos", *HEX, "device_type", "device_conn_type",
                *(f"C{i}" for i in range(14, 22)))
+KINDS = tuple(FeatureKind.HEX8 if name in HEX else FeatureKind.DECIMAL for name in CATEGORICAL)
 COLUMNS = ["id", "click", "hour", *CATEGORICAL]
 FORMAT = TextFormat("Avazu", b",", len(COLUMNS))
 HEADER_PREFIX = b"id,click"
@@ -81,6 +83,12 @@ class AvazuStream(FileStream):
         self._block_bytes = block_bytes
         self._reporter = self._new_reporter()
 
+    @property
+    def features(self) -> FeatureSpec:
+        """Hex columns are ``hex8``, numeric ones ``decimal``; the derived ``hour_of_day``
+        and ``weekday`` are sent as integers (``int``)."""
+        return FeatureSpec(self.schema.fields, (*KINDS, FeatureKind.INT, FeatureKind.INT))
+
     def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
         shaped = block.n_fields == FORMAT.n_fields
         usecols = COLUMNS[1:]
@@ -95,7 +103,7 @@ class AvazuStream(FileStream):
         n_fields = len(self.schema.fields)
         keys = np.empty((len(frame), n_fields), dtype=np.int64)
         for j, name in enumerate(CATEGORICAL):
-            keys[:, j] = categorical_ids(j, frame[name], "hex8" if name in HEX else "decimal")
+            keys[:, j] = categorical_ids(j, frame[name], KINDS[j])
         hod, weekday = hour_and_weekday(unix)
         keys[:, n_fields - 2] = field_keys(n_fields - 2, hod)
         keys[:, n_fields - 1] = field_keys(n_fields - 1, weekday)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from kraken.errors import ShapeError
+
+if TYPE_CHECKING:  # features.py builds on Schema, defined here
+    from kraken.data.features import FeatureSpec
 
 __all__ = ["Batch", "Jagged", "MalformedRecordWarning", "Schema", "Stream", "validate_batch"]
 
@@ -129,14 +132,21 @@ def validate_batch(batch: Batch, schema: Schema) -> None:
 
 @runtime_checkable
 class Stream(Protocol):
-    """An iterable of batches that knows its schema and can resume from an offset.
+    """An iterable of batches that knows its features and can resume from an offset.
 
     ``offset`` counts records consumed (malformed ones included), so a stream
     restarted with ``start=batch.offset`` continues right after ``batch``.
-    ``skipped`` counts malformed records skipped so far.
+    ``skipped`` counts malformed records skipped so far. ``features`` says how raw
+    values become the batch's IDs and dense values, so a server can featurize requests
+    exactly as the stream does; its ``schema`` equals the stream's.
     """
 
     schema: Schema
+
+    @property
+    def features(self) -> FeatureSpec:
+        """The :class:`~kraken.data.features.FeatureSpec` of this stream's raw values."""
+        ...
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[Batch]:
         """Yield batches of up to ``batch_size`` samples from record ``start`` on."""

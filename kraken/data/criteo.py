@@ -40,22 +40,14 @@ from kraken.data._lines import (
     shape_reasons,
 )
 from kraken.data.base import Schema
+from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
 
-__all__ = ["CriteoStream", "transform_dense"]
+__all__ = ["CriteoStream"]
 
 DENSE = tuple(f"I{i}" for i in range(1, 14))
 SPARSE = tuple(f"C{i}" for i in range(1, 27))
 COLUMNS = ["label", *DENSE, *SPARSE]
 FORMAT = TextFormat("Criteo", b"\t", len(COLUMNS))
-
-
-def transform_dense(x: np.ndarray) -> np.ndarray:
-    """``I1..I13`` as the model sees them: ``log1p(max(x, 0))``, missing (NaN) and inf -> 0.
-
-    ``x: float64[N]`` raw counts; returns ``float64[N]`` (stored as float32 in the batch).
-    Shared with serving (:func:`kraken.data.featurize`), so both transform identically.
-    """
-    return np.log1p(np.maximum(np.nan_to_num(x, nan=0.0, posinf=0.0), 0.0))
 
 
 class CriteoStream(FileStream):
@@ -73,6 +65,11 @@ class CriteoStream(FileStream):
         self._block_bytes = block_bytes
         self._reporter = self._new_reporter()
 
+    @property
+    def features(self) -> FeatureSpec:
+        """``C1..C26`` are ``hex8``; ``I1..I13`` go through ``log1p``."""
+        return FeatureSpec.text(self.schema, FeatureKind.HEX8, DenseTransform.LOG1P)
+
     def _parse(self, block: LineBlock, reporter: MalformedReporter) -> Part:
         shaped = block.n_fields == FORMAT.n_fields
         frame = parse_lines(block, FORMAT, shaped, COLUMNS, COLUMNS, list(SPARSE))
@@ -84,10 +81,10 @@ class CriteoStream(FileStream):
         for j, name in enumerate(DENSE):
             x, bad = to_number(frame[name])
             problems.add(f"unparsable {name}", bad, frame[name])
-            dense[:, j] = transform_dense(x)
+            dense[:, j] = DenseTransform.LOG1P.apply(x)
         keys = np.empty((len(frame), len(SPARSE)), dtype=np.int64)
         for j, name in enumerate(SPARSE):
-            keys[:, j] = categorical_ids(j, frame[name], "hex8")
+            keys[:, j] = categorical_ids(j, frame[name], FeatureKind.HEX8)
         ok = ~problems.bad
         reporter.report(np.concatenate([block.records()[~shaped], records[~ok]]),
                         shape_reasons(block, FORMAT, ~shaped) + problems.reasons())

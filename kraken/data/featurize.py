@@ -2,28 +2,18 @@
 
 Serving receives records such as ``{"c0": 17, "site_id": "1fbe01fe", "genres": ["Drama"],
 "I1": 3}`` and must map them to the same feature IDs and dense values that training saw.
-A :class:`FeatureSpec` records, per sparse field, which rule of
-:mod:`kraken.data._columns` the stream applies to its raw values:
-
-=========  ==================================================================================
-kind       a value becomes
-=========  ==================================================================================
-``int``    an integer kept as is (``field_keys(field, v)``): synthetic, MovieLens user/movie,
-           hour/weekday fields
-``decimal`` its text; a canonical non-negative decimal keeps its value, anything else is
-           hashed (CSV columns, MovieLens side features and genres, Avazu numeric columns)
-``hex8``   its text; exactly 8 lowercase hex digits keep their value, anything else is
-           hashed (Criteo ``C1..C26``, Avazu's hex columns)
-=========  ==================================================================================
+The stream's :class:`~kraken.data.features.FeatureSpec` (``stream.features``) says, per
+sparse field, which :class:`~kraken.data.features.FeatureKind` its raw values follow and
+how dense values are transformed.
 
 A missing field, ``None`` or ``""`` is the field's ``MISSING_ID``, as in the streams.
-Dense values are numbers (``None`` = missing) put through the stream's transform
-(``identity``: missing -> 0; ``log1p``: Criteo's ``log1p(max(x, 0))``). Derived fields
-(Avazu's and MovieLens' ``hour``/``weekday``) are sent as the derived integers.
+Dense values are numbers (``None`` = missing) put through the spec's
+:class:`~kraken.data.features.DenseTransform`. Derived fields (Avazu's and MovieLens'
+``hour``/``weekday``) are sent as the derived integers.
 
-``feature_spec(stream)`` gives the spec of every built-in stream; ``check_records`` lists
-every problem of a list of records (unknown names, wrong value types) with its record index
-and field, and ``featurize`` turns valid records into a batch (``label`` 0, ``event_time`` 0).
+``check_records`` lists every problem of a list of records (unknown names, wrong value
+types) with its record index and field, and ``featurize`` turns valid records into a
+batch (``label`` 0, ``event_time`` 0).
 """
 
 from __future__ import annotations
@@ -36,95 +26,15 @@ from typing import Any
 import numpy as np
 
 from kraken.data._columns import categorical_ids
-from kraken.data.avazu import HEX as AVAZU_HEX
-from kraken.data.avazu import AvazuStream
-from kraken.data.base import Batch, Jagged, Schema
-from kraken.data.criteo import CriteoStream, transform_dense
+from kraken.data.base import Batch, Jagged
+from kraken.data.features import FeatureKind, FeatureSpec
 from kraken.data.hashing import MISSING_ID
-from kraken.data.movielens import MovieLensStream
-from kraken.data.synthetic import SyntheticStream
-from kraken.errors import ConfigError, InputError
+from kraken.errors import InputError
 from kraken.table.keys import field_keys
 
-__all__ = ["KINDS", "FeatureSpec", "RecordProblem", "check_records", "feature_spec",
-           "featurize"]
+__all__ = ["FeatureSpec", "RecordProblem", "check_records", "featurize"]
 
-KINDS = ("int", "decimal", "hex8")
-DENSE_TRANSFORMS = ("identity", "log1p")
 _I64 = (-(1 << 63), (1 << 63) - 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-    """How raw values of a stream's features become a batch (see the module docstring).
-
-    ``kinds[i]`` is the rule of ``fields[i]``, ``jagged_kinds[j]`` that of the values of
-    multi-valued ``jagged[j]``; ``dense_transform`` is ``identity`` or ``log1p``.
-    """
-
-    fields: tuple[str, ...]
-    kinds: tuple[str, ...]
-    jagged: tuple[str, ...] = ()
-    jagged_kinds: tuple[str, ...] = ()
-    dense: tuple[str, ...] = ()
-    dense_transform: str = "identity"
-
-    def __post_init__(self) -> None:
-        for name in ("fields", "kinds", "jagged", "jagged_kinds", "dense"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if len(self.kinds) != len(self.fields) or len(self.jagged_kinds) != len(self.jagged):
-            raise ConfigError(f"features: {len(self.fields)} fields with {len(self.kinds)} "
-                              f"kinds, {len(self.jagged)} multi-valued with "
-                              f"{len(self.jagged_kinds)}")
-        for i, k in enumerate(self.kinds + self.jagged_kinds):
-            if k not in KINDS:
-                raise ConfigError(f"features.kinds[{i}]: expected one of {list(KINDS)}, "
-                                  f"got {k!r}")
-        if self.dense_transform not in DENSE_TRANSFORMS:
-            raise ConfigError(f"features.dense_transform: expected one of "
-                              f"{list(DENSE_TRANSFORMS)}, got {self.dense_transform!r}")
-        names = self.fields + self.jagged + self.dense
-        if len(set(names)) != len(names):
-            raise ConfigError(f"features: names must be distinct, got {list(names)}")
-
-    @property
-    def schema(self) -> Schema:
-        return Schema(fields=self.fields, jagged=self.jagged, dense=self.dense)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fields": list(self.fields), "kinds": list(self.kinds),
-                "jagged": list(self.jagged), "jagged_kinds": list(self.jagged_kinds),
-                "dense": list(self.dense), "dense_transform": self.dense_transform}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(d, Mapping) or set(d) - allowed:
-            raise ConfigError(f"features: expected a table with keys {sorted(allowed)}, got {d!r}")
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise ConfigError(f"features: {exc}") from None
-
-
-def feature_spec(stream: Any) -> FeatureSpec:
-    """The spec of a built-in stream; other streams get ``decimal`` for every field."""
-    s: Schema = stream.schema
-    if isinstance(stream, SyntheticStream):
-        return FeatureSpec(s.fields, ("int",) * len(s.fields), dense=s.dense)
-    if isinstance(stream, CriteoStream):
-        return FeatureSpec(s.fields, ("hex8",) * len(s.fields), dense=s.dense,
-                           dense_transform="log1p")
-    if isinstance(stream, AvazuStream):
-        kinds = tuple("hex8" if f in AVAZU_HEX else "int" if f in ("hour_of_day", "weekday")
-                      else "decimal" for f in s.fields)
-        return FeatureSpec(s.fields, kinds, dense=s.dense)
-    if isinstance(stream, MovieLensStream):
-        kinds = tuple("int" if f in ("user", "movie", "hour", "weekday") else "decimal"
-                      for f in s.fields)
-        return FeatureSpec(s.fields, kinds, s.jagged, ("decimal",) * len(s.jagged), s.dense)
-    return FeatureSpec(s.fields, ("decimal",) * len(s.fields), s.jagged,
-                       ("decimal",) * len(s.jagged), s.dense)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +53,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _scalar_problem(kind: str, v: Any) -> str | None:
-    if v is None or _is_int(v) and (kind != "int" or _I64[0] <= v <= _I64[1]):
+def _scalar_problem(kind: FeatureKind, v: Any) -> str | None:
+    if v is None or _is_int(v) and (kind is not FeatureKind.INT or _I64[0] <= v <= _I64[1]):
         return None
-    if kind == "int":
+    if kind is FeatureKind.INT:
         return ("expected an integer" if not _is_int(v)
                 else f"integer out of the int64 range: {v}")
     if isinstance(v, str):
@@ -194,9 +104,9 @@ def check_records(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> li
     return out
 
 
-def _ids(field: int, kind: str, values: list[Any]) -> np.ndarray:
+def _ids(field: int, kind: FeatureKind, values: list[Any]) -> np.ndarray:
     """``int64[N]`` IDs of raw scalar ``values`` of one field (None = missing)."""
-    if kind == "int":
+    if kind is FeatureKind.INT:
         missing = np.array([v is None for v in values], dtype=bool)
         ints = np.array([0 if v is None else int(v) for v in values], dtype=np.int64)
         out = field_keys(field, ints)
@@ -236,8 +146,6 @@ def featurize(spec: FeatureSpec, records: Sequence[Mapping[str, Any]]) -> Batch:
                     for r in records], dtype=np.float64).reshape(b, len(spec.dense))
     dense = np.empty((b, len(spec.dense)), dtype=np.float32)
     for j in range(len(spec.dense)):
-        x = raw[:, j]
-        dense[:, j] = transform_dense(x) if spec.dense_transform == "log1p" else \
-            np.nan_to_num(x, nan=0.0)
+        dense[:, j] = spec.dense_transform.apply(raw[:, j])
     return Batch(keys=keys, dense=dense, label=np.zeros(b, dtype=np.float32),
                  event_time=np.zeros(b, dtype=np.int64), jagged=jagged)

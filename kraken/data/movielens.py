@@ -62,6 +62,7 @@ from kraken.data._lines import (
     shape_reasons,
 )
 from kraken.data.base import Batch, Jagged, Schema
+from kraken.data.features import FeatureKind, FeatureSpec
 from kraken.data.hashing import MISSING_ID
 from kraken.errors import ConfigError, DataError
 from kraken.table.keys import field_keys
@@ -131,6 +132,15 @@ class MovieLensStream:
     @property
     def skipped(self) -> int:
         return self._skipped
+
+    @property
+    def features(self) -> FeatureSpec:
+        """``user``, ``movie``, ``hour`` and ``weekday`` are integers (``int``); the side
+        features and the genre names follow ``decimal``."""
+        ints = ("user", "movie", "hour", "weekday")
+        kinds = tuple(FeatureKind.INT if f in ints else FeatureKind.DECIMAL for f in FIELDS)
+        return FeatureSpec(FIELDS, kinds, self.schema.jagged,
+                           (FeatureKind.DECIMAL,) * len(self.schema.jagged))
 
     def __len__(self) -> int:
         """Number of valid ratings (loads the files)."""

@@ -25,6 +25,7 @@ import numpy as np
 from kraken.config import check_int, check_number
 from kraken.data._assemble import check_batch_args
 from kraken.data.base import Batch, Schema
+from kraken.data.features import FeatureKind, FeatureSpec
 from kraken.table.init import _uniform01_batch
 from kraken.table.keys import field_keys
 
@@ -72,6 +73,11 @@ class SyntheticStream:
     @property
     def skipped(self) -> int:
         return 0
+
+    @property
+    def features(self) -> FeatureSpec:
+        """Every field is an integer ID (``int``); dense values are used as they are."""
+        return FeatureSpec.text(self.schema, FeatureKind.INT)
 
     def _chunk(self, index: int) -> Batch:
         c = self.config

@@ -48,6 +48,7 @@ from kraken.data._lines import (
     shape_reasons,
 )
 from kraken.data.base import Schema
+from kraken.data.features import FeatureSpec
 from kraken.errors import ConfigError, DataError
 from kraken.table.keys import FIELD_BITS
 
@@ -177,6 +178,11 @@ class TabularStream(FileStream):
                          [position[c] for c in self.spec.categorical + self.spec.multi_valued],
                          {v: k for k, v in position.items()})
         self._reporter = self._new_reporter()
+
+    @property
+    def features(self) -> FeatureSpec:
+        """Every sparse column follows ``decimal``; dense values are used as they are."""
+        return FeatureSpec.text(self.schema)
 
     def _new_reporter(self) -> MalformedReporter:
         if self.parquet:

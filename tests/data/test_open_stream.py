@@ -31,7 +31,7 @@ EXPECTED_ALL = [
     "STREAM_NAMES", "AvazuStream", "Batch", "CriteoStream", "Jagged", "MalformedRecordWarning",
     "MovieLensStream", "Schema", "Stream", "SyntheticConfig", "SyntheticStream",
     "TabularSchema", "TabularStream", "feature_ids", "open_stream", "validate_batch",
-    "FeatureSpec", "check_records", "feature_spec", "featurize",
+    "DenseTransform", "FeatureKind", "FeatureSpec", "check_records", "featurize",
 ]
 
 

@@ -156,3 +156,9 @@ def test_offsets_count_records_with_malformed_ones(tmp_path: Path) -> None:
         batches = list(stream.batches(2))
     assert [b.offset for b in batches] == [2, 5, 7]
     assert np.concatenate([b.event_time for b in batches]).tolist() == [0, 1, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_describe_the_schema(streams: dict, name: str) -> None:
+    stream = streams[name]()
+    assert stream.features.schema == stream.schema

@@ -15,10 +15,9 @@ from kraken.data import (
     SyntheticStream,
     TabularStream,
     check_records,
-    feature_spec,
     featurize,
 )
-from kraken.data.featurize import FeatureSpec
+from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
 from kraken.errors import ConfigError, InputError
 from kraken.table.keys import split_keys
 from tests.data.fixtures import (
@@ -38,7 +37,7 @@ def _one_batch(stream, n):  # noqa: ANN001, ANN202
 def test_synthetic_ids_and_dense_round_trip() -> None:
     stream = SyntheticStream(SyntheticConfig(n_records=300, n_fields=4, n_dense=2, seed=3))
     b = _one_batch(stream, 300)
-    spec = feature_spec(stream)
+    spec = stream.features
     _, ids = split_keys(b.keys)
     records = [{**{f"c{j}": int(ids[i, j]) for j in range(4)},
                 **{f"d{j}": float(b.dense[i, j]) for j in range(2)}} for i in range(300)]
@@ -51,8 +50,8 @@ def test_criteo_strings_and_log1p_dense_as_the_stream(tmp_path: Path) -> None:
     lines = criteo_lines(200, seed=4)
     stream = CriteoStream(write_lines(tmp_path / "c.tsv", lines))
     b = _one_batch(stream, 200)
-    spec = feature_spec(stream)
-    assert spec.dense_transform == "log1p" and set(spec.kinds) == {"hex8"}
+    spec = stream.features
+    assert spec.dense_transform is DenseTransform.LOG1P and set(spec.kinds) == {FeatureKind.HEX8}
     records = []
     for line in lines:
         cols = line.split("\t")
@@ -68,7 +67,7 @@ def test_avazu_with_derived_hour_and_weekday(tmp_path: Path) -> None:
     lines = avazu_lines(50, seed=5)
     stream = AvazuStream(write_lines(tmp_path / "a.csv", lines))
     b = _one_batch(stream, 50)
-    spec = feature_spec(stream)
+    spec = stream.features
     names = stream.schema.fields[:-2]
     records = []
     for line in lines:
@@ -85,7 +84,7 @@ def test_movielens_side_features_and_genres(tmp_path: Path) -> None:
     tables = movielens_tables(60, seed=6)
     stream = MovieLensStream(write_ml1m(tmp_path / "ml-1m", tables), "ml-1m")
     b = _one_batch(stream, 60)
-    spec = feature_spec(stream)
+    spec = stream.features
     users = {u: (a, g, o, z) for u, a, g, o, z in tables["users"]}
     movies = {m: g for m, _, g in tables["movies"]}
     ratings = sorted(tables["ratings"], key=lambda r: r[3])
@@ -108,7 +107,7 @@ def test_csv_multi_valued_and_missing(tmp_path: Path) -> None:
     b = _one_batch(stream, 3)
     records = [{"u": 7, "tags": ["a", "b"], "x": 0.5}, {"u": None},
                {"u": "abc", "tags": ["", "c", ""], "x": -2}]
-    got = featurize(feature_spec(stream), records)
+    got = featurize(stream.features, records)
     np.testing.assert_array_equal(got.keys, b.keys)
     np.testing.assert_array_equal(got.dense, b.dense)
     np.testing.assert_array_equal(got.jagged["tags"].values, b.jagged["tags"].values)
