@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from kraken.errors import ConfigError
 
-__all__ = ["Precision", "Tagged", "build_dataclass", "build_from_dict", "check_fields",
-           "check_fraction", "check_int",
+__all__ = ["Pooling", "Precision", "Tagged", "build_dataclass", "build_from_dict",
+           "check_enum", "check_fields", "check_fraction", "check_int",
            "check_number", "check_positive"]
 
 
@@ -34,6 +34,31 @@ class Precision(enum.Enum):
     def itemsize(self) -> int:
         """Bytes per stored weight element."""
         return 4 if self is Precision.FP32 else 2
+
+
+class Pooling(enum.Enum):
+    """How the values of a multi-valued field become one vector per sample.
+
+    ``SUM`` adds the rows of the sample's values, ``MEAN`` averages them; a sample with
+    no values gets the zero vector either way.
+    """
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def check_enum(path: str, value: Any, cls: type[E]) -> E:
+    """``value`` (a member of enum ``cls`` or a member's value) as a member of ``cls``."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{path}: expected one of {[m.value for m in cls]}, "
+                          f"got {value!r}") from None
 
 
 def check_number(path: str, value: Any, *, lo: float | None = None, hi: float | None = None,

@@ -1,7 +1,7 @@
-"""What a ranking model receives: plain tensors, already pulled from the PS.
+"""What a ranking model receives: plain tensors, rows already read (from a PS or a store).
 
-Models are pure ``torch.nn.Module`` s over these tensors; all the sparse plumbing
-(dedupe, pull, gather, pool, push) lives in :mod:`kraken.nn.embedding`.
+Models are pure ``torch.nn.Module`` s over these tensors; the sparse plumbing lives in
+:mod:`kraken.nn.layout` (dedupe, gather, pool) and :mod:`kraken.nn.embedding` (pull, push).
 
 Shapes (``B`` samples, ``F`` sparse fields = single-valued fields followed by the
 pooled multi-valued ones, ``D`` embedding dim, ``Dd`` dense features)::

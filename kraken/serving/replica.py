@@ -28,7 +28,7 @@ from kraken.config import Precision
 from kraken.data.base import Batch
 from kraken.data.featurize import featurize
 from kraken.errors import CheckpointMismatchError, NotReadyError, VersionGapError
-from kraken.nn.embedding import EmbeddingLayer, Pulled
+from kraken.nn.layout import EmbeddingLayout, Pulled
 from kraken.nn.models import RankingModel
 from kraken.serving.spec import ModelSpec
 from kraken.serving.store import StoreTable, WeightStore
@@ -69,19 +69,12 @@ class ReplicaInfo:
     history: list[tuple[int, float, float]]
 
 
-class _Tables:
-    """What the embedding layer needs of a parameter server: the table configs."""
-
-    def __init__(self, tables: dict[str, TableConfig]) -> None:
-        self.tables = tables
-
-
 @dataclasses.dataclass
 class _Model:
     spec: ModelSpec
     spec_dict: dict[str, Any]
     store: WeightStore
-    embedding: EmbeddingLayer
+    layout: EmbeddingLayout
     dense: RankingModel
 
 
@@ -159,10 +152,10 @@ class Replica:
                                           "dense weights")
         m = self._m
         if m is not None and m.spec_dict == v.spec:
-            spec, embedding = m.spec, m.embedding
+            spec, layout = m.spec, m.layout
         else:
             spec = ModelSpec.from_dict(v.spec)
-            embedding = spec.build_embedding(_Tables(spec.tables))  # type: ignore[arg-type]
+            layout = spec.build_layout()
         missing = sorted(set(spec.tables) - set(v.tables))
         if missing:
             raise CheckpointMismatchError(f"snapshot {v.version} lacks table(s) {missing}")
@@ -173,7 +166,7 @@ class Replica:
                 raise CheckpointMismatchError(f"snapshot {v.version}: unknown table {name!r}")
             store.upsert(name, t.keys, t.weights)
         dense = self._build_dense(spec, v.dense)
-        new = _Model(spec=spec, spec_dict=v.spec, store=store, embedding=embedding, dense=dense)
+        new = _Model(spec=spec, spec_dict=v.spec, store=store, layout=layout, dense=dense)
         with self._lock:
             self._m = new
             self.snapshots_loaded += 1
@@ -212,6 +205,13 @@ class Replica:
                 raise NotReadyError("no model loaded yet")
             return self._m.store.lookup(table, keys)
 
+    def keys(self, table: str) -> Keys:
+        """``int64[N]`` keys held in ``table`` at the current version, in no set order."""
+        with self._lock:
+            if self._m is None:
+                raise NotReadyError("no model loaded yet")
+            return self._m.store.keys(table)
+
     def predict(self, batch: Batch) -> Prediction:
         """Scores of ``batch`` (labels ignored), all from one version."""
         return self._predict(lambda _spec: batch)
@@ -226,19 +226,19 @@ class Replica:
             m = self._m
             if m is None:
                 raise NotReadyError("no model loaded yet: waiting for the first snapshot")
-            prepared = m.embedding.prepare(make_batch(m.spec))
+            prepared = m.layout.prepare(make_batch(m.spec))
             with self._lock:
                 cur = self._m
-                assert cur is not None
+                if cur is None:  # a model is never unloaded; kept for the type checker
+                    raise NotReadyError("no model loaded yet")
                 if cur is not m and cur.spec_dict != m.spec_dict:
                     continue  # a snapshot of another model arrived meanwhile: featurize again
-                names = [cur.embedding.table] + ([cur.embedding.wide_table]
-                                                 if cur.embedding.wide_table else [])
-                rows = {n: cur.store.lookup(n, prepared.keys) for n in names}
-                dense, embedding = cur.dense, cur.embedding
+                rows = {n: cur.store.lookup(n, prepared.keys) for n in cur.layout.tables}
+                dense, layout = cur.dense, cur.layout
                 version, dense_version = self.version, self.dense_version
             with torch.inference_mode():
-                logits = dense(embedding(Pulled(prepared=prepared, rows=rows)))
+                inputs, _ = layout.inputs(Pulled(prepared=prepared, rows=rows))
+                logits = dense(inputs)
                 scores = torch.sigmoid(logits).numpy().astype(np.float32, copy=False)
             return Prediction(scores=scores, version=version, dense_version=dense_version)
         raise NotReadyError("the model kept changing while this request was prepared")

@@ -1,10 +1,10 @@
 """``ModelSpec``: everything a server needs to rebuild the trainer's model, as JSON.
 
 The trainer's dense model is rebuilt from its registry name, hyperparameters and shape
-(then its weights are loaded from a sync), the embedding layer from the same table names
-and pooling, and raw request values are featurized with the stream's
-:class:`~kraken.data.featurize.FeatureSpec`. No pickle: the spec is plain JSON carried in
-every full snapshot.
+(then its weights are loaded from a sync), the :class:`~kraken.nn.layout.EmbeddingLayout`
+from the same settings (table names, pooling, ...), and raw request values are featurized
+with the stream's :class:`~kraken.data.features.FeatureSpec`. No pickle: the spec is plain
+JSON carried in every full snapshot.
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kraken.data.featurize import FeatureSpec, feature_spec
+from kraken.data.features import FeatureSpec
 from kraken.data.hashing import HASH_VERSION
 from kraken.errors import ConfigError
 from kraken.nn.embedding import EmbeddingLayer
+from kraken.nn.layout import EmbeddingLayout
 from kraken.nn.models import ModelShape, RankingModel, build_model
 from kraken.ps.protocol import ParameterServer
 from kraken.table import TableConfig
 
 __all__ = ["ModelSpec"]
-
-_EMBEDDING_KEYS = ("table", "wide_table", "pooling", "sequence_fields", "max_sequence",
-                   "hash_buckets")
 
 
 def _jsonable(v: Any) -> Any:
@@ -47,7 +45,7 @@ class ModelSpec:
         model_kwargs: its hyperparameters (as passed to ``build_model``).
         shape: the :class:`ModelShape` it was built with.
         tables: the trainer's table configs (dims, precision, capacity, default value).
-        embedding: the embedding layer's settings (table names, pooling, ...).
+        embedding: the embedding layout's settings (:meth:`EmbeddingLayout.to_dict`).
         features: how raw request values become feature IDs.
     """
 
@@ -60,14 +58,12 @@ class ModelSpec:
 
     @classmethod
     def from_parts(cls, *, model_name: str, model_kwargs: dict[str, Any], model: RankingModel,
-                   embedding: EmbeddingLayer, ps: ParameterServer,
+                   embedding: EmbeddingLayer | EmbeddingLayout, ps: ParameterServer,
                    features: FeatureSpec) -> ModelSpec:
         """The spec of a model built with ``build_model(model_name, model.shape, **kwargs)``."""
-        emb = {"table": embedding.table, "wide_table": embedding.wide_table,
-               "pooling": embedding.pooling, "sequence_fields": embedding.sequence_fields,
-               "max_sequence": embedding.max_sequence, "hash_buckets": embedding.hash_buckets}
+        layout = embedding.layout if isinstance(embedding, EmbeddingLayer) else embedding
         return cls(model=model_name, model_kwargs=dict(model_kwargs), shape=model.shape,
-                   tables=dict(ps.tables), embedding=emb, features=features)
+                   tables=dict(ps.tables), embedding=layout.to_dict(), features=features)
 
     @classmethod
     def from_run(cls, run: Any) -> ModelSpec:
@@ -75,7 +71,7 @@ class ModelSpec:
         kw = {k: _tuples(v) for k, v in run.config.model.items() if k not in ("name", "target")}
         return cls.from_parts(model_name=run.config.model["name"], model_kwargs=kw,
                               model=run.model, embedding=run.embedding, ps=run.ps,
-                              features=feature_spec(run.stream))
+                              features=run.stream.features)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hash_version": HASH_VERSION, "model": self.model,
@@ -99,22 +95,26 @@ class ModelSpec:
                                            "sequence_fields": tuple(shape["sequence_fields"])}),
                        tables={n: TableConfig.from_dict(t, f"spec.tables.{n}")
                                for n, t in d["tables"].items()},
-                       embedding={k: _tuples(d["embedding"][k]) for k in _EMBEDDING_KEYS},
+                       embedding=d["embedding"],
                        features=FeatureSpec.from_dict(d["features"]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"spec: unusable model spec ({type(exc).__name__}: {exc})"
                               ) from None
+
+    def __post_init__(self) -> None:
+        self.build_layout()  # the embedding settings must fit the features and the tables
 
     def build_model(self) -> RankingModel:
         """A fresh model of this architecture (weights to be loaded), in eval mode."""
         m = build_model(self.model, self.shape, **self.model_kwargs)
         return m.eval()
 
-    def build_embedding(self, ps: ParameterServer) -> EmbeddingLayer:
-        """The embedding layer over ``ps`` (only its ``tables`` are used here), in eval mode."""
-        e = self.embedding
-        layer = EmbeddingLayer(ps, self.features.schema, table=e["table"],
-                               wide_table=e["wide_table"], pooling=e["pooling"],
-                               sequence_fields=tuple(e["sequence_fields"]),
-                               max_sequence=e["max_sequence"], hash_buckets=e["hash_buckets"])
-        return layer.eval()
+    def build_layout(self) -> EmbeddingLayout:
+        """The embedding layout of this model over the stream's schema.
+
+        Raises :class:`ConfigError` when the settings do not fit the schema or the tables.
+        """
+        layout = EmbeddingLayout.from_dict(self.features.schema, self.embedding,
+                                           "spec.embedding")
+        layout.check_tables(self.tables)
+        return layout

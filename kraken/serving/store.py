@@ -86,6 +86,7 @@ class WeightStore:
 
     def rows(self, table: str) -> int:
         """Keys held by ``table``."""
+        self._table(table)
         return self._rows[table]
 
     @property
@@ -97,7 +98,7 @@ class WeightStore:
 
     def lookup(self, table: str, keys: Keys) -> F32:
         """``float32[N, D]`` rows of ``keys: int64[N]``; keys ``table`` lacks read as default."""
-        t = self.tables[table]
+        t = self._table(table)
         rows = self._index.find(keys)
         ok = rows >= 0
         if ok.any():
@@ -109,16 +110,21 @@ class WeightStore:
 
     def keys(self, table: str) -> Keys:
         """Every key ``table`` holds, in an unspecified order."""
+        self._table(table)
         keys, rows = self._index.items()
         return keys[(self._present[rows] & self._mask_dtype(self._bit[table])) != 0]
+
+    def _table(self, table: str) -> StoreTable:
+        t = self.tables.get(table)
+        if t is None:
+            raise InputError(f"unknown table {table!r}; tables are {sorted(self.tables)}")
+        return t
 
     # -- mutations -----------------------------------------------------------------------
 
     def check(self, table: str, keys: Keys, weights: F32) -> None:
         """Validate an upsert without changing anything (shapes, dtypes, distinct keys)."""
-        if table not in self.tables:
-            raise InputError(f"unknown table {table!r}; tables are {sorted(self.tables)}")
-        d = self.tables[table].dim
+        d = self._table(table).dim
         if keys.dtype != np.int64 or keys.ndim != 1:
             raise ShapeError(f"{table}: keys must be int64[N], got {keys.dtype}{list(keys.shape)}")
         if weights.dtype != np.float32 or weights.shape != (keys.shape[0], d):
@@ -147,6 +153,7 @@ class WeightStore:
 
     def delete(self, table: str, keys: Keys) -> None:
         """Remove ``keys`` from ``table`` (absent ones are ignored)."""
+        self._table(table)
         if keys.shape[0] == 0:
             return
         rows = self._index.find(keys)

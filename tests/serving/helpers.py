@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kraken.data.featurize import feature_spec, featurize
+from kraken.data.featurize import featurize
 from kraken.serving import ModelSpec, ModelVersion, Publisher
 from kraken.train import Trainer
 from tests.train.helpers import make_trainer
@@ -19,7 +19,7 @@ def spec_of(tr: Trainer) -> ModelSpec:
     kw = {"hidden": (32, 16)} if tr.model.name in ("deepfm", "wide_deep") else {}
     return ModelSpec.from_parts(model_name=tr.model.name, model_kwargs=kw, model=tr.model,
                                 embedding=tr.embedding, ps=tr.ps,
-                                features=feature_spec(tr.stream))
+                                features=tr.stream.features)
 
 
 def publishing_trainer(model_dir: Path, *, sync_interval: float = 0.0,
