@@ -20,10 +20,12 @@ the boundary with ``raise SpecificError(msg) from exc``::
     ├── StaleVersionError           a delta was asked for a version no longer retained
     ├── VersionGapError             a serving update does not follow the replica's version
     ├── NotReadyError               a serving replica was asked to predict before a model loaded
+    ├── LifecycleError              a service was started twice or stopped while starting
     └── TransportError              a call to another process failed (also a ConnectionError)
 
-Every subclass that is about a value also derives from ``ValueError`` so that
-generic callers that catch ``ValueError`` keep working.
+Every subclass that is about a value also derives from ``ValueError`` (and
+``LifecycleError`` from ``RuntimeError``) so that generic callers that catch those keep
+working.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "DataError",
     "InputError",
     "KrakenError",
+    "LifecycleError",
     "NonFiniteError",
     "NotReadyError",
     "ShapeError",
@@ -120,6 +123,11 @@ class VersionGapError(KrakenError, ValueError):
 
 class NotReadyError(KrakenError):
     """A serving replica has no model yet (no snapshot was loaded)."""
+
+
+class LifecycleError(KrakenError, RuntimeError):
+    """A service (a follower, an HTTP server) was started twice, or its background thread
+    stopped before it was up. The message says which."""
 
 
 class TransportError(KrakenError, ConnectionError):

@@ -11,7 +11,7 @@ EXPECTED = [
     "NonFiniteError", "Normal", "Precision", "Probabilistic", "RAdaGrad", "RowWiseAdaGrad",
     "ShapeError", "SparseOptimizer", "SparseTable", "StaleVersionError", "TableConfig",
     "TableDelta", "TableStats", "Uniform", "Zeros", "__version__", "field_keys",
-    "NotReadyError", "VersionGapError", "TransportError",
+    "NotReadyError", "VersionGapError", "TransportError", "LifecycleError",
 ]
 
 

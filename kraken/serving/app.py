@@ -322,9 +322,12 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
         413: {"description": "body or instance count over the limit"},
         503: {"description": "no model loaded yet"}})
     def predict(req: PredictRequest) -> Any:
-        where = "instances" if req.instances is not None else "candidates"
-        items = req.instances if req.instances is not None else req.candidates
-        assert items is not None
+        if req.instances is not None:
+            where, items = "instances", req.instances
+        elif req.candidates is not None:
+            where, items = "candidates", req.candidates
+        else:  # PredictRequest's validator already refuses this
+            return _error(422, "give exactly one of 'instances' or 'candidates'")
         if len(items) > max_instances:
             return _error(413, f"{len(items)} {where}, the limit is {max_instances}")
         if not replica.ready:

@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from kraken.errors import LifecycleError
+
 __all__ = ["HttpServer", "bind"]
 
 
@@ -47,15 +49,25 @@ class HttpServer:
         """Serve in this thread until interrupted (SIGINT / SIGTERM)."""
         self.server.run(sockets=[self.sock])
 
-    def start(self) -> HttpServer:
-        """Serve in a daemon thread; returns once the server accepts connections."""
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                        name="kraken-http", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            if not self._thread.is_alive():
-                raise RuntimeError("the HTTP server thread exited while starting")
+    def start(self, timeout: float = 30.0) -> HttpServer:
+        """Serve in a daemon thread; returns once the server accepts connections.
+
+        Raises :class:`LifecycleError` if it is already running, or if it is not up within
+        ``timeout`` seconds (its thread exited, e.g. the app failed to start).
+        """
+        if self._thread is not None:
+            raise LifecycleError(f"the HTTP server at {self.url} is already running")
+        thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                  name="kraken-http", daemon=True)
+        self._thread = thread
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not thread.is_alive() or time.monotonic() >= deadline:
+                why = ("its thread exited while starting" if not thread.is_alive()
+                       else f"it was not up after {timeout:g} s")
+                self.stop()
+                raise LifecycleError(f"the HTTP server at {self.url} did not start: {why}")
             time.sleep(0.01)
         return self
 

@@ -162,7 +162,7 @@ class Publisher:
                       or now - self._last_dense >= self.dense_sync_interval)
         snap = (full or self._since is None or self.transport.wants_snapshot()
                 or now - self._last_snapshot >= self.snapshot_interval)
-        delta = None if self._since is None else self._deltas()
+        delta = None if self._since is None else self._deltas(self._since)
         if delta is None:
             snap = True
         out = None
@@ -198,12 +198,14 @@ class Publisher:
         if self.on_publish is not None:
             self.on_publish(v)
 
-    def _deltas(self) -> tuple[dict[str, TableUpdate], dict[str, int]] | None:
-        assert self._since is not None
+    def _deltas(self, base: dict[str, int],
+                ) -> tuple[dict[str, TableUpdate], dict[str, int]] | None:
+        """Rows changed per table after the versions ``base``, and the new versions; None
+        when the PS no longer retains what is needed (a snapshot must follow)."""
         tables, since = {}, {}
         try:
             for name in self.ps.tables:
-                d = self.ps.delta(name, self._since[name])
+                d = self.ps.delta(name, base[name])
                 tables[name] = TableUpdate(keys=d.keys, weights=d.weights, evicted=d.evicted)
                 since[name] = d.version
         except StaleVersionError:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from kraken.errors import CheckpointError, KrakenError, VersionGapError
+from kraken.errors import CheckpointError, KrakenError, LifecycleError, VersionGapError
 from kraken.serving.directory import request_snapshot, scan_versions
 from kraken.serving.replica import Replica
 from kraken.serving.version import ModelVersion
@@ -121,9 +121,12 @@ class DirectoryFollower:
     # -- the thread ----------------------------------------------------------------------
 
     def start(self) -> DirectoryFollower:
-        """Poll in a daemon thread until :meth:`stop`."""
+        """Poll in a daemon thread until :meth:`stop`.
+
+        Raises :class:`LifecycleError` if it is already running.
+        """
         if self._thread is not None:
-            raise RuntimeError("the follower is already running")
+            raise LifecycleError("the follower is already running; stop() it first")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kraken-follow", daemon=True)
         self._thread.start()
