@@ -19,6 +19,7 @@ from kraken.data import (
 )
 from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
 from kraken.errors import ConfigError, InputError
+from kraken.serving import ModelSpec
 from kraken.table.keys import split_keys
 from tests.data.fixtures import (
     avazu_lines,
@@ -28,6 +29,7 @@ from tests.data.fixtures import (
     write_lines,
     write_ml1m,
 )
+from tests.serving.helpers import publishing_trainer, spec_of
 
 
 def _one_batch(stream, n):  # noqa: ANN001, ANN202
@@ -136,3 +138,24 @@ def test_spec_round_trips_and_rejects_nonsense() -> None:
         FeatureSpec(("a",), ("float",))
     with pytest.raises(ConfigError, match="distinct"):
         FeatureSpec(("a",), ("int",), dense=("a",))
+    assert spec.kinds == (FeatureKind.INT,) and spec.dense_transform is DenseTransform.LOG1P
+    with pytest.raises(ConfigError, match=r"features: unknown key\(s\) \['kind'\]"):
+        FeatureSpec.from_dict({**spec.to_dict(), "kind": "int"})
+    with pytest.raises(ConfigError, match=r"features: missing key\(s\) \['kinds'\]"):
+        FeatureSpec.from_dict({"fields": ["a"]})
+    with pytest.raises(ConfigError, match=r"features.dense_transform: expected one of"):
+        FeatureSpec.from_dict({**spec.to_dict(), "dense_transform": "log"})
+    with pytest.raises(ConfigError, match=r"features.kinds: 1 fields need as many kinds"):
+        FeatureSpec.from_dict({**spec.to_dict(), "kinds": []})
+
+
+def test_a_model_spec_with_unusable_embedding_settings_is_a_config_error(tmp_path: Path,
+                                                                        ) -> None:
+    tr, _ = publishing_trainer(tmp_path, n_records=10)
+    d = spec_of(tr).to_dict()
+    assert ModelSpec.from_dict(d).build_layout().to_dict() == d["embedding"]
+    for bad, match in [({**d["embedding"], "pooling": "max"}, "spec.embedding.pooling"),
+                       ({**d["embedding"], "table": "nope"}, "'nope' is not on the PS"),
+                       ("sum", "spec.embedding: expected a table")]:
+        with pytest.raises(ConfigError, match=match):
+            ModelSpec.from_dict({**d, "embedding": bad})

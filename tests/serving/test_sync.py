@@ -13,6 +13,7 @@ import pytest
 from kraken.errors import (
     CheckpointMismatchError,
     CorruptCheckpointError,
+    InputError,
     NotReadyError,
     VersionGapError,
 )
@@ -184,6 +185,8 @@ def test_updates_that_do_not_follow_are_refused_and_change_nothing(tmp_path: Pat
     replica = Replica()
     with pytest.raises(NotReadyError):
         replica.predict_records(RECORDS)
+    with pytest.raises(NotReadyError):
+        replica.keys("emb")
     with pytest.raises(VersionGapError):
         replica.apply(versions[1])
     replica.apply(versions[0])
@@ -196,6 +199,10 @@ def test_updates_that_do_not_follow_are_refused_and_change_nothing(tmp_path: Pat
                                                    np.zeros(0, np.int64))})
     with pytest.raises(CheckpointMismatchError):
         replica.apply(bad)
+    with pytest.raises(InputError, match="unknown table 'nope'"):
+        replica.keys("nope")
+    with pytest.raises(InputError, match="unknown table 'nope'"):
+        replica.lookup("nope", np.zeros(1, np.int64))
     assert replica.version == 1
     np.testing.assert_array_equal(replica.predict_records(RECORDS).scores, refs[1])
 
