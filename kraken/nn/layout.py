@@ -46,6 +46,10 @@ from kraken.table.kernels import unique_inverse
 
 __all__ = ["EmbeddingLayout", "Prepared", "Pulled"]
 
+# The keyword settings of EmbeddingLayout (after the schema), as saved in a model spec.
+_SETTINGS = ("table", "wide_table", "pooling", "sequence_fields", "max_sequence",
+             "hash_buckets")
+
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
@@ -127,9 +131,8 @@ class EmbeddingLayout:
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON values; ``EmbeddingLayout(schema, **to_dict())`` rebuilds it."""
-        return {"table": self.table, "wide_table": self.wide_table,
-                "pooling": self.pooling.value, "sequence_fields": list(self.sequence_fields),
-                "max_sequence": self.max_sequence, "hash_buckets": self.hash_buckets}
+        d = {k: getattr(self, k) for k in _SETTINGS}
+        return {**d, "pooling": self.pooling.value, "sequence_fields": list(self.sequence_fields)}
 
     @classmethod
     def from_dict(cls, schema: Schema, d: Mapping[str, Any],
@@ -137,11 +140,9 @@ class EmbeddingLayout:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` naming the bad key."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
-        allowed = ("table", "wide_table", "pooling", "sequence_fields", "max_sequence",
-                   "hash_buckets")
-        extra = sorted(set(d) - set(allowed))
+        extra = sorted(set(d) - set(_SETTINGS))
         if extra:
-            raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+            raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(_SETTINGS)}")
         kw = dict(d)
         if "sequence_fields" in kw:
             if not isinstance(kw["sequence_fields"], (list, tuple)):
