@@ -20,6 +20,7 @@ from kraken.errors import (
     NotReadyError,
     ShapeError,
     StaleVersionError,
+    TrainingDivergedError,
     TransportError,
     VersionGapError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "TableConfig",
     "TableDelta",
     "TableStats",
+    "TrainingDivergedError",
     "TransportError",
     "Uniform",
     "VersionGapError",

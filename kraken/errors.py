@@ -44,6 +44,7 @@ __all__ = [
     "ShapeError",
     "StaleVersionError",
     "TrainingDivergedError",
+    "TransportError",
     "VersionGapError",
 ]
 

@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from kraken.errors import ShapeError
+from kraken.errors import InputError, ShapeError
 
 __all__ = ["Batch", "Jagged", "MalformedRecordWarning", "Schema", "Stream", "validate_batch"]
 
@@ -78,7 +78,7 @@ class Schema:
         """Namespace index of a sparse field (single or multi-valued)."""
         names = self.fields + self.jagged
         if name not in names:
-            raise KeyError(f"unknown field {name!r}; fields are {list(names)}")
+            raise InputError(f"unknown field {name!r}; fields are {list(names)}")
         return names.index(name)
 
 
