@@ -15,12 +15,41 @@ Values kept as integers are below ``2**56 - 1`` and so collision-free within a f
 
 from __future__ import annotations
 
+import enum
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from kraken.data.base import Jagged
 from kraken.data.hashing import MISSING_ID, feature_ids
+from kraken.errors import ConfigError
 from kraken.table.keys import field_keys
+
+
+class FeatureKind(enum.Enum):
+    """The rule by which a raw sparse value becomes a feature ID; the one list of them.
+
+    ``DECIMAL`` and ``HEX8`` are the text rules of the module docstring; ``INT`` is an
+    integer value kept as it is (``field_keys(field, v)``: the synthetic stream,
+    MovieLens IDs and derived hour/weekday fields), which has no text rule.
+    """
+
+    INT = "int"
+    DECIMAL = "decimal"
+    HEX8 = "hex8"
+
+    @classmethod
+    def parse(cls, value: Any, path: str = "kind") -> FeatureKind:
+        """``value`` (a member or its name in a config, ``"hex8"``) as a member, else
+        ``ConfigError`` listing the kinds."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected one of {[k.value for k in cls]}, "
+                              f"got {value!r}") from None
 
 _MAX_DIGITS = 16
 _HEX_LUT = np.full(128, -1, dtype=np.int64)
@@ -74,14 +103,22 @@ def parse_hex8(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return valid, value
 
 
-_PARSERS = {"decimal": parse_decimal, "hex8": parse_hex8}
+_PARSERS = {FeatureKind.DECIMAL: parse_decimal, FeatureKind.HEX8: parse_hex8}
 
 
-def categorical_ids(field: int, values: pd.Series | np.ndarray, kind: str = "decimal",
-                    ) -> np.ndarray:
-    """``int64[N]`` feature IDs of raw string ``values`` in namespace ``field`` (see module)."""
+def categorical_ids(field: int, values: pd.Series | np.ndarray,
+                    kind: FeatureKind | str = FeatureKind.DECIMAL) -> np.ndarray:
+    """``int64[N]`` feature IDs of raw string ``values`` in namespace ``field`` (see module).
+
+    ``kind`` is a text rule (``DECIMAL`` or ``HEX8``, or their names); ``INT`` values are
+    integers already and go through ``field_keys`` instead.
+    """
+    rule = FeatureKind.parse(kind)
+    if rule not in _PARSERS:
+        raise ConfigError(f"kind: {rule.value!r} is not a text rule; expected one of "
+                          f"{[k.value for k in _PARSERS]}")
     s = as_strings(values)
-    valid, value = _PARSERS[kind](s)
+    valid, value = _PARSERS[rule](s)
     out = field_keys(field, np.where(valid, value, MISSING_ID))
     other = ~valid & (s != "")
     if other.any():

@@ -29,6 +29,7 @@ import numpy as np
 
 from kraken.data._assemble import Part
 from kraken.data._columns import (
+    FeatureKind,
     RowProblems,
     categorical_ids,
     hour_and_weekday,
@@ -95,7 +96,7 @@ class AvazuStream(FileStream):
         n_fields = len(self.schema.fields)
         keys = np.empty((len(frame), n_fields), dtype=np.int64)
         for j, name in enumerate(CATEGORICAL):
-            keys[:, j] = categorical_ids(j, frame[name], "hex8" if name in HEX else "decimal")
+            keys[:, j] = categorical_ids(j, frame[name], FeatureKind.HEX8 if name in HEX else FeatureKind.DECIMAL)
         hod, weekday = hour_and_weekday(unix)
         keys[:, n_fields - 2] = field_keys(n_fields - 2, hod)
         keys[:, n_fields - 1] = field_keys(n_fields - 1, weekday)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from kraken.data._assemble import Part
-from kraken.data._columns import RowProblems, categorical_ids, to_number
+from kraken.data._columns import FeatureKind, RowProblems, categorical_ids, to_number
 from kraken.data._file import FileStream
 from kraken.data._lines import (
     BLOCK_BYTES,
@@ -87,7 +87,7 @@ class CriteoStream(FileStream):
             dense[:, j] = transform_dense(x)
         keys = np.empty((len(frame), len(SPARSE)), dtype=np.int64)
         for j, name in enumerate(SPARSE):
-            keys[:, j] = categorical_ids(j, frame[name], "hex8")
+            keys[:, j] = categorical_ids(j, frame[name], FeatureKind.HEX8)
         ok = ~problems.bad
         reporter.report(np.concatenate([block.records()[~shaped], records[~ok]]),
                         shape_reasons(block, FORMAT, ~shaped) + problems.reasons())
