@@ -1,8 +1,9 @@
 """The curated public API: pinned so that changes to it are deliberate.
 
-Each exported name is the object its home module defines (and lists in its
-``__all__``), re-exported by its component package (``kraken.table``, ...); every error class is exported from both ``kraken`` and ``kraken.errors``;
-and the error classes form exactly the tree drawn in ``kraken/errors.py``'s docstring.
+Each exported name is the object its home module defines (and lists in its ``__all__``),
+re-exported by its component package (``kraken.table``, ...); every error class is exported
+from both ``kraken`` and ``kraken.errors``; and the error classes form exactly the tree drawn
+in ``kraken/errors.py``'s docstring.
 """
 
 from __future__ import annotations

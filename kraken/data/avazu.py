@@ -96,7 +96,8 @@ class AvazuStream(FileStream):
         n_fields = len(self.schema.fields)
         keys = np.empty((len(frame), n_fields), dtype=np.int64)
         for j, name in enumerate(CATEGORICAL):
-            keys[:, j] = categorical_ids(j, frame[name], FeatureKind.HEX8 if name in HEX else FeatureKind.DECIMAL)
+            kind = FeatureKind.HEX8 if name in HEX else FeatureKind.DECIMAL
+            keys[:, j] = categorical_ids(j, frame[name], kind)
         hod, weekday = hour_and_weekday(unix)
         keys[:, n_fields - 2] = field_keys(n_fields - 2, hod)
         keys[:, n_fields - 1] = field_keys(n_fields - 1, weekday)

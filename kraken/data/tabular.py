@@ -133,7 +133,8 @@ class TabularSchema:
         (required)``), and the constructor's errors get the prefix
         (``schema.dense[0]: column 'y' is already used as label``).
         """
-        return build_dataclass(cls, dict(d) if isinstance(d, Mapping) else d, path)  # type: ignore[no-any-return]
+        table = dict(d) if isinstance(d, Mapping) else d
+        return build_dataclass(cls, table, path)  # type: ignore[no-any-return]
 
 
 class TabularStream(FileStream):

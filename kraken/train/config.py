@@ -28,8 +28,8 @@ and, for choices, the allowed values; nothing runs before the whole file is vali
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,11 +54,15 @@ __all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "
 _SECTIONS = ("data", "model", "tables", "trainer", "embedding")
 
 
-def _frozen(path: str, value: Any) -> Mapping[str, Any]:
-    """A read-only copy of a mapping with string keys; lists become tuples."""
+def _own_copy(path: str, value: Any) -> dict[str, Any]:
+    """A copy of a mapping (the caller's dict may change later); lists become tuples.
+
+    A plain dict, not a read-only view, so that ``dataclasses.asdict`` and
+    ``copy.deepcopy`` keep working on the config; nothing in Kraken mutates it.
+    """
     if not isinstance(value, Mapping):
         raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
-    return types.MappingProxyType({k: _tuples(v) for k, v in value.items()})
+    return {k: _tuples(v) for k, v in value.items()}
 
 
 def _tuples(v: Any) -> Any:
@@ -83,13 +87,13 @@ class DataConfig:
     """
 
     source: str
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str):
             raise ConfigError(f"source: expected a stream name or a path, got "
                               f"{type(self.source).__name__} {self.source!r}")
-        object.__setattr__(self, "options", _frozen("options", self.options))
+        object.__setattr__(self, "options", _own_copy("options", self.options))
         stream_arguments(self.source, self.options)
 
     @classmethod
@@ -97,9 +101,9 @@ class DataConfig:
         """From the section as written: ``source`` plus the stream's keys, side by side."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
+        own = {"source": d["source"]} if "source" in d else {}
         rest = {k: v for k, v in d.items() if k != "source"}
-        return build_dataclass(cls, {**({"source": d["source"]} if "source" in d else {}),  # type: ignore[no-any-return]
-                                     "options": rest}, path)
+        return build_dataclass(cls, {**own, "options": rest}, path)  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         """The section as written (inverse of :meth:`from_dict`), JSON-able."""
@@ -125,13 +129,13 @@ class ModelConfig:
 
     name: str = "deepfm"
     target: str | None = None
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         model_class(self.name)
         if self.target is not None and (not isinstance(self.target, str) or not self.target):
             raise ConfigError(f"target: expected a field name, got {self.target!r}")
-        object.__setattr__(self, "params", _frozen("params", self.params))
+        object.__setattr__(self, "params", _own_copy("params", self.params))
         check_hyperparameters(self.name, self.params)
 
     @property
@@ -188,7 +192,7 @@ class RunConfig:
 
     data: DataConfig
     model: ModelConfig
-    tables: Mapping[str, TableConfig]
+    tables: dict[str, TableConfig]
     trainer: TrainerConfig
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
 
@@ -209,7 +213,7 @@ class RunConfig:
             emb = tables["emb"]
             tables["wide"] = dataclasses.replace(emb, dim=1, initializer=Zeros(),
                                                  precision=emb.precision)
-        object.__setattr__(self, "tables", types.MappingProxyType(tables))
+        object.__setattr__(self, "tables", tables)
 
     @classmethod
     def from_dict(cls, doc: Any) -> RunConfig:
@@ -244,7 +248,7 @@ def _jsonable(v: Any) -> Any:
         return [_jsonable(x) for x in v]
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return _jsonable(dataclasses.asdict(v))
-    if hasattr(v, "value") and hasattr(type(v), "__members__"):  # an Enum
+    if isinstance(v, enum.Enum):
         return v.value
     return v
 

@@ -6,6 +6,8 @@ take the documented defaults; every error names the key's path before anything r
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -68,8 +70,15 @@ def test_sections_are_typed_and_lists_become_tuples() -> None:
     assert dict(cfg.model.params) == {"sequence": "s", "hidden": (8, 4)}
     assert cfg.embedding == EmbeddingConfig(pooling="mean", max_sequence=3, hash_buckets=None)
     assert "wide" not in cfg.tables  # DIN has no first-order term
-    with pytest.raises(TypeError):
-        cfg.model.params["hidden"] = (1,)  # type: ignore[index]
+
+
+def test_sections_hold_their_own_copies() -> None:
+    doc = {"data": {"source": "synthetic", "n_records": 10}, "model": {"name": "nfm"}}
+    cfg = RunConfig.from_dict(doc)
+    doc["data"]["n_records"] = 99
+    doc["model"]["hidden"] = [1]
+    assert cfg.data.options == {"n_records": 10} and cfg.model.params == {}
+    assert copy.deepcopy(cfg) == cfg and dataclasses.asdict(cfg)["model"]["name"] == "nfm"
 
 
 def test_an_explicit_wide_table_is_kept() -> None:
