@@ -10,6 +10,10 @@
 Configuration errors name their key as in a run config's ``data`` section
 (``data.source``, ``data.path``). A path ending in ``.csv``, ``.tsv``, ``.parquet``
 or ``.pq`` (optionally ``.gz``) without a name opens as ``csv``.
+
+``stream_arguments`` runs every check that needs no file (a run config validates its
+``data`` section with it); ``register_stream`` adds a name, refusing a taken one as
+every registry does.
 """
 
 from __future__ import annotations

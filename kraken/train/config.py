@@ -21,8 +21,12 @@ Example (``examples/synthetic.toml``)::
     batch_size = 4096
     dense_lr = 0.001
 
-Every error names the key's path (``tables.emb.optimizer.lr: must be > 0, got -1``)
-and, for choices, the allowed values; nothing runs before the whole file is valid.
+Each section becomes a frozen dataclass built through :func:`kraken.config.build_dataclass`
+(:class:`DataConfig`, :class:`ModelConfig`, ``TableConfig``, ``TrainerConfig``,
+:class:`EmbeddingConfig`). Every error names the key's path
+(``tables.emb.optimizer.lr: must be > 0, got -1``) and, for choices, the allowed values;
+nothing runs before the whole file is valid, except what needs the data itself (a missing
+file, hyperparameters that depend on the data's shape), reported by :func:`build_run`.
 """
 
 from __future__ import annotations
