@@ -21,6 +21,7 @@ from kraken.errors import (
     NotReadyError,
     ShapeError,
     StaleVersionError,
+    TrainingDivergedError,
     TransportError,
     VersionGapError,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "TableConfig",
     "TableDelta",
     "TableStats",
+    "TrainingDivergedError",
     "TransportError",
     "Uniform",
     "VersionGapError",

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from kraken.errors import CheckpointVersionError, CorruptCheckpointError
+from kraken.errors import CheckpointVersionError, CorruptCheckpointError, DTypeError
 
 __all__ = ["FORMAT_VERSION", "decode_arrays", "encode_arrays", "read_arrays", "write_arrays"]
 
@@ -59,7 +59,8 @@ def _write_to(f: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> No
     offset = 0
     for name, arr in arrays.items():
         if arr.dtype.name not in _DTYPES:
-            raise TypeError(f"array {name!r}: dtype {arr.dtype} cannot be stored")
+            raise DTypeError(f"array {name!r}: dtype {arr.dtype} cannot be stored; "
+                             f"allowed: {sorted(_DTYPES)}")
         entries.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape),
                         "offset": offset, "nbytes": int(arr.nbytes), "crc32": _crc(arr)})
         offset += -(-int(arr.nbytes) // _ALIGN) * _ALIGN

@@ -16,7 +16,7 @@ from kraken.errors import ConfigError
 
 __all__ = ["Pooling", "Precision", "Tagged", "build_dataclass", "build_from_dict",
            "check_enum", "check_fields", "check_fraction", "check_int",
-           "check_number", "check_positive"]
+           "check_number", "check_positive", "register"]
 
 
 class Precision(enum.Enum):
@@ -113,9 +113,22 @@ def check_fields(cls: Any, d: Any, path: str, ignore: tuple[str, ...] = ()) -> N
         raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {sorted(fields)}")
 
 
+def _check_required(cls: Any, d: dict[str, Any], path: str) -> None:
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.init and f.name not in d:
+            raise ConfigError(f"{path}.{f.name}: missing (required)")
+
+
 def build_dataclass(cls: Any, d: Any, path: str) -> Any:
-    """``cls(**d)`` for a frozen-dataclass config, with path-precise errors."""
+    """``cls(**d)`` for a frozen-dataclass config, with path-precise errors.
+
+    Unknown keys, missing required keys (``{path}.{key}: missing (required)``) and
+    the ``ConfigError`` of ``cls.__post_init__`` (its message relative to the
+    dataclass, ``lr: must be > 0``) all come out prefixed with ``path``.
+    """
     check_fields(cls, d, path)
+    _check_required(cls, d, path)
     try:
         return cls(**d)
     except ConfigError as exc:
@@ -134,10 +147,28 @@ def build_from_dict(registry: dict[str, Any], d: Any, path: str) -> Any:
     if cls is None:
         raise ConfigError(f"{path}.type: unknown {d['type']!r}; allowed: {sorted(registry)}")
     check_fields(cls, d, path, ignore=("type",))
+    _check_required(cls, d, path)
     try:
         return cls(**{k: v for k, v in d.items() if k != "type"})
     except ConfigError as exc:
         raise ConfigError(f"{path}.{exc}") from None
+
+
+def register(registry: dict[str, Any], name: str, obj: Any, what: str) -> Any:
+    """Add ``obj`` to ``registry`` under ``name`` and return it; names are unique.
+
+    Every registry of Kraken (models, streams, sparse optimizers) adds entries through
+    this function, so all of them answer a duplicate alike: registering the same
+    object again is a no-op, another object under a taken name raises
+    :class:`ConfigError` (``model 'deepfm' is already registered (kraken....DeepFM)``).
+    """
+    old = registry.get(name)
+    if old is not None and old != obj:
+        where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', old)}"
+        raise ConfigError(f"{what} {name!r} is already registered ({where}); "
+                          f"names are unique")
+    registry[name] = obj
+    return obj
 
 
 class Tagged:

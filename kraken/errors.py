@@ -47,6 +47,7 @@ __all__ = [
     "ShapeError",
     "StaleVersionError",
     "TrainingDivergedError",
+    "TransportError",
     "VersionGapError",
 ]
 

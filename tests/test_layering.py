@@ -2,7 +2,7 @@
 
     L0  errors, types, config, arrayfile    (stdlib + numpy)
     L1  table, optim, data                  (numpy + numba; never torch, never grpc)
-    L2  ps, checkpoint                      (ps/server and ps/client alone import grpc)
+    L2  ps, checkpoint                      (ps/wire alone imports grpc)
     L3  nn                                  (torch)
     L4  train, serving
     L5  cli
@@ -26,7 +26,7 @@ LEVELS = {"errors": 0, "types": 0, "config": 0, "arrayfile": 0, "_jit": 1,
           "train": 4, "serving": 4,
           "cli": 5}
 FORBIDDEN_BELOW = {"torch": 3, "grpc": 2}  # lowest level allowed to import it
-GRPC_MODULES = {"kraken/ps/server.py", "kraken/ps/client.py", "kraken/ps/wire.py"}
+GRPC_MODULES = {"kraken/ps/wire.py"}  # the only modules that may import grpc
 
 
 def _modules() -> list[Path]:
@@ -37,15 +37,54 @@ def _component(path: Path) -> str:
     return path.relative_to(PKG).parts[0].removesuffix(".py")
 
 
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _package(path: Path) -> list[str]:
+    """The dotted package ``path`` belongs to: ``kraken/ps/local.py`` -> ``[kraken, ps]``."""
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return parts[:-1]  # a module's package; for __init__.py, the package it initialises
+
+
+def _imports(path: Path, source: str | None = None) -> list[str]:
+    """Absolute names of every module ``path`` imports, relative imports resolved.
+
+    ``from . import x`` in ``kraken/ps/local.py`` is ``kraken.ps.x``; ``from ..table
+    import y`` is ``kraken.table``.
+    """
+    tree = ast.parse(path.read_text() if source is None else source, filename=str(path))
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module or "")
+        elif isinstance(node, ast.ImportFrom):
+            package = _package(path)
+            assert node.level <= len(package), f"{path}: import beyond the top-level package"
+            base = ".".join(package[:len(package) - node.level + 1])
+            if node.module:
+                names.append(f"{base}.{node.module}")
+            else:
+                names += [f"{base}.{a.name}" for a in node.names]
     return names
+
+
+def test_relative_imports_are_resolved() -> None:
+    src = "from . import local\nfrom ..table import SparseTable\nfrom .. import nn\n"
+    assert _imports(PKG / "ps" / "x.py", src) == ["kraken.ps.local", "kraken.table", "kraken.nn"]
+    assert _imports(PKG / "ps" / "__init__.py", "from .local import LocalPS\n") == [
+        "kraken.ps.local"]
+    assert _imports(PKG / "config.py", "from .errors import ConfigError\n") == [
+        "kraken.errors"]
+
+
+def test_an_upward_relative_import_is_caught() -> None:
+    path = PKG / "table" / "x.py"
+    with pytest.raises(AssertionError, match="imports kraken.nn"):
+        _check(path, _imports(path, "from ..nn import embedding\n"))
+
+
+def test_every_allow_listed_file_exists() -> None:
+    missing = sorted(m for m in GRPC_MODULES if not (PKG.parent / m).is_file())
+    assert not missing, f"allow-list names files that do not exist: {missing}"
 
 
 def test_every_component_has_a_level() -> None:
@@ -55,9 +94,13 @@ def test_every_component_has_a_level() -> None:
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG.parent)))
 def test_imports_point_downward(path: Path) -> None:
+    _check(path, _imports(path))
+
+
+def _check(path: Path, imported: list[str]) -> None:
     here = LEVELS[_component(path)]
-    rel = str(path.relative_to(PKG.parent))
-    for name in _imports(path):
+    rel = path.relative_to(PKG.parent).as_posix()
+    for name in imported:
         top = name.split(".")[0]
         if top == "kraken" and "." in name:
             target = name.split(".")[1]
@@ -68,7 +111,7 @@ def test_imports_point_downward(path: Path) -> None:
             assert rel in GRPC_MODULES, f"{rel} imports grpc; only {sorted(GRPC_MODULES)} may"
         if here == 0:
             assert top in sys.stdlib_module_names or top in {"numpy", "kraken"}, (
-                f"{rel} (L0) imports {top}")
+                f"{rel} (L{here}) imports {top}")
 
 
 def test_importing_the_table_loads_neither_torch_nor_grpc() -> None:

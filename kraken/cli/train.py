@@ -73,7 +73,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"{title}: model {config.model['name']}, tables "
+        print(f"{title}: model {config.model.name}, tables "
               + ", ".join(f"{n} (dim {t.dim}, {t.optimizer.kind}, cap {t.capacity:,})"
                           for n, t in config.tables.items())
               + f", batch {config.trainer.batch_size}, run dir {run_dir}")
@@ -106,7 +106,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
 
 
 def _jsonable(config: RunConfig) -> dict[str, Any]:
-    return {"data": config.data, "model": config.model,
+    return {"data": config.data.to_dict(), "model": config.model.to_dict(),
             "tables": {n: t.to_dict() for n, t in config.tables.items()}}
 
 

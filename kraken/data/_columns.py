@@ -21,6 +21,7 @@ import pandas as pd
 from kraken.data.base import Jagged
 from kraken.data.features import FeatureKind
 from kraken.data.hashing import MISSING_ID, feature_ids
+from kraken.errors import ConfigError
 from kraken.table.keys import field_keys
 
 _MAX_DIGITS = 16
@@ -79,13 +80,18 @@ _PARSERS = {FeatureKind.DECIMAL: parse_decimal, FeatureKind.HEX8: parse_hex8}
 
 
 def categorical_ids(field: int, values: pd.Series | np.ndarray,
-                    kind: FeatureKind = FeatureKind.DECIMAL) -> np.ndarray:
+                    kind: FeatureKind | str = FeatureKind.DECIMAL) -> np.ndarray:
     """``int64[N]`` feature IDs of raw string ``values`` in namespace ``field`` (see module).
 
-    ``kind`` is ``DECIMAL`` or ``HEX8`` (``INT`` values are not text: use ``field_keys``).
+    ``kind`` is a text rule (``DECIMAL`` or ``HEX8``, or their names); ``INT`` values are
+    integers already and go through ``field_keys`` instead.
     """
+    rule = FeatureKind.parse(kind)
+    if rule not in _PARSERS:
+        raise ConfigError(f"kind: {rule.value!r} is not a text rule; expected one of "
+                          f"{[k.value for k in _PARSERS]}")
     s = as_strings(values)
-    valid, value = _PARSERS[kind](s)
+    valid, value = _PARSERS[rule](s)
     out = field_keys(field, np.where(valid, value, MISSING_ID))
     other = ~valid & (s != "")
     if other.any():

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from kraken.errors import ShapeError
+from kraken.errors import InputError, ShapeError
 
 if TYPE_CHECKING:  # features.py builds on Schema, defined here
     from kraken.data.features import FeatureSpec
@@ -81,7 +81,7 @@ class Schema:
         """Namespace index of a sparse field (single or multi-valued)."""
         names = self.fields + self.jagged
         if name not in names:
-            raise KeyError(f"unknown field {name!r}; fields are {list(names)}")
+            raise InputError(f"unknown field {name!r}; fields are {list(names)}")
         return names.index(name)
 
 

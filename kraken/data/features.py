@@ -44,6 +44,18 @@ class FeatureKind(enum.Enum):
     DECIMAL = "decimal"
     HEX8 = "hex8"
 
+    @classmethod
+    def parse(cls, value: Any, path: str = "kind") -> FeatureKind:
+        """``value`` (a member or its name in a config, ``"hex8"``) as a member, else
+        ``ConfigError`` listing the kinds."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected one of {[k.value for k in cls]}, "
+                              f"got {value!r}") from None
+
 
 class DenseTransform(enum.Enum):
     """What a stream does to a raw dense value (missing values read as NaN first)."""

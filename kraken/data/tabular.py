@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kraken.config import build_dataclass
 from kraken.data._assemble import Part
 from kraken.data._columns import RowProblems, categorical_ids, split_multi, to_integer, to_number
 from kraken.data._file import FileStream
@@ -89,18 +90,18 @@ class TabularSchema:
     delimiter: str = ","
 
     def __post_init__(self) -> None:
-        _check_name("schema.label", self.label)
+        _check_name("label", self.label)
         for name in ("categorical", "multi_valued", "dense"):
-            object.__setattr__(self, name, _check_names(f"schema.{name}", getattr(self, name)))
+            object.__setattr__(self, name, _check_names(name, getattr(self, name)))
         if self.time is not None:
-            _check_name("schema.time", self.time)
+            _check_name("time", self.time)
         if not isinstance(self.delimiter, str) or len(self.delimiter) != 1 \
                 or self.delimiter in '"\r\n':
-            raise ConfigError(f"schema.delimiter: expected one character other than a quote or "
+            raise ConfigError(f"delimiter: expected one character other than a quote or "
                               f"a line end, got {self.delimiter!r}")
         if not isinstance(self.multi_sep, str) or not self.multi_sep \
                 or self.delimiter in self.multi_sep or "\n" in self.multi_sep:
-            raise ConfigError(f"schema.multi_sep: expected a non-empty string without the "
+            raise ConfigError(f"multi_sep: expected a non-empty string without the "
                               f"delimiter {self.delimiter!r} or a newline, got {self.multi_sep!r}")
         seen: dict[str, str] = {}
         for path, column in self._uses():
@@ -109,15 +110,15 @@ class TabularSchema:
             seen[column] = path
         n_sparse = len(self.categorical) + len(self.multi_valued)
         if n_sparse > 1 << FIELD_BITS:
-            raise ConfigError(f"schema.categorical: at most {1 << FIELD_BITS} sparse fields "
+            raise ConfigError(f"categorical: at most {1 << FIELD_BITS} sparse fields "
                               f"(categorical + multi_valued) fit the key layout, got {n_sparse}")
 
     def _uses(self) -> list[tuple[str, str]]:
-        uses = [("schema.label", self.label)]
+        uses = [("label", self.label)]
         for name in ("categorical", "multi_valued", "dense"):
-            uses += [(f"schema.{name}[{i}]", c) for i, c in enumerate(getattr(self, name))]
+            uses += [(f"{name}[{i}]", c) for i, c in enumerate(getattr(self, name))]
         if self.time is not None:
-            uses.append(("schema.time", self.time))
+            uses.append(("time", self.time))
         return uses
 
     @property
@@ -127,21 +128,14 @@ class TabularSchema:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "schema") -> TabularSchema:
-        """Build from a mapping (a config file table); unknown keys are listed."""
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        extra = sorted(set(d) - set(allowed))
-        if extra:
-            raise ConfigError(f"{path}: unknown key(s) {extra}; allowed: {allowed}")
-        if "label" not in d:
-            raise ConfigError(f"{path}.label: missing (the label column is required)")
-        try:
-            return cls(**d)
-        except ConfigError as exc:
-            if path == "schema":
-                raise
-            raise ConfigError(f"{path}{str(exc).removeprefix('schema')}") from None
+        """Build from a mapping (a config file table); errors are prefixed with ``path``.
+
+        Unknown keys are listed, a missing ``label`` is named (``schema.label: missing
+        (required)``), and the constructor's errors get the prefix
+        (``schema.dense[0]: column 'y' is already used as label``).
+        """
+        table = dict(d) if isinstance(d, Mapping) else d
+        return build_dataclass(cls, table, path)  # type: ignore[no-any-return]
 
 
 class TabularStream(FileStream):

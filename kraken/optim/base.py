@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from kraken.config import Tagged, build_from_dict, check_positive
+from kraken.config import register as _register
 from kraken.errors import ConfigError
 from kraken.types import F32, Rows
 
@@ -30,9 +31,12 @@ _REGISTRY: dict[str, type[SparseOptimizer]] = {}
 
 
 def register(cls: type[SparseOptimizer]) -> type[SparseOptimizer]:
-    """Class decorator: make ``cls`` loadable by its ``name`` from a saved config."""
-    _REGISTRY[cls.kind] = cls
-    return cls
+    """Class decorator: make ``cls`` loadable by its ``kind`` from a saved config.
+
+    Kinds are unique: another class under a taken kind raises ``ConfigError``, as every
+    registry does (:func:`kraken.config.register`).
+    """
+    return _register(_REGISTRY, cls.kind, cls, "optimizer")  # type: ignore[no-any-return]
 
 
 class SparseOptimizer(Tagged, abc.ABC):

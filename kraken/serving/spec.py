@@ -68,8 +68,8 @@ class ModelSpec:
     @classmethod
     def from_run(cls, run: Any) -> ModelSpec:
         """The spec of a :class:`kraken.train.config.Run` (as built by ``build_run``)."""
-        kw = {k: _tuples(v) for k, v in run.config.model.items() if k not in ("name", "target")}
-        return cls.from_parts(model_name=run.config.model["name"], model_kwargs=kw,
+        kw = {k: _tuples(v) for k, v in run.config.model.params.items()}
+        return cls.from_parts(model_name=run.config.model.name, model_kwargs=kw,
                               model=run.model, embedding=run.embedding, ps=run.ps,
                               features=run.stream.features)
 

@@ -21,71 +21,240 @@ Example (``examples/synthetic.toml``)::
     batch_size = 4096
     dense_lr = 0.001
 
-Every error names the key's path (``tables.emb.optimizer.lr: must be > 0, got -1``)
-and, for choices, the allowed values; nothing runs before the whole file is valid.
+Each section becomes a frozen dataclass built through :func:`kraken.config.build_dataclass`
+(:class:`DataConfig`, :class:`ModelConfig`, ``TableConfig``, ``TrainerConfig``,
+:class:`EmbeddingConfig`). Every error names the key's path
+(``tables.emb.optimizer.lr: must be > 0, got -1``) and, for choices, the allowed values;
+nothing runs before the whole file is valid, except what needs the data itself (a missing
+file, hyperparameters that depend on the data's shape), reported by :func:`build_run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kraken.config import build_dataclass
+from kraken.config import build_dataclass, check_int
 from kraken.data import open_stream
 from kraken.data.base import Stream
+from kraken.data.registry import stream_arguments
 from kraken.errors import ConfigError
 from kraken.nn.embedding import EmbeddingLayer
-from kraken.nn.models import MODELS, ModelShape, RankingModel, build_model
+from kraken.nn.models import ModelShape, RankingModel, build_model
+from kraken.nn.models.base import check_hyperparameters, model_class
 from kraken.ps import LocalPS
 from kraken.table import TableConfig, Zeros
 from kraken.train.trainer import TrainerConfig
 
-__all__ = ["Run", "RunConfig", "build_run", "load_config"]
+__all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "build_run",
+           "load_config"]
 
-_SECTIONS = {"data", "model", "tables", "trainer", "embedding"}
+_SECTIONS = ("data", "model", "tables", "trainer", "embedding")
+
+
+def _own_copy(path: str, value: Any) -> dict[str, Any]:
+    """A copy of a mapping (the caller's dict may change later); lists become tuples.
+
+    A plain dict, not a read-only view, so that ``dataclasses.asdict`` and
+    ``copy.deepcopy`` keep working on the config; nothing in Kraken mutates it.
+    """
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+    return {k: _tuples(v) for k, v in value.items()}
+
+
+def _tuples(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_tuples(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _tuples(x) for k, x in v.items()}
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The ``[data]`` section: a stream ``source`` and the keys that go to it.
+
+    ``source`` is a name of :func:`kraken.data.open_stream` (``"criteo"``, or
+    ``"criteo:train.txt"``) or a path to a CSV/Parquet file; ``options`` are the
+    stream's keywords (``path``, ``root``, ``schema``, ``SyntheticConfig`` fields), given
+    in the file beside ``source``. Validated on construction without opening anything:
+    unknown names, unknown and missing keys and invalid values raise
+    :class:`ConfigError` naming the key (``data.path: required for 'criteo'``); a
+    missing file is reported when the stream opens.
+    """
+
+    source: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str):
+            raise ConfigError(f"source: expected a stream name or a path, got "
+                              f"{type(self.source).__name__} {self.source!r}")
+        object.__setattr__(self, "options", _own_copy("options", self.options))
+        stream_arguments(self.source, self.options)
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "data") -> DataConfig:
+        """From the section as written: ``source`` plus the stream's keys, side by side."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
+        own = {"source": d["source"]} if "source" in d else {}
+        rest = {k: v for k, v in d.items() if k != "source"}
+        return build_dataclass(cls, {**own, "options": rest}, path)  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as written (inverse of :meth:`from_dict`), JSON-able."""
+        return {"source": self.source, **_jsonable(self.options)}
+
+    def open(self) -> Stream:
+        """Open the stream (this is where a missing file is reported)."""
+        return open_stream(self.source, **self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The ``[model]`` section: a registered model ``name``, its hyperparameters.
+
+    ``params`` are the model's keyword hyperparameters (lists become tuples), written
+    beside ``name`` in the file; ``target`` names the sparse field that is the
+    candidate item (DIN's query), the first field if ``None``. Validated on
+    construction: an unknown name (``model.name: unknown model 'x'; models are
+    [...]``) or a key the model does not take (``model.hiden: unknown
+    hyperparameter(s) ...``). Values are checked when the model is built
+    (:func:`build_run`), since some depend on the data's shape.
+    """
+
+    name: str = "deepfm"
+    target: str | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        model_class(self.name)
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise ConfigError(f"target: expected a field name, got {self.target!r}")
+        object.__setattr__(self, "params", _own_copy("params", self.params))
+        check_hyperparameters(self.name, self.params)
+
+    @property
+    def needs_wide(self) -> bool:
+        """Whether the model reads a dim-1 first-order table (``tables.wide``)."""
+        return model_class(self.name).needs_wide
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "model") -> ModelConfig:
+        """From the section as written: ``name``, ``target`` and hyperparameters side by side."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
+        own = {k: d[k] for k in ("name", "target") if k in d}
+        params = {k: v for k, v in d.items() if k not in own}
+        return build_dataclass(cls, {**own, "params": params}, path)  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as written (inverse of :meth:`from_dict`), JSON-able."""
+        target = {} if self.target is None else {"target": self.target}
+        return {"name": self.name, **target, **_jsonable(self.params)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingConfig:
+    """The ``[embedding]`` section: how the embedding layer pools and looks up.
+
+    ``pooling`` of multi-valued fields (checked by the layer); ``max_sequence``: the
+    last this-many values of a sequence are kept (>= 1); ``hash_buckets``: if set
+    (>= 1), the hashing trick (see :class:`~kraken.nn.embedding.EmbeddingLayer`).
+    """
+
+    pooling: str = "sum"
+    max_sequence: int = 50
+    hash_buckets: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("max_sequence", self.max_sequence, lo=1)
+        if self.hash_buckets is not None:
+            check_int("hash_buckets", self.hash_buckets, lo=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A validated run description (see the module docstring)."""
+    """A validated run description (see the module docstring).
 
-    data: dict[str, Any]
-    model: dict[str, Any]
+    Sections left out of a file take their defaults: ``data`` the synthetic stream,
+    ``model`` DeepFM, ``tables`` one table ``emb`` of dim 16, ``trainer`` and
+    ``embedding`` their dataclass defaults. A model that ``needs_wide`` gets a
+    ``wide`` table derived from ``emb`` (dim 1, zeros) unless one is given.
+    """
+
+    data: DataConfig
+    model: ModelConfig
     tables: dict[str, TableConfig]
     trainer: TrainerConfig
-    embedding: dict[str, Any] = dataclasses.field(default_factory=dict)
+    embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
 
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> RunConfig:
-        extra = sorted(set(doc) - _SECTIONS)
-        if extra:
-            raise ConfigError(f"unknown section(s) {extra}; allowed: {sorted(_SECTIONS)}")
-        data = dict(doc.get("data", {"source": "synthetic"}))
-        if "source" not in data:
-            raise ConfigError("data.source: required")
-        model = dict(doc.get("model", {"name": "deepfm"}))
-        if model.get("name") not in MODELS:
-            raise ConfigError(f"model.name: expected one of {sorted(MODELS)}, "
-                              f"got {model.get('name')!r}")
-        raw_tables = doc.get("tables", {"emb": {"dim": 16}})
-        if not isinstance(raw_tables, dict) or "emb" not in raw_tables:
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataConfig), ("model", ModelConfig),
+                          ("trainer", TrainerConfig), ("embedding", EmbeddingConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name}: expected a {cls.__name__}, got "
+                                  f"{type(getattr(self, name)).__name__}")
+        if not isinstance(self.tables, Mapping) or "emb" not in self.tables:
             raise ConfigError("tables.emb: required (the table of every sparse field)")
-        tables = {n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw_tables.items()}
-        if MODELS[model["name"]].needs_wide and "wide" not in tables:
+        for name, t in self.tables.items():
+            if not isinstance(t, TableConfig):
+                raise ConfigError(f"tables.{name}: expected a TableConfig, got "
+                                  f"{type(t).__name__}")
+        tables = dict(self.tables)
+        if self.model.needs_wide and "wide" not in tables:
             emb = tables["emb"]
             tables["wide"] = dataclasses.replace(emb, dim=1, initializer=Zeros(),
                                                  precision=emb.precision)
-        trainer = build_dataclass(TrainerConfig, doc.get("trainer", {}), "trainer")
-        embedding = dict(doc.get("embedding", {}))
-        allowed = {"pooling", "max_sequence", "hash_buckets"}
-        bad = sorted(set(embedding) - allowed)
-        if bad:
-            raise ConfigError(f"embedding: unknown key(s) {bad}; allowed: {sorted(allowed)}")
-        return cls(data=data, model=model, tables=tables, trainer=trainer, embedding=embedding)
+        object.__setattr__(self, "tables", tables)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> RunConfig:
+        """From a parsed file (a dict of sections); every error names its key's path."""
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"expected a table of sections, got {type(doc).__name__}")
+        extra = sorted(set(doc) - set(_SECTIONS))
+        if extra:
+            raise ConfigError(f"unknown section(s) {extra}; allowed: {sorted(_SECTIONS)}")
+        raw_tables = doc.get("tables", {"emb": {"dim": 16}})
+        if not isinstance(raw_tables, Mapping) or "emb" not in raw_tables:
+            raise ConfigError("tables.emb: required (the table of every sparse field)")
+        return cls(
+            data=DataConfig.from_dict(doc.get("data", {"source": "synthetic"})),
+            model=ModelConfig.from_dict(doc.get("model", {})),
+            tables={n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw_tables.items()},
+            trainer=build_dataclass(TrainerConfig, doc.get("trainer", {}), "trainer"),
+            embedding=build_dataclass(EmbeddingConfig, doc.get("embedding", {}), "embedding"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sections as a file would write them (``from_dict`` reads it back), JSON-able."""
+        return {"data": self.data.to_dict(), "model": self.model.to_dict(),
+                "tables": {n: t.to_dict() for n, t in self.tables.items()},
+                "trainer": _jsonable(dataclasses.asdict(self.trainer)),
+                "embedding": self.embedding.to_dict()}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _jsonable(dataclasses.asdict(v))
+    if isinstance(v, enum.Enum):
+        return v.value
+    return v
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -118,24 +287,20 @@ class Run:
 
 def build_run(config: RunConfig) -> Run:
     """Open the stream, create the tables, build the model (seeded by ``trainer.seed``)."""
-    data = dict(config.data)
-    stream = open_stream(data.pop("source"), **data)
+    stream = config.data.open()
     schema = stream.schema
-    ps = LocalPS(config.tables)
-    kw = {k: v for k, v in config.model.items() if k != "name"}
-    target = kw.pop("target", None)
+    ps = LocalPS(dict(config.tables))
+    target = config.model.target
     names = schema.fields + schema.jagged
     if target is not None and target not in names:
         raise ConfigError(f"model.target: {target!r} is not a field; fields: {list(names)}")
     shape = ModelShape(n_fields=len(names), dim=config.tables["emb"].dim,
                        n_dense=len(schema.dense), sequence_fields=schema.jagged,
                        target_field=names.index(target) if target else 0)
-    for k, v in kw.items():
-        if isinstance(v, list):
-            kw[k] = tuple(v)
     torch.manual_seed(config.trainer.seed)
-    model = build_model(config.model["name"], shape, **kw)
+    model = build_model(config.model.name, shape, **config.model.params)
     embedding = EmbeddingLayer(ps, schema, table="emb",
                                wide_table="wide" if model.needs_wide else None,
-                               sequence_fields=model.sequence_fields, **config.embedding)
+                               sequence_fields=model.sequence_fields,
+                               **dataclasses.asdict(config.embedding))
     return Run(config=config, stream=stream, ps=ps, embedding=embedding, model=model)

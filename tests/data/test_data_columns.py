@@ -7,11 +7,13 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kraken.data import Jagged, feature_ids
 from kraken.data._columns import (
+    FeatureKind,
     categorical_ids,
     hour_and_weekday,
     parse_decimal,
@@ -21,6 +23,7 @@ from kraken.data._columns import (
     to_number,
     yymmddhh_to_unix,
 )
+from kraken.errors import ConfigError
 from tests.data.fixtures import utc_hour_weekday
 
 
@@ -42,6 +45,21 @@ def test_hex8_rule() -> None:
                                     "\u00e9\u00e9\u00e9\u00e9"]))
     assert valid.tolist() == [True, True, True] + [False] * 6
     assert value[:3].tolist() == [10, 0x68FD1E64, 0xFFFFFFFF]
+
+
+def test_feature_kinds_are_one_validated_choice() -> None:
+    values = _obj(["0000000a", "10", "x", ""])
+    hex_ids = categorical_ids(2, values, FeatureKind.HEX8)
+    assert np.array_equal(categorical_ids(2, values, "hex8"), hex_ids)  # a config's spelling
+    dec_ids = categorical_ids(2, values)
+    assert hex_ids[0] != dec_ids[0] and hex_ids[1] != dec_ids[1]  # the rules differ
+    assert hex_ids[2] == dec_ids[2] and hex_ids[3] == dec_ids[3]  # hashed, missing: alike
+    assert FeatureKind.parse("int") is FeatureKind.INT
+    with pytest.raises(ConfigError, match=r"kind: expected one of \['int', 'decimal', 'hex8'\], "
+                                          r"got 'hex'"):
+        categorical_ids(2, values, "hex")
+    with pytest.raises(ConfigError, match=r"'int' is not a text rule"):
+        categorical_ids(2, values, FeatureKind.INT)
 
 
 @given(st.lists(st.one_of(st.integers(0, 10**16 - 1).map(str), st.text(max_size=12)),

@@ -5,7 +5,6 @@ The data stay outside the repository (licences): see shared/data/README.md.
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
@@ -84,13 +83,10 @@ def test_movielens_100k() -> None:
 
 def test_movielens_1m() -> None:
     root = _need("movielens/ml-1m")
-    start = time.perf_counter()
     stream = MovieLensStream(root, "ml-1m")
     n, positives, batches = _scan(stream, 65536)
-    elapsed = time.perf_counter() - start
     assert n == 1_000_209 and positives == 575_281 and stream.skipped == 0
     t = np.concatenate([b.event_time for b in batches])
     assert (np.diff(t) >= 0).all()
-    assert elapsed < 15, f"loading ml-1m took {elapsed:.1f} s"
     _, ids = split_keys(np.concatenate([b.keys[:, :2] for b in batches]))
     assert len(np.unique(ids[:, 0])) == 6040 and len(np.unique(ids[:, 1])) == 3706

@@ -100,9 +100,9 @@ def test_file_problems_raise_data_error(tmp_path: Path) -> None:
     ({"label": "y", "categorical": "abc"}, "schema.categorical: expected a list"),
     ({"label": "y", "categorical": ("a", 3)}, r"schema.categorical\[1\]: expected a non-empty"),
     ({"label": "y", "dense": ("y",)}, r"schema.dense\[0\]: column 'y' is already used as "
-                                      "schema.label"),
+                                      "label"),
     ({"label": "y", "categorical": ("a",), "multi_valued": ("a",)},
-     r"schema.multi_valued\[0\]: column 'a' is already used as schema.categorical\[0\]"),
+     r"schema.multi_valued\[0\]: column 'a' is already used as categorical\[0\]"),
     ({"label": "y", "delimiter": ",,"}, "schema.delimiter"),
     ({"label": "y", "delimiter": '"'}, "schema.delimiter"),
     ({"label": "y", "multi_sep": ","}, "schema.multi_sep"),
@@ -111,7 +111,9 @@ def test_file_problems_raise_data_error(tmp_path: Path) -> None:
 ])
 def test_schema_validation_names_the_path(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        TabularSchema(**kwargs)
+        TabularSchema.from_dict(kwargs)
+    with pytest.raises(ConfigError, match=message.removeprefix("schema.")):
+        TabularSchema(**kwargs)  # built directly: the path is relative to the schema
 
 
 def test_schema_from_dict() -> None:
@@ -120,7 +122,7 @@ def test_schema_from_dict() -> None:
     assert s.columns == ("y", "a", "b")
     with pytest.raises(ConfigError, match=r"data.schema: unknown key\(s\) \['labels'\]"):
         TabularSchema.from_dict({"labels": "y"}, path="data.schema")
-    with pytest.raises(ConfigError, match="data.schema.label: missing"):
+    with pytest.raises(ConfigError, match=r"data.schema.label: missing \(required\)"):
         TabularSchema.from_dict({}, path="data.schema")
     with pytest.raises(ConfigError, match=r"data.schema.dense\[0\]"):
         TabularSchema.from_dict({"label": "y", "dense": [""]}, path="data.schema")

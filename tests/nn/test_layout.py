@@ -121,7 +121,7 @@ def _loss(out_emb: torch.Tensor, wide: torch.Tensor | None, sequences: dict,
     loss = (out_emb * _loss_weights(out_emb.shape, seed)).sum()
     if wide is not None:
         loss = loss + (wide * _loss_weights(wide.shape, seed + 1)).sum()
-    for k, (name, (seq, _)) in enumerate(sorted(sequences.items())):
+    for k, (_name, (seq, _)) in enumerate(sorted(sequences.items())):
         loss = loss + (seq * _loss_weights(seq.shape, seed + 2 + k)).sum()
     return loss
 

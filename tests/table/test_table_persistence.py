@@ -119,7 +119,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "a.bin"
     write_arrays(path, {"v": 1}, {"x": np.arange(4)})
-    with pytest.raises(TypeError, match="cannot be stored"):
+    with pytest.raises(kraken.DTypeError, match="cannot be stored"):
         write_arrays(path, {"v": 2}, {"x": np.arange(4), "bad": np.array(["s"], dtype=object)})
     meta, arrays = read_arrays(path)
     assert meta == {"v": 1} and arrays["x"].tolist() == [0, 1, 2, 3]

@@ -1,22 +1,193 @@
-"""Run configs: every example parses; errors name the key path before anything runs."""
+"""Run configs from dicts and TOML: what the parser reads, fills in and refuses.
+
+Every example parses and reads back exactly what its file says; sections left out
+take the documented defaults; every error names the key's path before anything runs.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from kraken.errors import ConfigError
-from kraken.train.config import build_run, load_config
+from kraken.errors import ConfigError, DataError
+from kraken.table import TableConfig, Zeros
+from kraken.train.config import (
+    DataConfig,
+    EmbeddingConfig,
+    ModelConfig,
+    RunConfig,
+    build_run,
+    load_config,
+)
+from kraken.train.trainer import TrainerConfig
 from tests.conftest import DATA, ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 
 
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 5, EXAMPLES
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_every_example_config_is_valid(path: Path) -> None:
+def test_every_example_parses_to_what_its_file_says(path: Path) -> None:
+    doc = tomllib.loads(path.read_text())
     cfg = load_config(path)
-    assert "emb" in cfg.tables and cfg.trainer.batch_size >= 1
+    written = cfg.to_dict()
+    assert written["data"] == doc["data"]
+    assert written["model"] == {"name": "deepfm", **doc.get("model", {})}
+    for key, value in doc.get("trainer", {}).items():
+        assert getattr(cfg.trainer, key) == value, key
+    for name, table in doc["tables"].items():
+        assert cfg.tables[name] == TableConfig.from_dict(table, f"tables.{name}")
+    assert RunConfig.from_dict(written) == cfg  # to_dict is read back unchanged
+
+
+def test_sections_left_out_take_their_defaults() -> None:
+    cfg = RunConfig.from_dict({})
+    assert cfg.data == DataConfig(source="synthetic")
+    assert cfg.model == ModelConfig(name="deepfm")
+    assert cfg.trainer == TrainerConfig()
+    assert cfg.embedding == EmbeddingConfig()
+    assert cfg.tables["emb"] == TableConfig(dim=16)
+    # DeepFM has a first-order term: the wide table is derived from emb
+    assert cfg.tables["wide"] == TableConfig(dim=1, initializer=Zeros())
+
+
+def test_sections_are_typed_and_lists_become_tuples() -> None:
+    cfg = RunConfig.from_dict({
+        "data": {"source": "synthetic", "n_records": 10, "vocab": 50},
+        "model": {"name": "din", "sequence": "s", "target": "item", "hidden": [8, 4]},
+        "embedding": {"pooling": "mean", "max_sequence": 3},
+    })
+    assert (cfg.data.source, dict(cfg.data.options)) == ("synthetic",
+                                                         {"n_records": 10, "vocab": 50})
+    assert (cfg.model.name, cfg.model.target) == ("din", "item")
+    assert dict(cfg.model.params) == {"sequence": "s", "hidden": (8, 4)}
+    assert cfg.embedding == EmbeddingConfig(pooling="mean", max_sequence=3, hash_buckets=None)
+    assert "wide" not in cfg.tables  # DIN has no first-order term
+
+
+def test_sections_hold_their_own_copies() -> None:
+    doc = {"data": {"source": "synthetic", "n_records": 10}, "model": {"name": "nfm"}}
+    cfg = RunConfig.from_dict(doc)
+    doc["data"]["n_records"] = 99
+    doc["model"]["hidden"] = [1]
+    assert cfg.data.options == {"n_records": 10} and cfg.model.params == {}
+    assert copy.deepcopy(cfg) == cfg and dataclasses.asdict(cfg)["model"]["name"] == "nfm"
+
+
+def test_an_explicit_wide_table_is_kept() -> None:
+    cfg = RunConfig.from_dict({"model": {"name": "fm"},
+                               "tables": {"emb": {"dim": 8}, "wide": {"dim": 1, "capacity": 7}}})
+    assert cfg.tables["wide"].capacity == 7
+    cfg = RunConfig.from_dict({"model": {"name": "dcn_v2"}, "tables": {"emb": {"dim": 8}}})
+    assert "wide" not in cfg.tables
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "run.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[model]\nname = "deepfn"\n',
+     r"model\.name: unknown model 'deepfn'; models are \[.*'deepfm'"),
+    ('[model]\nname = "deepfm"\nhiden = [8]\n',
+     r"model\.hiden: unknown hyperparameter\(s\) \['hiden'\] for 'deepfm'; "
+     r"allowed: \[.*'hidden'"),
+    ('[model]\nname = "din"\ntarget = 3\n', r"model\.target: expected a field name"),
+    ('[model]\nname = 7\n', r"model\.name: unknown model 7"),
+    ("[data]\nn_records = 5\n", r"data\.source: missing \(required\)"),
+    ('[data]\nsource = "kafka"\n', r"data\.source: unknown stream 'kafka'; allowed names"),
+    ('[data]\nsource = "criteo"\n', r"data\.path: required for 'criteo'"),
+    ('[data]\nsource = "criteo"\nroot = "x"\n',
+     r"data\.root: unknown key\(s\) \['root'\] for 'criteo'; allowed: \['path'"),
+    ('[data]\nsource = "synthetic"\nn_records = -1\n', r"data\.n_records: must be >= 0"),
+    ('[data]\nsource = "synthetic:x.txt"\n', r"data\.source: 'synthetic' reads no file"),
+    ('[data]\nsource = "csv"\npath = "t.csv"\n[data.schema]\ncategorical = ["a"]\n',
+     r"data\.schema\.label: missing \(required\)"),
+    ('[data]\nsource = "csv"\npath = "t.csv"\n[data.schema]\nlabel = "y"\ndense = ["y"]\n',
+     r"data\.schema\.dense\[0\]: column 'y' is already used as label"),
+    ('[tables.emb]\ndim = 8\noptimizer = { type = "adam", lr = -1 }\n',
+     r"tables\.emb\.optimizer\.lr: must be >"),
+    ('[tables.emb]\ndim = 8\neviction = [{ type = "lru", high_watermark = 3 }]\n',
+     r"tables\.emb\.eviction\[0\]\.high_watermark: must be <= 1"),
+    ('[tables.emb]\ndim = 8\n[trainer]\nbatch_sise = 8\n',
+     r"trainer: unknown key\(s\) \['batch_sise'\]; allowed: \[.*'batch_size'"),
+    ('[trainer]\nbatch_size = "big"\n', r"trainer\.batch_size: expected an integer"),
+    ('[tables.wide]\ndim = 1\n', r"tables\.emb: required"),
+    ('[datas]\nx = 1\n', r"unknown section\(s\) \['datas'\]"),
+    ('[embedding]\npool = "max"\n',
+     r"embedding: unknown key\(s\) \['pool'\]; allowed: \['hash_buckets', 'max_sequence'"),
+    ('[embedding]\nmax_sequence = 0\n', r"embedding\.max_sequence: must be >= 1, got 0"),
+    ('[embedding]\nhash_buckets = 1.5\n', r"embedding\.hash_buckets: expected an integer"),
+    ('data = 3\n', r"data: expected a table, got int"),
+    ("[data\n", "not valid TOML"),
+])
+def test_config_errors_name_the_path(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}: ")
+
+
+def test_section_configs_raise_relative_paths_when_built_directly() -> None:
+    with pytest.raises(ConfigError, match=r"^name: unknown model 'x'"):
+        ModelConfig(name="x")
+    with pytest.raises(ConfigError, match=r"^hidden: unknown hyperparameter"):
+        ModelConfig(name="lr", params={"hidden": (8,)})
+    with pytest.raises(ConfigError, match=r"^path: required for 'avazu'"):
+        DataConfig(source="avazu")
+    with pytest.raises(ConfigError, match=r"^max_sequence: must be >= 1"):
+        EmbeddingConfig(max_sequence=0)
+    with pytest.raises(ConfigError, match=r"^model: expected a ModelConfig, got dict"):
+        RunConfig(data=DataConfig("synthetic"), model={"name": "lr"},  # type: ignore[arg-type]
+                  tables={"emb": TableConfig(dim=4)}, trainer=TrainerConfig())
+
+
+def test_overrides_are_merged_per_section(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[data]\nsource = "synthetic"\nn_records = 9\n'
+                            '[trainer]\nbatch_size = 8\nwindow = 5\n')
+    cfg = load_config(path, {"trainer": {"max_samples": 100}, "data": {"seed": 3}})
+    assert (cfg.trainer.batch_size, cfg.trainer.window, cfg.trainer.max_samples) == (8, 5, 100)
+    assert dict(cfg.data.options) == {"n_records": 9, "seed": 3}
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config("/nonexistent/run.toml")
+
+
+def test_a_missing_data_file_is_reported_when_the_stream_opens(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, f'[data]\nsource = "criteo:{tmp_path}/none.txt"\n'))
+    assert cfg.data.source == f"criteo:{tmp_path}/none.txt" and not cfg.data.options
+    with pytest.raises(DataError, match="none.txt"):
+        build_run(cfg)
+
+
+def test_target_must_be_a_field_of_the_stream(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, '[data]\nsource = "synthetic"\nn_records = 10\n'
+                                       '[model]\nname = "din"\ntarget = "nope"\n'))
+    with pytest.raises(ConfigError, match=r"model\.target: 'nope' is not a field"):
+        build_run(cfg)
+
+
+def test_build_run_uses_the_typed_sections(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, '[data]\nsource = "synthetic"\nn_records = 10\n'
+                                       'n_fields = 3\n[model]\nname = "nfm"\nhidden = [4]\n'
+                                       '[tables.emb]\ndim = 4\n'
+                                       '[embedding]\nhash_buckets = 1000\n'))
+    run = build_run(cfg)
+    assert len(run.stream.schema.fields) == 3
+    assert run.model.shape.n_fields == 3 and run.model.shape.dim == 4
+    assert run.embedding.hash_buckets == 1000 and run.embedding.wide_table == "wide"
+    assert set(run.ps.tables) == {"emb", "wide"}
 
 
 @pytest.mark.parametrize("name", ["criteo.toml", "avazu.toml", "movielens-100k-din.toml"])
@@ -32,47 +203,3 @@ def test_examples_on_real_data_train(name: str, tmp_path: Path, monkeypatch) -> 
                  config=cfg.trainer, run_dir=tmp_path)
     s = tr.run()
     assert s.samples >= 2000 and 0.0 < s.metrics["logloss"] < 1.5
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "run.toml"
-    p.write_text(text)
-    return p
-
-
-@pytest.mark.parametrize("text, message", [
-    ('[data]\nsource = "synthetic"\n[model]\nname = "deepfn"\n',
-     r"model\.name: expected one of \[.*'deepfm'"),
-    ('[tables.emb]\ndim = 8\noptimizer = { type = "adam", lr = -1 }\n',
-     r"tables\.emb\.optimizer\.lr: must be >"),
-    ('[tables.emb]\ndim = 8\neviction = [{ type = "lru", high_watermark = 3 }]\n',
-     r"tables\.emb\.eviction\[0\]\.high_watermark: must be <= 1"),
-    ('[tables.emb]\ndim = 8\n[trainer]\nbatch_sise = 8\n',
-     r"trainer: unknown key\(s\) \['batch_sise'\]; allowed: \[.*'batch_size'"),
-    ('[trainer]\nbatch_size = "big"\n', r"trainer\.batch_size: expected an integer"),
-    ('[tables.wide]\ndim = 1\n', r"tables\.emb: required"),
-    ('[datas]\nx = 1\n', r"unknown section\(s\) \['datas'\]"),
-    ('[data]\nsource = "synthetic"\n[embedding]\npool = "max"\n', r"embedding: unknown key"),
-    ("[data\n", "not valid TOML"),
-])
-def test_config_errors_name_the_path(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_config(_write(tmp_path, text))
-
-
-def test_bad_data_source_is_reported_at_build(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, '[data]\nsource = "kafka"\n'))
-    with pytest.raises(ConfigError, match=r"data\.source: unknown stream 'kafka'"):
-        build_run(cfg)
-
-
-def test_missing_config_file() -> None:
-    with pytest.raises(ConfigError, match="no such config file"):
-        load_config("/nonexistent/run.toml")
-
-
-def test_wide_table_is_derived_for_wide_models(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, '[model]\nname = "fm"\n[tables.emb]\ndim = 8\n'))
-    assert cfg.tables["wide"].dim == 1
-    cfg = load_config(_write(tmp_path, '[model]\nname = "dcn_v2"\n[tables.emb]\ndim = 8\n'))
-    assert "wide" not in cfg.tables

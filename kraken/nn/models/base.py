@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from kraken.config import check_int
+from kraken.config import check_int, register
 from kraken.errors import ConfigError
 from kraken.nn.inputs import ModelInputs
 
-__all__ = ["MODELS", "ModelShape", "RankingModel", "build_model", "register_model"]
+__all__ = ["MODELS", "ModelShape", "RankingModel", "build_model", "check_hyperparameters",
+           "model_class", "register_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +66,45 @@ MODELS: dict[str, type[RankingModel]] = {}
 
 
 def register_model(cls: type[RankingModel]) -> type[RankingModel]:
-    """Class decorator: make ``cls`` buildable by its ``name``; names are unique."""
-    if MODELS.get(cls.name, cls) is not cls:
-        raise ValueError(f"model name {cls.name!r} is already registered")
-    MODELS[cls.name] = cls
+    """Class decorator: make ``cls`` buildable by its ``name``.
+
+    Names are unique: another class under a taken name raises :class:`ConfigError`
+    (as every registry does, see :func:`kraken.config.register`).
+    """
+    return register(MODELS, cls.name, cls, "model")  # type: ignore[no-any-return]
+
+
+def model_class(name: Any) -> type[RankingModel]:
+    """The registered class of ``name``; else ``ConfigError`` (``name: unknown model ...``)."""
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"name: unknown model {name!r}; models are {sorted(MODELS)}")
     return cls
 
 
-def build_model(name: str, shape: ModelShape, **kwargs: Any) -> RankingModel:
-    """Build a registered model; unknown names or hyperparameters raise ConfigError."""
-    cls = MODELS.get(name)
-    if cls is None:
-        raise ConfigError(f"model.name: unknown model {name!r}; allowed: {sorted(MODELS)}")
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(set(kwargs) - set(params) - {"self", "shape"})
+def check_hyperparameters(name: str, kwargs: Any) -> None:
+    """Raise ``ConfigError`` unless ``name`` is a model and it accepts every key of ``kwargs``.
+
+    Messages are relative to a run config's ``model`` section: ``name: unknown model
+    'x'; models are [...]``, ``hiden: unknown hyperparameter(s) ['hiden'] for 'deepfm';
+    allowed: [...]``.
+    """
+    params = inspect.signature(model_class(name).__init__).parameters
+    allowed = sorted(set(params) - {"self", "shape"})
+    unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        allowed = sorted(set(params) - {"self", "shape"})
-        raise ConfigError(f"model: unknown hyperparameter(s) {unknown} for {name!r}; "
+        raise ConfigError(f"{unknown[0]}: unknown hyperparameter(s) {unknown} for {name!r}; "
                           f"allowed: {allowed}")
-    return cls(shape, **kwargs)
+
+
+def build_model(name: str, shape: ModelShape, **kwargs: Any) -> RankingModel:
+    """Build a registered model; every error is a :class:`ConfigError` under ``model.``.
+
+    Unknown names (``model.name: unknown model 'x'; models are [...]``), unknown
+    hyperparameters and invalid values (``model.hidden[0]: must be >= 1, got 0``).
+    """
+    try:
+        check_hyperparameters(name, kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    return MODELS[name](shape, **kwargs)
