@@ -106,7 +106,7 @@ def test_stale_delta_version_is_reported() -> None:
     for step in range(4):
         t.lookup(np.array([step]), train=True, now=step * 10)
         assert t.evict(now=step * 10 + 5).tolist() == [step]
-        recent = t.export().version  # a full snapshot seals the version
+        recent = t.export().version  # a cursor for the next delta
     with pytest.raises(kraken.StaleVersionError, match="resynchronise"):
         t.touched_since(v0)
     t.lookup(np.array([99]), train=True, now=50)
