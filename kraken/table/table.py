@@ -53,7 +53,10 @@ __all__ = ["SparseTable", "TableDelta", "TableRows", "TableStats"]
 
 
 def _as_keys(keys: Any) -> tuple[Keys, tuple[int, ...]]:
-    arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+    try:
+        arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise ShapeError(f"keys must be a rectangular integer array: {exc}") from None
     if arr.size == 0 and arr.dtype.kind == "f":
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
@@ -64,11 +67,12 @@ def _as_keys(keys: Any) -> tuple[Keys, tuple[int, ...]]:
     return flat, arr.shape
 
 
-def _as_now(now: Any) -> int:
+def _as_now(now: Any, what: str = "now") -> int:
     if isinstance(now, bool) or not isinstance(now, (int, np.integer)):
-        raise InputError(f"now must be an integer step or timestamp, got {now!r}")
+        kind = "a table version" if what == "version" else "an integer step or timestamp"
+        raise InputError(f"{what} must be {kind}, got {now!r}")
     if not 0 <= int(now) <= NOW_MAX:
-        raise InputError(f"now must be in [0, {NOW_MAX}], got {now}")
+        raise InputError(f"{what} must be in [0, {NOW_MAX}], got {now}")
     return int(now)
 
 
@@ -180,7 +184,7 @@ class SparseTable:
         exactly the later changes. Changes nothing. Raises :class:`StaleVersionError` if evictions after ``version`` are no longer
         remembered (older than ``config.delta_log`` eviction passes or a load).
         """
-        v = _as_now(version)
+        v = _as_now(version, "version")
         with self._lock:
             if v < self._log_floor:
                 raise StaleVersionError(
@@ -346,7 +350,12 @@ class SparseTable:
             self._counters = dict(f.counters)
 
     def load_rows(self, rows: TableRows) -> None:
-        """Insert or overwrite whole rows (weights in stored dtype, state, metadata)."""
+        """Insert or overwrite whole rows (weights in stored dtype, state, metadata).
+
+        All or nothing: raises :class:`CapacityError` if the new keys do not fit.
+        """
+        if not isinstance(rows, TableRows):
+            raise InputError(f"rows must be a TableRows, got {type(rows).__name__}")
         keys, _ = _as_keys(rows.keys)
         n, c = keys.shape[0], self.config
         expect = {"weights": ((n, c.dim), self._arena.weights.dtype),
