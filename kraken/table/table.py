@@ -181,8 +181,9 @@ class SparseTable:
         """Rows changed and keys evicted after ``version`` (0 = since creation).
 
         ``delta.version`` covers every change made so far; passing it next time yields
-        exactly the later changes. Changes nothing. Raises :class:`StaleVersionError` if evictions after ``version`` are no longer
-        remembered (older than ``config.delta_log`` eviction passes or a load).
+        exactly the later changes. Changes nothing. Raises :class:`StaleVersionError` if
+        evictions after ``version`` are no longer remembered (older than
+        ``config.delta_log`` eviction passes or a load).
         """
         v = _as_now(version, "version")
         with self._lock:
