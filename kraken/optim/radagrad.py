@@ -12,32 +12,11 @@ the size of the embedding table; here the state really is one float per row.
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import numba as nb
-import numpy as np
-
-from kraken._jit import batch_kernel
 from kraken.config import check_fraction, check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.rowwise import rowwise_step
 from kraken.types import F32, Rows
-
-
-@batch_kernel
-def _radagrad(w, s, rows, g, lr, eps, decay, one_minus_decay):  # pragma: no cover - numba
-    # one_minus_decay is float32(1 - decay) rounded once from float64:
-    # 1 - float32(0.9999) would be off by 1.7e-4 relative.
-    d = w.shape[1]
-    for i in nb.prange(rows.shape[0]):
-        r = rows[i]
-        acc = np.float32(0.0)
-        for j in range(d):
-            acc += g[i, j] * g[i, j]
-        v = decay * s[r, 0] + one_minus_decay * (acc / np.float32(d))
-        s[r, 0] = v
-        scale = lr / (np.float32(math.sqrt(v)) + eps)
-        for j in range(d):
-            w[r, j] -= scale * g[i, j]
 
 
 @register
@@ -63,6 +42,6 @@ class RAdaGrad(SparseOptimizer):
         state[...] = self.initial_accumulator
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _radagrad(grads.size, weights, state, rows, grads, np.float32(self.lr),
-                  np.float32(self.eps),
-                  np.float32(self.decay), np.float32(1.0 - self.decay))
+        # 1 - decay is rounded to float32 once, from float64
+        rowwise_step(weights, state, rows, grads, self.lr, self.eps, keep=self.decay,
+                     add=1.0 - self.decay)

@@ -7,30 +7,11 @@ optimizer large production systems use for embeddings.
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import numba as nb
-import numpy as np
-
-from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.rowwise import rowwise_step
 from kraken.types import F32, Rows
-
-
-@batch_kernel
-def _rowwise_adagrad(w, s, rows, g, lr, eps):  # pragma: no cover - numba
-    d = w.shape[1]
-    for i in nb.prange(rows.shape[0]):
-        r = rows[i]
-        acc = np.float32(0.0)
-        for j in range(d):
-            acc += g[i, j] * g[i, j]
-        sr = s[r, 0] + acc / np.float32(d)
-        s[r, 0] = sr
-        scale = lr / (np.float32(math.sqrt(sr)) + eps)
-        for j in range(d):
-            w[r, j] -= scale * g[i, j]
 
 
 @register
@@ -54,5 +35,4 @@ class RowWiseAdaGrad(SparseOptimizer):
         state[...] = self.initial_accumulator
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _rowwise_adagrad(grads.size, weights, state, rows, grads, np.float32(self.lr),
-                         np.float32(self.eps))
+        rowwise_step(weights, state, rows, grads, self.lr, self.eps, keep=1.0, add=1.0)

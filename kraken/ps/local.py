@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kraken.config import Precision
 from kraken.errors import CheckpointMismatchError, InputError
 from kraken.table import SparseTable, TableConfig, TableDelta, TableStats
+from kraken.table.codec import decode
 from kraken.types import F32, Keys
 
 __all__ = ["LocalPS"]
@@ -57,11 +57,7 @@ class LocalPS:
     def snapshot(self, table: str) -> TableDelta:
         t = self._get(table)
         rows = t.export()
-        w = rows.weights
-        if t.config.precision is Precision.BF16:
-            w = (w.astype(np.uint32) << np.uint32(16)).view(np.float32)
-        elif w.dtype != np.float32:
-            w = w.astype(np.float32)
+        w = decode(rows.weights, t.config.precision)
         return TableDelta(since=0, version=rows.version, keys=rows.keys, weights=w,
                           evicted=np.empty(0, dtype=np.int64))
 

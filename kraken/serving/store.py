@@ -24,31 +24,12 @@ import numpy as np
 
 from kraken.config import Precision
 from kraken.errors import CapacityError, InputError, ShapeError
-from kraken.table.arena import STORAGE, reserve_array
+from kraken.table.arena import reserve_array
+from kraken.table.codec import STORAGE, decode, encode
 from kraken.table.index import HashIndex
 from kraken.types import F32, Keys
 
 __all__ = ["StoreTable", "WeightStore"]
-
-def encode(values: F32, precision: Precision) -> np.ndarray:
-    """``float32[N, D]`` to stored dtype, rounding to nearest (ties to even)."""
-    if precision is Precision.FP32:
-        return values
-    if precision is Precision.FP16:
-        return values.astype(np.float16)
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits += np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))
-    return (bits >> np.uint64(16)).astype(np.uint16)
-
-
-def decode(stored: np.ndarray, precision: Precision) -> F32:
-    """Stored weights back to ``float32``."""
-    if precision is Precision.FP32:
-        return stored
-    if precision is Precision.FP16:
-        return stored.astype(np.float32)
-    return (stored.astype(np.uint32) << np.uint32(16)).view(np.float32)
-
 
 @dataclasses.dataclass(frozen=True)
 class StoreTable:

@@ -19,6 +19,7 @@ import numba as nb
 import numpy as np
 
 from kraken.config import Tagged, build_from_dict, check_fraction, check_int
+from kraken.errors import InputError
 from kraken.table.index import fmix64
 from kraken.types import Keys
 
@@ -111,7 +112,9 @@ class CountMin(AdmissionPolicy):
 
     def decide(self, keys: Keys, counts: np.ndarray, state: np.ndarray | None,
                rng: np.random.Generator) -> np.ndarray:
-        assert state is not None
+        if state is None:
+            raise InputError("CountMin.decide needs the sketch made by CountMin.new_state(), "
+                             "got None")
         admit = np.empty(keys.shape[0], dtype=np.bool_)
         _cms_add(state, _SALTS, keys, counts.astype(np.int64, copy=False), self.threshold, admit)
         return admit

@@ -24,8 +24,9 @@ import numba as nb
 import numpy as np
 
 from kraken.config import Precision
+from kraken.table.codec import STORAGE, decode, encode
 
-__all__ = ["STORAGE", "RowArena", "reserve_array"]
+__all__ = ["RowArena", "reserve_array"]
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
@@ -61,9 +62,6 @@ def _release(next_free, head, rows):  # pragma: no cover - numba
         r = rows[n]
         next_free[r] = head[0]
         head[0] = r
-
-
-STORAGE = {Precision.FP32: np.float32, Precision.FP16: np.float16, Precision.BF16: np.uint16}
 
 
 class RowArena:
@@ -115,45 +113,13 @@ class RowArena:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """``float32[U, D]`` copy of the weights of ``rows`` (decoded from 16-bit)."""
-        w = self.weights[rows]
-        if self.precision is Precision.FP32:
-            return w
-        if self.precision is Precision.FP16:
-            return w.astype(np.float32)
-        return (w.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return decode(self.weights[rows], self.precision)
 
     def write(self, rows: np.ndarray, values: np.ndarray, rng: np.random.Generator | None) -> None:
         """Store ``values: float32[U, D]`` into ``rows``.
 
         16-bit storage rounds stochastically when ``rng`` is given (unbiased: the
-        expected stored value equals the float32 value), to nearest otherwise.
+        expected stored value equals the float32 value), to nearest otherwise
+        (see :mod:`kraken.table.codec`).
         """
-        if self.precision is Precision.FP32:
-            self.weights[rows] = values
-        elif self.precision is Precision.FP16:
-            self.weights[rows] = _to_fp16(values, rng)
-        else:
-            self.weights[rows] = _to_bf16(values, rng)
-
-
-def _to_bf16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    if rng is None:  # round to nearest, ties to even
-        bits += np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))
-    else:
-        bits += rng.integers(0, 1 << 16, size=x.shape, dtype=np.uint64)
-    return (bits >> np.uint64(16)).astype(np.uint16)
-
-
-def _to_fp16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    h = x.astype(np.float16)
-    if rng is None:
-        return h
-    hf = h.astype(np.float32)
-    diff = x - hf
-    other = np.nextafter(h, np.where(diff > 0, np.float16(np.inf), np.float16(-np.inf)))
-    gap = other.astype(np.float32) - hf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(gap != 0, diff / gap, 0.0)
-    up = rng.random(size=x.shape, dtype=np.float32) < p
-    return np.where(up, other, h)
+        self.weights[rows] = encode(values, self.precision, rng)

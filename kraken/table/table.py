@@ -3,7 +3,10 @@
 Contract: a key either holds a row (``dim`` weights plus optimizer state and
 metadata) or reads as ``default_value``; live rows never exceed ``capacity``; every
 verb validates all its input before changing anything, so a verb that raises
-leaves the table as it was. Time (``now``) always comes from the caller.
+leaves the table as it was; verbs that answer questions change nothing. Time
+(``now``) is never read from a clock: it comes from the caller, and where a verb
+lets the caller leave it out (``lookup``, ``assign``) it is the table's own clock,
+the largest ``now`` any verb has been given.
 
 Verbs (``N`` keys with duplicates, ``D = config.dim``)::
 
@@ -13,13 +16,12 @@ Verbs (``N`` keys with duplicates, ``D = config.dim``)::
     evict(now) -> evicted keys                        runs config.eviction in order
     touched_since(version) -> TableDelta              rows changed and keys evicted
     stats() -> TableStats
-    save(path) / load(path) / SparseTable.from_file(path)
+    save(path) / load(path) / SparseTable.from_file(path)   (format: table/persistence.py)
     export() -> TableRows / load_rows(TableRows)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections import deque
@@ -27,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from kraken.arrayfile import read_arrays, write_arrays
 from kraken.config import Precision
 from kraken.errors import (
     CapacityError,
@@ -44,71 +45,18 @@ from kraken.table import kernels
 from kraken.table.arena import RowArena
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
+from kraken.table.persistence import TableFile, check_fits, read_table_file, write_table_file
+from kraken.table.rows import COUNTERS, TableDelta, TableRows, TableStats
 from kraken.types import F32, NOW_MAX, Keys
 
 __all__ = ["SparseTable", "TableDelta", "TableRows", "TableStats"]
 
-_COUNTERS = ("lookups", "train_lookups", "admitted", "not_admitted", "rejected_full",
-             "evicted", "updated_rows", "dropped_gradients")
-_FILE_KIND = "kraken.sparse_table"
-
-
-@dataclasses.dataclass(frozen=True)
-class TableStats:
-    """A snapshot of a table's size and counters (counters are cumulative)."""
-
-    dim: int
-    capacity: int
-    live_rows: int
-    high_water: int
-    index_slots: int
-    memory_bytes: int
-    version: int
-    clock: int
-    lookups: int
-    train_lookups: int
-    admitted: int
-    not_admitted: int
-    rejected_full: int
-    evicted: int
-    updated_rows: int
-    dropped_gradients: int
-
-
-@dataclasses.dataclass(frozen=True)
-class TableDelta:
-    """What changed in ``(since, version]``: apply ``evicted`` first, then upsert ``keys``.
-
-    ``keys: int64[K]``, ``weights: float32[K, D]`` (current values), ``evicted: int64[E]``
-    (keys evicted in the window and not live now).
-    """
-
-    since: int
-    version: int
-    keys: Keys
-    weights: F32
-    evicted: Keys
-
-
-@dataclasses.dataclass(frozen=True)
-class TableRows:
-    """Rows in columnar form: ``keys int64[L]``, ``weights float32[L, D]`` (or stored dtype),
-    ``state float32[L, S]``, ``last_seen int32[L]``, ``count float32[L]``, ``stamp int32[L]``.
-
-    ``version`` is the table version the rows are complete up to (for ``touched_since``).
-    """
-
-    keys: Keys
-    weights: np.ndarray
-    state: F32
-    last_seen: np.ndarray
-    count: F32
-    stamp: np.ndarray
-    version: int = 0
-
 
 def _as_keys(keys: Any) -> tuple[Keys, tuple[int, ...]]:
-    arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+    try:
+        arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise ShapeError(f"keys must be a rectangular integer array: {exc}") from None
     if arr.size == 0 and arr.dtype.kind == "f":
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
@@ -119,11 +67,12 @@ def _as_keys(keys: Any) -> tuple[Keys, tuple[int, ...]]:
     return flat, arr.shape
 
 
-def _as_now(now: Any) -> int:
+def _as_now(now: Any, what: str = "now") -> int:
     if isinstance(now, bool) or not isinstance(now, (int, np.integer)):
-        raise InputError(f"now must be an integer step or timestamp, got {now!r}")
+        kind = "a table version" if what == "version" else "an integer step or timestamp"
+        raise InputError(f"{what} must be {kind}, got {now!r}")
     if not 0 <= int(now) <= NOW_MAX:
-        raise InputError(f"now must be in [0, {NOW_MAX}], got {now}")
+        raise InputError(f"{what} must be in [0, {NOW_MAX}], got {now}")
     return int(now)
 
 
@@ -142,11 +91,19 @@ def _as_values(values: Any, n: int, dim: int, what: str) -> F32:
 
 
 class SparseTable:
-    """Maps int64 keys to float rows of fixed length; collisionless, growing, thread safe."""
+    """Maps int64 keys to float rows of fixed length; collisionless, growing, thread safe.
+
+    Time comes from the caller; a ``lookup`` or ``assign`` without ``now`` uses the
+    table's clock (the largest ``now`` given so far), so a caller that does not keep
+    time, or a remote shard that owns it, needs no clock of its own. Reads (``lookup``
+    without ``train``, ``contains``, ``stats``, ``touched_since``, ``export``, ``save``)
+    change nothing a caller can observe; a version they report is a valid
+    ``touched_since`` cursor.
+    """
 
     def __init__(self, config: TableConfig) -> None:
         if not isinstance(config, TableConfig):
-            raise TypeError(f"config must be a TableConfig, got {type(config).__name__}")
+            raise ConfigError(f"config must be a TableConfig, got {type(config).__name__}")
         self.config = config
         self._lock = threading.RLock()
         self._index = HashIndex()
@@ -155,11 +112,13 @@ class SparseTable:
         self._sketch = config.admission.new_state()
         self._rng = np.random.default_rng(config.seed)
         self._clock = 0
-        self._version = 1
-        self._dirty = False
+        # Version of the latest change; once a reader has been handed it (``_published``),
+        # the next change opens ``_version + 1``.
+        self._version = 0
+        self._published = True
         self._evict_log: deque[tuple[int, Keys]] = deque()
         self._log_floor = 0
-        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._counters = dict.fromkeys(COUNTERS, 0)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -185,8 +144,9 @@ class SparseTable:
         """Rows of ``keys`` (any integer shape ``[...]``) as ``float32[..., D]``.
 
         With ``train=True`` absent keys go through admission (admitted ones get a fresh
-        row from the initializer) and every occurrence counts as an access at ``now``
-        (default: the latest ``now`` the table has seen). Without ``train`` nothing changes.
+        row from the initializer) and every occurrence counts as an access at ``now``;
+        ``now=None`` is the table's clock (the largest ``now`` it has been given).
+        Without ``train`` nothing changes and ``now`` is ignored.
         """
         flat, shape = _as_keys(keys)
         t = None if now is None else _as_now(now)
@@ -215,25 +175,25 @@ class SparseTable:
                 dim=self.config.dim, capacity=self.config.capacity, live_rows=len(self._index),
                 high_water=self._arena.high_water, index_slots=self._index.capacity,
                 memory_bytes=self._index.nbytes + self._arena.committed_bytes + sketch,
-                version=self._version, clock=self._clock, **self._counters)
+                version=self._publish(), clock=self._clock, **self._counters)
 
     def touched_since(self, version: int) -> TableDelta:
         """Rows changed and keys evicted after ``version`` (0 = since creation).
 
-        Seals the open version so that ``delta.version`` covers every change made
-        so far; passing ``delta.version`` next time yields exactly the later changes.
-        Raises :class:`StaleVersionError` if evictions after ``version`` are no longer
-        remembered (older than ``config.delta_log`` eviction passes or a load).
+        ``delta.version`` covers every change made so far; passing it next time yields
+        exactly the later changes. Changes nothing. Raises :class:`StaleVersionError` if
+        evictions after ``version`` are no longer remembered (older than
+        ``config.delta_log`` eviction passes or a load).
         """
-        v = _as_now(version)
+        v = _as_now(version, "version")
         with self._lock:
             if v < self._log_floor:
                 raise StaleVersionError(
                     f"version {v} is older than the oldest retained change ({self._log_floor}); "
                     "resynchronise from a full snapshot")
-            sealed = self._seal()
-            if v > sealed:
-                raise InputError(f"version {v} is newer than the table's version {sealed}")
+            current = self._publish()
+            if v > current:
+                raise InputError(f"version {v} is newer than the table's version {current}")
             keys, rows = self._index.items()
             changed = self._arena.stamp[rows] > v
             keys, rows = keys[changed], rows[changed]
@@ -241,21 +201,21 @@ class SparseTable:
             evicted = np.unique(np.concatenate(ev)) if ev else np.empty(0, dtype=np.int64)
             if evicted.size:
                 evicted = evicted[self._index.find(evicted) < 0]
-            return TableDelta(since=v, version=sealed, keys=keys,
+            return TableDelta(since=v, version=current, keys=keys,
                               weights=self._arena.read(rows), evicted=evicted)
 
     def export(self) -> TableRows:
         """All live rows, columnar, in an unspecified order; a consistent full snapshot.
 
-        ``rows.version`` seals the open version: ``touched_since(rows.version)`` later
-        yields exactly the changes made after this export.
+        ``touched_since(rows.version)`` later yields exactly the changes made after this
+        export. Changes nothing.
         """
         with self._lock:
             keys, rows = self._index.items()
             a = self._arena
             return TableRows(keys=keys, weights=a.weights[rows], state=a.state[rows],
                              last_seen=a.last_seen[rows], count=a.count[rows],
-                             stamp=a.stamp[rows], version=self._seal())
+                             stamp=a.stamp[rows], version=self._publish())
 
     # -- mutations -----------------------------------------------------------------------
 
@@ -298,17 +258,9 @@ class SparseTable:
             raise InputError("assign: keys must be distinct")
         with self._lock:
             t = self._clock if t is None else t
-            rows = self._index.find(flat)
-            absent = rows < 0
-            n_new = int(np.count_nonzero(absent))
-            if n_new > self._arena.free:
-                raise CapacityError(f"assign needs {n_new} new rows, only {self._arena.free} "
-                                    f"of capacity {self.config.capacity} are free")
-            if n_new:
-                new_rows = self._arena.allocate(n_new)
-                self._index.insert(flat[absent], new_rows)
-                self._init_rows(flat[absent], new_rows, t)
-                rows[absent] = new_rows
+            rows, absent = self._reserve(flat, "assign")
+            if absent.any():
+                self._init_rows(flat[absent], rows[absent], t)
             self._arena.write(rows, v, None)
             self._arena.last_seen[rows] = t
             self._stamp(rows)
@@ -333,8 +285,7 @@ class SparseTable:
             if victims.size:
                 self._index.erase(victims)
                 a.release(vrows)
-                self._evict_log.append((self._version, victims))
-                self._dirty = True
+                self._evict_log.append((self._open_version(), victims))
                 while len(self._evict_log) > self.config.delta_log:
                     self._log_floor = self._evict_log.popleft()[0]
                 self._counters["evicted"] += victims.shape[0]
@@ -345,20 +296,18 @@ class SparseTable:
                 a.count[survivors] = c
             return np.sort(victims)
 
-    # -- persistence ---------------------------------------------------------------------
+    # -- persistence (the file format lives in kraken/table/persistence.py) -------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Atomically write every row, the optimizer state, metadata and counters to ``path``."""
         with self._lock:
-            r = self.export()  # seals: every stamp is <= r.version < self._version
-            arrays = {"keys": r.keys, "weights": r.weights, "state": r.state,
-                      "last_seen": r.last_seen, "count": r.count, "stamp": r.stamp}
-            if self._sketch is not None:
-                arrays["sketch"] = self._sketch
-            meta = {"kind": _FILE_KIND, "config": self.config.to_dict(), "clock": self._clock,
-                    "version": self._version,
-                    "rng": self._rng.bit_generator.state, "counters": self._counters}
-            write_arrays(path, meta, arrays)
+            rows = self.export()  # every stamp is <= rows.version
+            f = TableFile(config=self.config, rows=rows,
+                          sketch=None if self._sketch is None else self._sketch.copy(),
+                          clock=self._clock, version=rows.version,
+                          rng_state=self._rng.bit_generator.state,
+                          counters=dict(self._counters))
+        write_table_file(path, f)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Replace the contents with those saved at ``path``.
@@ -366,68 +315,48 @@ class SparseTable:
         The file must match this table's dim, precision and optimizer state; on any
         error (:class:`~kraken.errors.CheckpointError`) the table is unchanged.
         """
-        meta, arrays = read_arrays(path)
-        self._restore(path, meta, arrays)
+        self._restore(path, read_table_file(path))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SparseTable:
         """A new table with the config and contents saved at ``path``."""
-        meta, arrays = read_arrays(path)
-        try:
-            config = TableConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ConfigError) as exc:
-            raise CorruptCheckpointError(f"{path}: unusable table config: {exc}") from exc
-        table = cls(config)
-        table._restore(path, meta, arrays)
+        f = read_table_file(path)
+        table = cls(f.config)
+        table._restore(path, f)
         return table
 
-    def _restore(self, path: str | os.PathLike[str], meta: dict[str, Any],
-                 arrays: dict[str, np.ndarray]) -> None:
-        """Validate a parsed table file fully, then swap its contents in."""
-        names = ("keys", "weights", "state", "last_seen", "count", "stamp")
-        missing = [k for k in names if k not in arrays]
-        if meta.get("kind") != _FILE_KIND or missing:
-            raise CorruptCheckpointError(
-                f"{path}: not a sparse-table file (kind {meta.get('kind')!r}, missing {missing})")
+    def _restore(self, path: str | os.PathLike[str], f: TableFile) -> None:
+        """Validate a parsed table file fully against this table, then swap its contents in."""
+        check_fits(path, f.config, self.config)
+        fresh = SparseTable(self.config)
         try:
-            saved = TableConfig.from_dict(meta["config"])
-            clock, version = int(meta["clock"]), int(meta["version"])
-            counters = {k: int(meta["counters"].get(k, 0)) for k in _COUNTERS}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CorruptCheckpointError(f"{path}: unreadable table metadata: {exc}") from exc
-        c = self.config
-        for what, mine, theirs in (("dim", c.dim, saved.dim),
-                                   ("precision", c.precision.value, saved.precision.value),
-                                   ("optimizer", c.optimizer.kind, saved.optimizer.kind),
-                                   ("state width", c.state_width, saved.state_width)):
-            if mine != theirs:
-                raise CheckpointMismatchError(f"{path}: {what} is {theirs!r} in the file, "
-                                              f"{mine!r} in this table")
-        fresh = SparseTable(c)
-        try:
-            fresh.load_rows(TableRows(**{k: arrays[k] for k in names}))
+            fresh.load_rows(f.rows)
         except CapacityError as exc:
             raise CheckpointMismatchError(f"{path}: {exc}") from exc
         except InputError as exc:
             raise CorruptCheckpointError(f"{path}: {exc}") from exc
-        sketch = arrays.get("sketch")
         want = None if fresh._sketch is None else fresh._sketch.shape
-        if (None if sketch is None else sketch.shape) != want:
+        if (None if f.sketch is None else f.sketch.shape) != want:
             raise CheckpointMismatchError(f"{path}: admission sketch does not match this table")
         try:
-            fresh._rng.bit_generator.state = meta["rng"]
+            fresh._rng.bit_generator.state = f.rng_state
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(f"{path}: unreadable generator state: {exc}") from exc
         with self._lock:
             self._index, self._arena, self._rng = fresh._index, fresh._arena, fresh._rng
-            self._sketch = sketch
-            self._clock, self._version, self._dirty = clock, version, False
+            self._sketch = f.sketch
+            self._clock, self._version, self._published = f.clock, f.version, True
             self._evict_log.clear()
-            self._log_floor = version - 1  # evictions before the save are not kept
-            self._counters = counters
+            self._log_floor = f.version  # evictions before the save are not kept
+            self._counters = dict(f.counters)
 
     def load_rows(self, rows: TableRows) -> None:
-        """Insert or overwrite whole rows (weights in stored dtype, state, metadata)."""
+        """Insert or overwrite whole rows (weights in stored dtype, state, metadata).
+
+        All or nothing: raises :class:`CapacityError` if the new keys do not fit.
+        """
+        if not isinstance(rows, TableRows):
+            raise InputError(f"rows must be a TableRows, got {type(rows).__name__}")
         keys, _ = _as_keys(rows.keys)
         n, c = keys.shape[0], self.config
         expect = {"weights": ((n, c.dim), self._arena.weights.dtype),
@@ -441,31 +370,45 @@ class SparseTable:
         if kernels.unique_counts(keys)[0].shape[0] != n:
             raise InputError("load_rows: keys must be distinct")
         with self._lock:
-            r = self._index.find(keys)
-            absent = r < 0
-            n_new = int(np.count_nonzero(absent))
-            if n_new > self._arena.free:
-                raise CapacityError(f"{n_new} new rows do not fit: {self._arena.free} of "
-                                    f"capacity {c.capacity} are free")
-            new_rows = self._arena.allocate(n_new)
-            self._index.insert(keys[absent], new_rows)
-            r[absent] = new_rows
+            r, _ = self._reserve(keys, "load_rows")
             a = self._arena
             a.weights[r], a.state[r], a.last_seen[r] = rows.weights, rows.state, rows.last_seen
             a.count[r], a.stamp[r] = rows.count, rows.stamp
 
     # -- internals -----------------------------------------------------------------------
 
-    def _seal(self) -> int:
-        """Close the open version if anything was stamped with it; returns the sealed one."""
-        if self._dirty:
+    def _publish(self) -> int:
+        """The current version, handed to a reader: later changes get a newer one."""
+        self._published = True
+        return self._version
+
+    def _open_version(self) -> int:
+        """The version the change being made carries (a new one if the last was handed out)."""
+        if self._published:
             self._version += 1
-            self._dirty = False
-        return self._version - 1
+            self._published = False
+        return self._version
 
     def _stamp(self, rows: np.ndarray) -> None:
-        self._arena.stamp[rows] = self._version
-        self._dirty = True
+        self._arena.stamp[rows] = self._open_version()
+
+    def _reserve(self, keys: Keys, verb: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows for distinct ``keys: int64[N]``, all or nothing: ``(rows int64[N], new bool[N])``.
+
+        Absent keys get fresh rows inserted in the index (contents left to the caller);
+        raises :class:`CapacityError` naming ``verb``, changing nothing, if they do not fit.
+        """
+        rows = self._index.find(keys)
+        new = rows < 0
+        n_new = int(np.count_nonzero(new))
+        if n_new > self._arena.free:
+            raise CapacityError(f"{verb} needs {n_new} new rows, only {self._arena.free} "
+                                f"of capacity {self.config.capacity} are free")
+        if n_new:
+            fresh = self._arena.allocate(n_new)
+            self._index.insert(keys[new], fresh)
+            rows[new] = fresh
+        return rows, new
 
     def _admit(self, keys: Keys, now: int) -> np.ndarray:
         """Admission for absent ``keys`` (with duplicates); creates rows for admitted ones.

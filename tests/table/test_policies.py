@@ -52,19 +52,31 @@ def test_not_admitted_reads_default_and_drops_gradient() -> None:
 
 @pytest.mark.parametrize("eviction", [(), (LRU(0.9, 0.5),), (TTL(1),), (LFU(0.8, 0.4),)])
 def test_budget_is_hard_under_adversarial_streams(eviction: tuple) -> None:
-    cap = 1000
+    cap, steps, batch = 1000, 40, 3000
     t = kraken.SparseTable(TableConfig(dim=4, capacity=cap, eviction=eviction))
     rng = np.random.default_rng(1)
-    for step in range(40):
-        # every batch is almost all never-seen-before keys, far more than the budget
-        keys = rng.integers(-(2**63), 2**63 - 1, size=3000, dtype=np.int64)
+    for step in range(steps):
+        # every batch is all never-seen-before keys, far more than the budget
+        keys = rng.integers(-(2**63), 2**63 - 1, size=batch, dtype=np.int64)
         t.lookup(keys, train=True, now=step)
-        assert len(t) <= cap
-        t.assign(keys[:0], np.zeros((0, 4), np.float32))
+        assert len(t) == cap  # whatever eviction freed is refilled, never more
+        # an explicit insert past the budget is refused whole; overwriting live keys is not
+        live = t.export().keys[:5]
+        with pytest.raises(kraken.CapacityError, match="assign needs 5 new rows, only 0"):
+            t.assign(keys[~t.contains(keys)][:5], np.zeros((5, 4), np.float32), now=step)
+        t.assign(live, np.ones((5, 4), np.float32), now=step)
+        assert len(t) == cap and (t.lookup(live) == 1).all()
         t.evict(now=step)
         s = t.stats()
         assert s.live_rows <= cap and s.high_water <= cap
-    assert t.stats().rejected_full > 0 or eviction
+    s = t.stats()
+    # every key was new: each one was either admitted or refused for lack of room
+    assert s.admitted + s.rejected_full == steps * batch and s.not_admitted == 0
+    assert s.admitted - s.evicted == s.live_rows
+    if eviction:
+        assert s.evicted > 0 and s.admitted > cap  # freed rows were handed out again
+    else:
+        assert s.evicted == 0 and s.admitted == cap
 
 
 def test_capacity_error_on_assign_changes_nothing() -> None:

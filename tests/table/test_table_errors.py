@@ -50,6 +50,9 @@ def table() -> kraken.SparseTable:
      kraken.InputError, "distinct"),
     (lambda t: t.evict(now=-3), kraken.InputError, "now must be"),
     (lambda t: t.touched_since(10**6), kraken.InputError, "newer than"),
+    (lambda t: t.touched_since(1.5), kraken.InputError, "version must be a table version"),
+    (lambda t: t.lookup([[1, 2], [3]]), kraken.ShapeError, "rectangular"),
+    (lambda t: t.load_rows({"keys": [1]}), kraken.InputError, "TableRows"),
 ])
 def test_bad_input_is_named_and_changes_nothing(table, call, error, message) -> None:
     before = _snapshot(table)
@@ -106,8 +109,13 @@ def test_stale_delta_version_is_reported() -> None:
     for step in range(4):
         t.lookup(np.array([step]), train=True, now=step * 10)
         assert t.evict(now=step * 10 + 5).tolist() == [step]
-        recent = t.export().version  # a full snapshot seals the version
+        recent = t.export().version  # a cursor for the next delta
     with pytest.raises(kraken.StaleVersionError, match="resynchronise"):
         t.touched_since(v0)
     t.lookup(np.array([99]), train=True, now=50)
     assert t.touched_since(recent).keys.tolist() == [99]
+
+
+def test_a_config_that_is_not_a_table_config_is_a_config_error() -> None:
+    with pytest.raises(kraken.ConfigError, match="must be a TableConfig, got dict"):
+        kraken.SparseTable({"dim": 4})  # type: ignore[arg-type]

@@ -138,7 +138,7 @@ def test_bad_gradients_raise_and_change_nothing(opt, precision, case, make, erro
     for table in (t, twin):
         table.apply_gradients(keys, good, now=2)
     before, stats = _rows(t), t.stats()
-    _rows(twin)  # export seals the open version: keep the twin's versions in step
+    _rows(twin)  # export hands out a version: keep the twin's versions in step
 
     with pytest.raises(error, match=message):
         t.apply_gradients(keys, make(keys.shape[0]), now=3)
