@@ -32,8 +32,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kraken.config import build_dataclass
 from kraken.data import open_stream
 from kraken.data.base import Stream
@@ -42,6 +40,7 @@ from kraken.nn.embedding import EmbeddingLayer
 from kraken.nn.models import MODELS, ModelShape, RankingModel, build_model
 from kraken.ps import LocalPS
 from kraken.table import TableConfig, Zeros
+from kraken.train.randomness import seeded_scope
 from kraken.train.trainer import TrainerConfig
 
 __all__ = ["Run", "RunConfig", "build_run", "load_config"]
@@ -133,8 +132,8 @@ def build_run(config: RunConfig) -> Run:
     for k, v in kw.items():
         if isinstance(v, list):
             kw[k] = tuple(v)
-    torch.manual_seed(config.trainer.seed)
-    model = build_model(config.model["name"], shape, **kw)
+    with seeded_scope(config.trainer.seed):
+        model = build_model(config.model["name"], shape, **kw)
     embedding = EmbeddingLayer(ps, schema, table="emb",
                                wide_table="wide" if model.needs_wide else None,
                                sequence_fields=model.sequence_fields, **config.embedding)
