@@ -45,10 +45,13 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      dense_sync_interval: float = 60.0,
                      progress_extra: Callable[[], str] | None = None,
                      summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
+                     auc_ceiling: Callable[[int], float] | None = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
     ``resume`` continues from the newest checkpoint, ``resume_from`` from the one it names.
+    ``auc_ceiling(samples)``, when given, is the best AUC any model could reach on the
+    first ``samples`` records; the summary shows it beside the progressive AUC.
     With ``publish_dir`` the trainer publishes versions there for serving, with ``push``
     (``host:port`` of servers) it pushes them over gRPC; both may be given.
     """
@@ -94,7 +97,10 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
             ("wall time", f"{time.perf_counter() - t0:.1f}s"),
             ("samples/s", f"{s.samples / max(s.seconds, 1e-9):,.0f} (this process)"),
-            ("progressive AUC", f"{m['auc']:.4f}"), ("logloss", f"{m['logloss']:.4f}"),
+            ("progressive AUC", f"{m['auc']:.4f}" + (
+                f" (ceiling {auc_ceiling(s.samples):.4f}: the stream's true model on the "
+                f"same samples)" if auc_ceiling is not None else "")),
+            ("logloss", f"{m['logloss']:.4f}"),
             ("calibration", f"{m['calibration']:.3f}")]
     for n, t in s.tables.items():
         rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "

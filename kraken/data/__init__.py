@@ -7,7 +7,7 @@ numpy and pandas only.
 """
 
 from kraken.data.avazu import AvazuStream
-from kraken.data.base import Batch, Jagged, MalformedRecordWarning, Schema, Stream, validate_batch
+from kraken.data.base import Batch, Jagged, Schema, Stream, validate_batch
 from kraken.data.criteo import CriteoStream
 from kraken.data.featurize import FeatureSpec, check_records, feature_spec, featurize
 from kraken.data.hashing import feature_ids
@@ -23,7 +23,6 @@ __all__ = [
     "CriteoStream",
     "FeatureSpec",
     "Jagged",
-    "MalformedRecordWarning",
     "MovieLensStream",
     "Schema",
     "Stream",

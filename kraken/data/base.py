@@ -28,11 +28,7 @@ import numpy as np
 
 from kraken.errors import ShapeError
 
-__all__ = ["Batch", "Jagged", "MalformedRecordWarning", "Schema", "Stream", "validate_batch"]
-
-
-class MalformedRecordWarning(UserWarning):
-    """A record of a data file was malformed and skipped; the message names file and line."""
+__all__ = ["Batch", "Jagged", "Schema", "Stream", "validate_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +129,8 @@ class Stream(Protocol):
 
     ``offset`` counts records consumed (malformed ones included), so a stream
     restarted with ``start=batch.offset`` continues right after ``batch``.
-    ``skipped`` counts malformed records skipped so far.
+    ``skipped`` counts the malformed records skipped by the latest ``batches`` iteration
+    (a new iteration starts from 0).
     """
 
     schema: Schema
