@@ -201,3 +201,18 @@ def test_divergence_is_reported_not_looped() -> None:
     tr.stream.batches = all_nan  # type: ignore[method-assign]
     with pytest.warns(RuntimeWarning), pytest.raises(TrainingDivergedError, match="20 batches"):
         tr.run()
+
+
+def test_table_bytes_are_recorded_per_table_at_records_only(tmp_path: Path) -> None:
+    tr = make_trainer(tmp_path, window=4096, log_every_s=1e9)  # no progress records
+    calls = []
+    real = tr.ps.stats
+    tr.ps.stats = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    s = tr.run()
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in recs] == ["window", "window", "final"]
+    assert len(calls) == len(recs) < s.batches  # not once per batch
+    assert set(recs[-1]["tables"]) == {"emb", "wide"}
+    for name, t in s.tables.items():
+        assert recs[-1]["tables"][name]["memory_bytes"] == t["memory_bytes"] > 0
+    assert recs[-1]["skipped"] == s.skipped == 0
