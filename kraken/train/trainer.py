@@ -175,7 +175,7 @@ class Trainer:
         parts = {"dense": arrays, "metrics": self.evaluation.state(), "rng": rng}
         return self.store.save(step=self.batches, samples=self.samples,
                                stream_offset=self.offset, ps=self.ps, parts=parts,
-                               meta={**self.meta, "dense": dmeta, "parts": sorted(parts)})
+                               meta={**self.meta, "dense": dmeta})
 
     # -- the loop -----------------------------------------------------------------------
 
