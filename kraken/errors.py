@@ -100,7 +100,7 @@ class DataError(KrakenError, ValueError):
     """A data file is missing, unreadable or not in the expected format as a whole.
 
     The message names the file. A single malformed record is not an error: it is
-    skipped and reported with :class:`kraken.data.MalformedRecordWarning`.
+    skipped and reported as one log line (logger ``kraken.data``).
     """
 
 

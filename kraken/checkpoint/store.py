@@ -18,7 +18,7 @@ import numpy as np
 
 from kraken.arrayfile import read_arrays, write_arrays
 from kraken.checkpoint.manifest import MANIFEST, Manifest
-from kraken.errors import CheckpointError
+from kraken.errors import CheckpointError, CorruptCheckpointError
 from kraken.ps.protocol import ParameterServer
 
 __all__ = ["CheckpointStore"]
@@ -93,6 +93,35 @@ class CheckpointStore:
                 return cand
         done = self._complete()
         return done[-1] if done else None
+
+    def checkpoints(self) -> list[Path]:
+        """Every complete checkpoint directory, oldest first (intact or not)."""
+        return self._complete() if self.root.is_dir() else []
+
+    def find(self, ref: str | os.PathLike[str]) -> Path:
+        """The checkpoint ``ref`` names: a directory, a name under ``root``
+        (``ckpt-000000000042``) or a step (``42``); :class:`CheckpointError` otherwise."""
+        text = os.fspath(ref)
+        cands = [Path(text), self.root / text]
+        if text.isdigit():
+            cands.append(self.root / f"{_PREFIX}{int(text):012d}")
+        for cand in cands:
+            if (cand / MANIFEST).is_file():
+                return cand
+        names = [p.name for p in self.checkpoints()]
+        raise CheckpointError(f"no checkpoint {text!r} in {self.root}; there are "
+                              f"{names if names else 'none'}")
+
+    def intact(self) -> list[Path]:
+        """The checkpoints whose manifest and files check out, oldest first."""
+        out = []
+        for p in self.checkpoints():
+            try:
+                Manifest.read(p)
+            except CorruptCheckpointError:
+                continue
+            out.append(p)
+        return out
 
     @staticmethod
     def open(directory: Path) -> Manifest:

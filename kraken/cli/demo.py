@@ -3,7 +3,9 @@
 A DeepFM model learns from a drifting synthetic click stream (or MovieLens-1M in
 time order with ``--data movielens-1m`` when the real data is present): embeddings
 in a budgeted table with count-min admission, LRU eviction and row-wise AdaGrad;
-dense layers on Adam; every batch scored before it is learned (progressive AUC).
+dense layers on Adam; every batch scored before it is learned (progressive AUC). On the
+synthetic stream the summary shows that AUC beside its ceiling: the AUC of the stream's
+hidden true model on the same samples, the best any model could do.
 
 Beside the trainer a prediction server runs in the same process (on 127.0.0.1, a free
 port unless ``--port``): the trainer publishes a version every second into the run's
@@ -25,8 +27,11 @@ from typing import Any
 import numpy as np
 
 from kraken.cli.train import train_and_report
+from kraken.data.synthetic import SyntheticStream
+from kraken.errors import ConfigError
 from kraken.serving import DirectoryFollower, Replica
 from kraken.train.config import RunConfig
+from kraken.train.metrics import AUC
 
 DATA_HINT = Path("../shared/data/movielens/ml-1m")
 
@@ -74,9 +79,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def synthetic_auc_ceiling(config: RunConfig, samples: int, batch_size: int = 16_384) -> float:
+    """AUC of the synthetic stream's hidden true model (``true_logit``) on its first
+    ``samples`` records: what a perfect learner would score on what the demo trained on."""
+    stream = config.data.open()
+    if not isinstance(stream, SyntheticStream):
+        raise ConfigError(f"an AUC ceiling needs the synthetic stream, not {config.data}")
+    auc = AUC()
+    for b in stream.batches(batch_size):
+        n = min(len(b), samples - (b.offset - len(b)))
+        if n <= 0:
+            break
+        pos = np.arange(b.offset - len(b), b.offset - len(b) + n)
+        logit = stream.true_logit(b.keys[:n], b.dense[:n], pos)
+        auc.update(b.label[:n], (1.0 / (1.0 + np.exp(-logit))).astype(np.float32))
+    return auc.get()
+
+
 def _demo(config: RunConfig, run_dir: Path, args: argparse.Namespace) -> None:
+    ceiling = ((lambda n: synthetic_auc_ceiling(config, n))
+               if config.data.source == "synthetic" else None)
     if args.no_serve:
-        train_and_report(config, run_dir, title="kraken demo")
+        train_and_report(config, run_dir, title="kraken demo", auc_ceiling=ceiling)
         return
     from kraken.serving.app import create_app  # noqa: PLC0415 - FastAPI only when serving
     from kraken.serving.http import HttpServer  # noqa: PLC0415
@@ -100,7 +124,7 @@ def _demo(config: RunConfig, run_dir: Path, args: argparse.Namespace) -> None:
 
     try:
         train_and_report(config, run_dir, title="kraken demo", publish_dir=model_dir,
-                         progress_extra=status, summary_extra=summary)
+                         progress_extra=status, summary_extra=summary, auc_ceiling=ceiling)
     finally:
         server.stop()
         follower.stop()

@@ -1,23 +1,41 @@
-"""``kraken`` entry point: dispatches to one module per command."""
+"""``kraken``: continual training and real-time serving of recommendation models.
+
+Commands (one module each in ``kraken.cli``)::
+
+    kraken demo     train and serve on the embedded synthetic stream, in one process
+    kraken train    train continually on a stream described by a TOML config
+                    (--resume, --resume-from CHECKPOINT, --publish, --push)
+    kraken report   plot AUC, logloss, live rows and table bytes of runs side by side
+    kraken serve    serve predictions over HTTP from the versions a trainer publishes
+                    (--model-dir DIR --follow, or --push-port PORT)
+
+``kraken COMMAND --help`` describes each. Errors exit with status 2 and one line on
+stderr naming the problem.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from kraken.errors import KrakenError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kraken", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kraken", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     from kraken.cli import demo, report, serve, train
 
-    demo.add_parser(sub)
-    train.add_parser(sub)
-    report.add_parser(sub)
-    serve.add_parser(sub)
-    args = parser.parse_args(argv)
+    for module in (demo, train, report, serve):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="kraken: %(message)s", stream=sys.stderr)
     try:
         return int(args.run(args) or 0)
     except KrakenError as exc:

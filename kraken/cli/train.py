@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kraken.cli.progress import ProgressPrinter, summary_table
+from kraken.errors import CorruptCheckpointError
 from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher
 from kraken.train.config import RunConfig, build_run, load_config
 from kraken.train.trainer import RunSummary, Trainer
@@ -21,6 +22,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-dir", default=None,
                    help="where metrics.jsonl and checkpoints go (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT",
+                   help="continue from this checkpoint of the run directory: its directory, "
+                        "its name (ckpt-000000000042) or its step (42)")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--publish", default=None, metavar="MODEL_DIR",
                    help="publish versions for `kraken serve --model-dir MODEL_DIR --follow`")
@@ -35,14 +39,19 @@ def add_parser(sub: Any) -> None:
 
 
 def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
+                     resume_from: str | None = None,
                      title: str = "kraken train", publish_dir: Path | None = None,
                      push: list[str] | None = None, sync_interval: float = 1.0,
                      dense_sync_interval: float = 60.0,
                      progress_extra: Callable[[], str] | None = None,
                      summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
+                     auc_ceiling: Callable[[int], float] | None = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
+    ``resume`` continues from the newest checkpoint, ``resume_from`` from the one it names.
+    ``auc_ceiling(samples)``, when given, is the best AUC any model could reach on the
+    first ``samples`` records; the summary shows it beside the progressive AUC.
     With ``publish_dir`` the trainer publishes versions there for serving, with ``push``
     (``host:port`` of servers) it pushes them over gRPC; both may be given.
     """
@@ -62,8 +71,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                       stream=built.stream, config=config.trainer, run_dir=run_dir,
                       on_record=ProgressPrinter(extra=progress_extra),
                       meta={"config": _jsonable(config)}, publisher=publisher)
-    if resume:
-        if trainer.resume():
+    if resume or resume_from is not None:
+        if _resume(trainer, resume_from):
             print(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
         else:
             print("no checkpoint to resume from; starting fresh")
@@ -88,11 +97,15 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
             ("wall time", f"{time.perf_counter() - t0:.1f}s"),
             ("samples/s", f"{s.samples / max(s.seconds, 1e-9):,.0f} (this process)"),
-            ("progressive AUC", f"{m['auc']:.4f}"), ("logloss", f"{m['logloss']:.4f}"),
+            ("progressive AUC", f"{m['auc']:.4f}" + (
+                f" (ceiling {auc_ceiling(s.samples):.4f}: the stream's true model on the "
+                f"same samples)" if auc_ceiling is not None else "")),
+            ("logloss", f"{m['logloss']:.4f}"),
             ("calibration", f"{m['calibration']:.3f}")]
     for n, t in s.tables.items():
         rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "
                                    f"{t['evicted']:,} evicted, {t['memory_bytes'] / 2**20:.1f} MB"))
+    rows.append(("skipped records", f"{s.skipped:,} malformed"))
     rows.append(("checkpoint", s.checkpoint or "-"))
     if publisher is not None:
         where = ", ".join([str(publish_dir)] * bool(publish_dir) + list(push or []))
@@ -105,6 +118,25 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     return s
 
 
+def _resume(trainer: Trainer, resume_from: str | None) -> bool:
+    """Resume; when the checkpoint is damaged, say which older one is intact and how to
+    resume from it."""
+    try:
+        return trainer.resume(resume_from)
+    except CorruptCheckpointError as exc:
+        store = trainer.store
+        if store is None:
+            raise
+        bad = store.find(resume_from) if resume_from is not None else store.latest()
+        older = [p for p in store.intact() if bad is None or p.name < bad.name]
+        if older:
+            hint = (f"the newest intact checkpoint before it is {older[-1]}; resume from it "
+                    f"with --resume-from {older[-1].name}")
+        else:
+            hint = "no older intact checkpoint is left; start afresh without --resume"
+        raise CorruptCheckpointError(f"{exc}\n{hint}") from exc
+
+
 def _jsonable(config: RunConfig) -> dict[str, Any]:
     return {"data": config.data.to_dict(), "model": config.model.to_dict(),
             "tables": {n: t.to_dict() for n, t in config.tables.items()}}
@@ -114,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"trainer": {"max_samples": args.max_samples}} if args.max_samples else None
     config = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    train_and_report(config, run_dir, resume=args.resume,
+    train_and_report(config, run_dir, resume=args.resume, resume_from=args.resume_from,
                      publish_dir=Path(args.publish) if args.publish else None, push=args.push,
                      sync_interval=args.sync_interval,
                      dense_sync_interval=args.dense_sync_interval)

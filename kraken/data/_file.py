@@ -18,7 +18,7 @@ class FileStream:
     Subclasses set ``path``, ``_format``, ``_block_bytes`` (and ``_header_lines`` when the
     file has a header), create ``_reporter = self._new_reporter()``, and implement
     ``_parse(block, reporter) -> Part``. ``skipped`` counts the malformed records met by
-    the latest ``batches`` iteration.
+    the latest ``batches`` iteration: it is 0 again as soon as ``batches`` is called.
     """
 
     path: Path
@@ -38,6 +38,7 @@ class FileStream:
         """Batches of ``batch_size`` records from record ``start`` (the last may be short)."""
         check_batch_args(batch_size, start)
         check_file(self.path)
+        self._reporter = self._new_reporter()  # a new iteration counts from 0 at once
         return rebatch(self._parts(start), batch_size)
 
     def _parts(self, start: int) -> Iterator[Part]:

@@ -9,6 +9,11 @@ parser, so a malformed line can never shift the columns of its neighbours.
 
 Files ending in ``.gz`` are decompressed on the fly. Every ``OSError`` becomes a
 :class:`~kraken.errors.DataError` naming the file.
+
+A malformed record is reported as one line, ``PATH:LINE: skipped malformed WHAT record:
+REASON``, to the ``kraken.data`` logger at WARNING level (so it is printed to stderr
+whatever the warning filters, and an application routes it like any log line); the
+first ``WARN_LIMIT`` of an iteration one by one, then one summary line.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import csv
 import dataclasses
 import gzip
 import io
-import warnings
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -25,7 +30,6 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from kraken.data.base import MalformedRecordWarning
 from kraken.errors import DataError
 
 BLOCK_BYTES = 1 << 22
@@ -33,6 +37,7 @@ SNIFF_LINES = 20
 WARN_LIMIT = 10
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark before the first line is dropped
 _UNIT_SEP = b"\x1f"  # stands in for a multi-byte separator such as MovieLens' "::"
+LOGGER = logging.getLogger("kraken.data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +252,8 @@ def shape_reasons(block: LineBlock, fmt: TextFormat, bad: np.ndarray) -> list[st
 
 
 class MalformedReporter:
-    """Counts malformed records and warns about the first ``limit``; ``close`` summarises."""
+    """Counts the malformed records of one iteration and logs the first ``limit`` (one
+    line each, to :data:`LOGGER`); ``close`` logs a summary of the rest."""
 
     def __init__(self, path: Path, what: str, header_lines: int = 0,
                  limit: int = WARN_LIMIT, *, rows: bool = False) -> None:
@@ -258,17 +264,15 @@ class MalformedReporter:
     def report(self, records: np.ndarray, reasons: list[str]) -> None:
         """Report malformed records (record indices, any order) with one reason each."""
         order = np.argsort(records, kind="stable")
-        for i in order:
-            self.count += 1
-            if self.count <= self.limit:
-                n = int(records[i]) + 1 + self.header_lines
-                where = f"{self.path}: row {n}" if self.rows else f"{self.path}:{n}"
-                warnings.warn(f"{where}: skipped malformed {self.what} record: {reasons[i]}",
-                              MalformedRecordWarning, stacklevel=4)
+        for i in order[: max(0, self.limit - self.count)]:
+            n = int(records[i]) + 1 + self.header_lines
+            where = f"{self.path}: row {n}" if self.rows else f"{self.path}:{n}"
+            LOGGER.warning("%s: skipped malformed %s record: %s", where, self.what, reasons[i])
+        self.count += int(records.shape[0])
 
     def close(self) -> None:
-        """Warn once about the records that were counted but not reported one by one."""
+        """Log once about the records that were counted but not reported one by one."""
         if self.count > self.limit:
-            warnings.warn(f"{self.path}: {self.count} malformed {self.what} records skipped in "
-                          f"all; only the first {self.limit} were reported one by one",
-                          MalformedRecordWarning, stacklevel=4)
+            LOGGER.warning("%s: %d malformed %s records skipped in all; only the first %d "
+                           "were reported one by one", self.path, self.count, self.what,
+                           self.limit)

@@ -18,7 +18,7 @@ Features of a batch (``B`` rows), all categorical, no dense features:
 
 A line with the wrong number of columns, a click other than 0/1 or an invalid
 ``hour`` is malformed: skipped, counted in ``skipped``, reported with
-:class:`~kraken.data.base.MalformedRecordWarning`. ``id`` is not read.
+one line to the ``kraken.data`` logger. ``id`` is not read.
 """
 
 from __future__ import annotations

@@ -31,11 +31,7 @@ from kraken.errors import InputError, ShapeError
 if TYPE_CHECKING:  # features.py builds on Schema, defined here
     from kraken.data.features import FeatureSpec
 
-__all__ = ["Batch", "Jagged", "MalformedRecordWarning", "Schema", "Stream", "validate_batch"]
-
-
-class MalformedRecordWarning(UserWarning):
-    """A record of a data file was malformed and skipped; the message names file and line."""
+__all__ = ["Batch", "Jagged", "Schema", "Stream", "validate_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +132,10 @@ class Stream(Protocol):
 
     ``offset`` counts records consumed (malformed ones included), so a stream
     restarted with ``start=batch.offset`` continues right after ``batch``.
-    ``skipped`` counts malformed records skipped so far. ``features`` says how raw
-    values become the batch's IDs and dense values, so a server can featurize requests
-    exactly as the stream does; its ``schema`` equals the stream's.
+    ``skipped`` counts the malformed records skipped by the latest ``batches`` iteration
+    (a new iteration starts from 0). ``features`` says how raw values become the batch's
+    IDs and dense values, so a server can featurize requests exactly as the stream does;
+    its ``schema`` equals the stream's.
     """
 
     schema: Schema

@@ -17,7 +17,7 @@ Features of a batch (``B`` rows):
 
 A line with the wrong number of columns, a label other than 0/1, or an ``I``
 value that is not a finite number is malformed: it is skipped, counted in
-``skipped`` and reported with :class:`~kraken.data.base.MalformedRecordWarning`.
+``skipped`` and reported as one line to the ``kraken.data`` logger.
 """
 
 from __future__ import annotations

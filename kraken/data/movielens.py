@@ -27,7 +27,7 @@ Files read from ``root`` (users and movies files are latin-1)::
 
 Offsets count positions in the time-sorted sequence of valid ratings. A malformed
 rating line (wrong column count, non-integer id or timestamp, rating outside
-[0.5, 5]) is reported with :class:`~kraken.data.base.MalformedRecordWarning` when
+[0.5, 5]) is reported (one line to the ``kraken.data`` logger) when
 the file is loaded and counted in ``skipped``. A malformed line of the users or
 movies file is reported the same way and ignored, not counted: ratings of a user or
 movie without a valid line get the fields' ``MISSING_ID`` (and no genres).

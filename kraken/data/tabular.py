@@ -18,7 +18,7 @@ Categorical values: a canonical non-negative decimal keeps its value, anything e
 is hashed (:mod:`kraken.data._columns`), so IDs do not depend on inferred dtypes.
 A record with the wrong number of fields, a missing or invalid label, an
 unparsable dense value or a missing or invalid time is malformed: skipped, counted
-in ``skipped`` and reported with :class:`~kraken.data.base.MalformedRecordWarning`
+in ``skipped`` and reported as one line to the ``kraken.data`` logger
 (CSV: file and line; Parquet: file and row).
 """
 

@@ -38,8 +38,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kraken.config import build_dataclass, check_int
 from kraken.data import open_stream
 from kraken.data.base import Stream
@@ -50,6 +48,7 @@ from kraken.nn.models import ModelShape, RankingModel, build_model
 from kraken.nn.models.base import check_hyperparameters, model_class
 from kraken.ps import LocalPS
 from kraken.table import TableConfig, Zeros
+from kraken.train.randomness import seeded_scope
 from kraken.train.trainer import TrainerConfig
 
 __all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "build_run",
@@ -297,8 +296,8 @@ def build_run(config: RunConfig) -> Run:
     shape = ModelShape(n_fields=len(names), dim=config.tables["emb"].dim,
                        n_dense=len(schema.dense), sequence_fields=schema.jagged,
                        target_field=names.index(target) if target else 0)
-    torch.manual_seed(config.trainer.seed)
-    model = build_model(config.model.name, shape, **config.model.params)
+    with seeded_scope(config.trainer.seed):
+        model = build_model(config.model.name, shape, **config.model.params)
     embedding = EmbeddingLayer(ps, schema, table="emb",
                                wide_table="wide" if model.needs_wide else None,
                                sequence_fields=model.sequence_fields,

@@ -6,102 +6,53 @@ Per batch (``now`` = the batch's newest event time)::
     main thread:      pull rows (train=True: admission) -> forward -> record predictions
                       (progressive evaluation: scored before learning) -> backward ->
                       dense step (torch.optim) -> push row gradients (sparse optimizers)
-                      -> every `evict_every` batches: evict(now) -> checkpoint when due
+                      -> every `evict_every` batches: evict(now) -> records and
+                      checkpoints when due
 
-The PS is touched only from the main thread, in batch order, so a run is a pure
-function of (config, data, seed), and a run resumed from a checkpoint continues
-exactly as the uninterrupted run would have.
+Its parts live beside it: :mod:`~kraken.train.pipeline` (prefetch thread, pull gate),
+:mod:`~kraken.train.progressive` (metrics), :mod:`~kraken.train.cadence` (when to log,
+checkpoint, evict; injected clock), :mod:`~kraken.train.randomness` (the seeded
+generator), :mod:`~kraken.train.records` (``metrics.jsonl``).
+
+The PS is touched only from the main thread, in batch order, and the model's randomness
+comes from the trainer's own seeded generator, so a run is a pure function of (config,
+data, seed), and a run resumed from a checkpoint continues exactly as the uninterrupted
+run would have.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import queue
 import resource
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from kraken.checkpoint import CheckpointStore
-from kraken.config import check_int, check_positive
 from kraken.data.base import Stream
-from kraken.errors import CheckpointError, ConfigError, TrainingDivergedError
+from kraken.errors import CheckpointError, TrainingDivergedError
 from kraken.nn.embedding import EmbeddingLayer, Prepared, Pulled
 from kraken.nn.models.base import RankingModel
 from kraken.ps.protocol import ParameterServer
+from kraken.train.cadence import Cadence, Clock
 from kraken.train.metrics import MetricSet
+from kraken.train.pipeline import Prefetcher, PullGate
+from kraken.train.progressive import ProgressiveEvaluation
+from kraken.train.randomness import generator_scope, training_generator
+from kraken.train.records import RecordLog
+from kraken.train.settings import DenseOptimizer, TrainerConfig
 from kraken.train.state import dense_state, load_dense_state
 
-__all__ = ["PublishHook", "RunSummary", "Trainer", "TrainerConfig"]
+__all__ = ["DenseOptimizer", "PublishHook", "RunSummary", "Trainer", "TrainerConfig"]
 
 _MAX_BAD_IN_A_ROW = 20
-
-_DENSE_OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad,
-                     "sgd": torch.optim.SGD}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-    """How to train. Counts are in samples unless named otherwise.
-
-    Attributes:
-        batch_size: samples per step.
-        dense_optimizer / dense_lr: torch optimizer of the dense parameters.
-        window: samples per progressive-evaluation window.
-        log_every_s: seconds between progress records.
-        evict_every: batches between eviction passes.
-        checkpoint_every_samples / checkpoint_every_s: checkpoint cadence (None = off).
-        keep_checkpoints: newest checkpoints kept.
-        max_samples: stop after this many samples (None = until the stream ends).
-        prefetch: batches read and deduplicated ahead.
-        pipeline: also pull the next batch's rows in the background while the current
-            batch computes. Rows then miss the previous batch's update (one step of
-            staleness, as in an asynchronous PS); runs stay deterministic, but a resumed
-            run is no longer bit-identical to an uninterrupted one.
-        seed: torch seed for the dense model.
-    """
-
-    batch_size: int = 4096
-    dense_optimizer: str = "adam"
-    dense_lr: float = 1e-3
-    window: int = 100_000
-    log_every_s: float = 2.0
-    evict_every: int = 10
-    checkpoint_every_samples: int | None = None
-    checkpoint_every_s: float | None = None
-    keep_checkpoints: int = 3
-    max_samples: int | None = None
-    prefetch: int = 2
-    pipeline: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_int("batch_size", self.batch_size, lo=1)
-        if self.dense_optimizer not in _DENSE_OPTIMIZERS:
-            raise ConfigError(f"dense_optimizer: expected one of {sorted(_DENSE_OPTIMIZERS)}, "
-                              f"got {self.dense_optimizer!r}")
-        check_positive("dense_lr", self.dense_lr)
-        check_int("window", self.window, lo=1)
-        check_positive("log_every_s", self.log_every_s)
-        check_int("evict_every", self.evict_every, lo=1)
-        if self.checkpoint_every_samples is not None:
-            check_int("checkpoint_every_samples", self.checkpoint_every_samples, lo=1)
-        if self.checkpoint_every_s is not None:
-            check_positive("checkpoint_every_s", self.checkpoint_every_s)
-        check_int("keep_checkpoints", self.keep_checkpoints, lo=1)
-        if self.max_samples is not None:
-            check_int("max_samples", self.max_samples, lo=0)
-        check_int("prefetch", self.prefetch, lo=1)
-        check_int("seed", self.seed, lo=0)
 
 
 class PublishHook(Protocol):
@@ -116,7 +67,8 @@ class PublishHook(Protocol):
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
     """What a run did: samples and batches trained (in total, including before a resume),
-    wall seconds of this process, cumulative progressive metrics, last table stats."""
+    wall seconds of this process, cumulative progressive metrics, last table stats,
+    and ``skipped``: malformed records the stream skipped in this process's iteration."""
 
     samples: int
     batches: int
@@ -125,102 +77,12 @@ class RunSummary:
     tables: dict[str, dict[str, int]]
     stopped: str
     checkpoint: str | None
+    skipped: int = 0
 
 
 def _rss_mb() -> float:
     """Peak resident set size of this process in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-class _PullGate:
-    """Orders background pulls between pushes, so a pipelined run stays deterministic.
-
-    ``pull(j)`` may start once batch ``j - 2`` is fully pushed (and evicted), and
-    ``push(j)`` waits until ``pull(j + 1)`` is done or the stream has ended: every pull
-    of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``.
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self.pushed = self.pulled = -1
-        self.ended = self.stopped = False
-
-    def _set(self, **kw: Any) -> None:
-        with self._cv:
-            for k, v in kw.items():
-                setattr(self, k, v)
-            self._cv.notify_all()
-
-    def before_pull(self, j: int) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: self.pushed >= j - 2 or self.stopped)
-
-    def before_push(self, j: int) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: self.pulled >= j + 1 or self.ended or self.stopped)
-
-    def after_pull(self, j: int) -> None:
-        self._set(pulled=j)
-
-    def after_push(self, j: int) -> None:
-        self._set(pushed=j)
-
-
-class _Prefetcher:
-    """Reads and dedupes (and, with a gate, pulls) batches in a background thread, in order."""
-
-    _END = object()
-
-    def __init__(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
-                 depth: int, pull: Callable[[Prepared], Pulled] | None = None,
-                 gate: _PullGate | None = None) -> None:
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self.gate = gate
-        self._thread = threading.Thread(target=self._run, args=(batches, prepare, pull),
-                                        name="kraken-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
-             pull: Callable[[Prepared], Pulled] | None) -> None:
-        try:
-            for j, b in enumerate(batches):
-                item: Any = prepare(b)
-                if pull is not None and self.gate is not None:
-                    self.gate.before_pull(j)
-                    if self._stop.is_set():
-                        return
-                    item = pull(item)
-                    self.gate.after_pull(j)
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-            self._q.put(self._END)
-        except BaseException as exc:  # surfaced in the main thread
-            self._q.put(exc)
-        finally:
-            if self.gate is not None:
-                self.gate._set(ended=True)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            item = self._q.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        if self.gate is not None:
-            self.gate._set(stopped=True)
-        self._thread.join(timeout=5)
 
 
 class Trainer:
@@ -229,14 +91,17 @@ class Trainer:
     ``run_dir`` receives ``metrics.jsonl`` and ``checkpoints/``; ``on_record`` gets every
     progress/window record as a dict (the CLI prints them); ``publisher`` is called after
     every batch (``maybe_publish(now)``) and at the end (``publish(dense=True)``) to
-    publish versions for serving.
+    publish versions for serving. ``clock`` (seconds, default ``time.perf_counter``)
+    drives the log and checkpoint intervals. ``generator`` is the source of the model's
+    randomness while training, seeded from ``config.seed`` and checkpointed.
     """
 
     def __init__(self, *, model: RankingModel, embedding: EmbeddingLayer, ps: ParameterServer,
                  stream: Stream, config: TrainerConfig, run_dir: str | Path | None = None,
                  on_record: Callable[[dict[str, Any]], None] | None = None,
                  meta: dict[str, Any] | None = None,
-                 publisher: PublishHook | None = None) -> None:
+                 publisher: PublishHook | None = None,
+                 clock: Clock = time.perf_counter) -> None:
         self.publisher = publisher
         self.model, self.embedding, self.ps, self.stream = model, embedding, ps, stream
         self.config = config
@@ -244,10 +109,11 @@ class Trainer:
         self.on_record = on_record
         self.meta = meta or {}
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = _DENSE_OPTIMIZERS[config.dense_optimizer](params, lr=config.dense_lr)
+        self.optimizer = config.dense_optimizer.build(params, config.dense_lr)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.cumulative = MetricSet()
-        self.window = MetricSet(auc_bins=1 << 16)
+        self.generator = training_generator(config.seed)
+        self.evaluation = ProgressiveEvaluation(config.window)
+        self.cadence = Cadence(config, clock)
         self.samples = 0
         self.batches = 0
         self.offset = 0
@@ -258,6 +124,16 @@ class Trainer:
         self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints)
                       if self.run_dir is not None else None)
 
+    @property
+    def cumulative(self) -> MetricSet:
+        """Progressive metrics over the whole run (continued across resumes)."""
+        return self.evaluation.cumulative
+
+    @property
+    def window(self) -> MetricSet:
+        """Progressive metrics over the current window."""
+        return self.evaluation.window
+
     # -- control ------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -265,22 +141,27 @@ class Trainer:
         self._stop_reason = reason
         self._stop.set()
 
-    def resume(self) -> bool:
-        """Restore the newest checkpoint in ``run_dir``; False if there is none."""
+    def resume(self, checkpoint: str | Path | None = None) -> bool:
+        """Restore a checkpoint of ``run_dir``: the newest one, or ``checkpoint`` (a
+        directory, a checkpoint name such as ``ckpt-000000000042``, or its step ``42``).
+        Returns False if there is no checkpoint at all."""
         if self.store is None:
             raise CheckpointError("resume needs a run directory")
-        latest = self.store.latest()
-        if latest is None:
+        path = self.store.latest() if checkpoint is None else self.store.find(checkpoint)
+        if path is None:
             return False
-        manifest = self.store.open(latest)
-        self.store.load_tables(latest, self.ps)
+        manifest = self.store.open(path)
+        self.store.load_tables(path, self.ps)
         try:
-            load_dense_state(self.model, self.optimizer, self.store.load_part(latest, "dense"),
+            load_dense_state(self.model, self.optimizer, self.store.load_part(path, "dense"),
                              manifest.meta["dense"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{latest}: dense state does not fit this model: {exc}"
+            raise CheckpointError(f"{path}: dense state does not fit this model: {exc}"
                                   ) from exc
-        self.cumulative.load_state(self.store.load_part(latest, "metrics"))
+        self.evaluation.load_state(self.store.load_part(path, "metrics"))
+        if "rng.kdat" in manifest.files:  # absent from checkpoints of older versions
+            rng = self.store.load_part(path, "rng")["generator"]
+            self.generator.set_state(torch.from_numpy(rng.copy()))
         self.samples, self.batches = manifest.samples, manifest.step
         self.offset = manifest.stream_offset
         return True
@@ -290,94 +171,90 @@ class Trainer:
         if self.store is None:
             return None
         arrays, dmeta = dense_state(self.model, self.optimizer)
+        rng = {"generator": self.generator.get_state().numpy().copy()}
+        parts = {"dense": arrays, "metrics": self.evaluation.state(), "rng": rng}
         return self.store.save(step=self.batches, samples=self.samples,
-                               stream_offset=self.offset, ps=self.ps,
-                               parts={"dense": arrays, "metrics": self.cumulative.state()},
+                               stream_offset=self.offset, ps=self.ps, parts=parts,
                                meta={**self.meta, "dense": dmeta})
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        """Train until the stream ends, ``max_samples`` is reached or a stop is requested."""
+        """Train until the stream ends, ``max_samples`` is reached or a stop is requested.
+
+        Records (``metrics.jsonl`` and ``on_record``): ``progress`` every ``log_every_s``,
+        ``window`` after every ``window`` samples, one ``final``; each holds samples,
+        batches, samples/s, window and cumulative metrics, per-table stats (live rows,
+        admitted, evicted, ``memory_bytes``), peak RSS and ``skipped`` records.
+        """
         c = self.config
-        start_t = time.perf_counter()
-        last_log = last_ckpt_t = start_t
-        last_ckpt_samples = start_samples = self.samples
-        log_samples, log_t = self.samples, start_t
+        self.cadence.start(self.samples)
+        gate = PullGate() if c.pipeline else None
         ckpt_path: Path | None = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        records = (open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
-                   if self.run_dir is not None else None)
-        gate = _PullGate() if c.pipeline else None
-        prefetch = _Prefetcher(
-            self.stream.batches(c.batch_size, start=self.offset), self.embedding.prepare,
-            c.prefetch, gate=gate,
-            pull=lambda p: self.embedding.pull(p, train=True, now=_batch_now(p.batch)))
+        now = 0
         self.model.train()
         self.embedding.train()
-        now = 0
-        try:
-            for j, item in enumerate(prefetch):
-                batch = item.prepared.batch if isinstance(item, Pulled) else item.batch
-                if c.max_samples is not None and self.samples >= c.max_samples:
-                    self._stop_reason = "max_samples reached"
-                    break
-                now = _batch_now(batch) or now
-                self._learn(item, now)
-                if gate is not None:
-                    gate.before_push(j)
-                self.embedding.push(now)
-                self.offset = batch.offset
-                if self.batches % c.evict_every == 0:
-                    self.ps.evict(now)
-                if self.publisher is not None:
-                    self.publisher.maybe_publish(now)
-                if gate is not None:
-                    gate.after_push(j)
-                t = time.perf_counter()
-                if self.window.samples >= c.window:
-                    self._emit(records, self._record("window", t - log_t,
-                                                     self.samples - log_samples))
-                    self.window.reset()
-                if t - last_log >= c.log_every_s:
-                    self._emit(records, self._record("progress", t - log_t,
-                                                     self.samples - log_samples))
-                    last_log, log_t, log_samples = t, t, self.samples
-                due = ((c.checkpoint_every_samples is not None
-                        and self.samples - last_ckpt_samples >= c.checkpoint_every_samples)
-                       or (c.checkpoint_every_s is not None
-                           and t - last_ckpt_t >= c.checkpoint_every_s))
-                if due:
-                    ckpt_path = self.checkpoint()
-                    last_ckpt_t, last_ckpt_samples = time.perf_counter(), self.samples
-                if self._stop.is_set():
-                    break
-        finally:
-            prefetch.close()
-        if self.publisher is not None:
-            self.publisher.publish(dense=True)
-        if self.store is not None:
-            ckpt_path = self.checkpoint()
-        elapsed = time.perf_counter() - start_t
-        final = self._record("final", elapsed, self.samples - start_samples)
-        self._emit(records, final)
-        if records is not None:
-            records.close()
-        stats = self.ps.stats()
+        path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
+        with RecordLog(path, self.on_record) as records:
+            with Prefetcher(self.stream.batches(c.batch_size, start=self.offset),
+                            self.embedding.prepare, c.prefetch, gate=gate,
+                            pull=lambda p: self.embedding.pull(p, train=True,
+                                                               now=_batch_now(p.batch))
+                            ) as items:
+                for j, item in enumerate(items):
+                    batch = item.prepared.batch if isinstance(item, Pulled) else item.batch
+                    if c.max_samples is not None and self.samples >= c.max_samples:
+                        self._stop_reason = "max_samples reached"
+                        break
+                    now = _batch_now(batch) or now
+                    self._learn(item, now)
+                    if gate is not None:
+                        gate.before_push(j)
+                    self.embedding.push(now)
+                    self.offset = batch.offset
+                    if self.cadence.evict_due(self.batches):
+                        self.ps.evict(now)
+                    if self.publisher is not None:
+                        self.publisher.maybe_publish(now)
+                    if gate is not None:
+                        gate.after_push(j)
+                    self._after_batch(records)
+                    if self._stop.is_set():
+                        break
+            if self.publisher is not None:
+                self.publisher.publish(dense=True)
+            if self.store is not None:
+                ckpt_path = self.checkpoint()
+            elapsed = self.cadence.elapsed()
+            final = self._record("final", elapsed, self.samples - self.cadence.start_samples)
+            records.emit(final)
         return RunSummary(samples=self.samples, batches=self.batches, seconds=elapsed,
-                          metrics=self.cumulative.get(),
-                          tables=_table_summary(stats),
+                          metrics=self.cumulative.get(), tables=final["tables"],
                           stopped=self._stop_reason,
-                          checkpoint=str(ckpt_path) if ckpt_path else None)
+                          checkpoint=str(ckpt_path) if ckpt_path else None,
+                          skipped=final["skipped"])
+
+    def _after_batch(self, records: RecordLog) -> None:
+        """Window and progress records, and a checkpoint, when due."""
+        cad = self.cadence
+        cad.tick()
+        if self.evaluation.window_full():
+            records.emit(self._record("window", *cad.since_log(self.samples)))
+            self.evaluation.next_window()
+        if cad.log_due():
+            records.emit(self._record("progress", *cad.since_log(self.samples)))
+            cad.logged(self.samples)
+        if cad.checkpoint_due(self.samples):
+            self.checkpoint()
+            cad.checkpointed(self.samples)
 
     def _learn(self, item: Prepared | Pulled, now: int) -> None:
         """Pull (unless pipelined), score, then learn one batch; the row push follows."""
         pulled = item if isinstance(item, Pulled) else self.embedding.pull(item, train=True,
                                                                             now=now)
         batch = pulled.prepared.batch
-        inputs = self.embedding(pulled)
-        logits = self.model(inputs)
+        with generator_scope(self.generator):
+            logits = self.model(self.embedding(pulled))
         label = torch.from_numpy(batch.label)
         loss = self.loss_fn(logits, label)
         self.samples += len(batch)
@@ -386,9 +263,7 @@ class Trainer:
         if torch.isfinite(loss):
             loss.backward()
             if self._grads_finite():
-                p = torch.sigmoid(logits.detach()).numpy()
-                self.cumulative.update(batch.label, p)
-                self.window.update(batch.label, p)
+                self.evaluation.update(batch.label, torch.sigmoid(logits.detach()).numpy())
                 self.optimizer.step()
                 self._bad_in_a_row = 0
                 return
@@ -409,24 +284,17 @@ class Trainer:
         return all(bool(torch.isfinite(g).all()) for g in grads)
 
     def _record(self, kind: str, seconds: float, samples: int) -> dict[str, Any]:
-        stats = self.ps.stats()
+        """One record; the only place the trainer asks the PS for its stats."""
         rate = samples / seconds if seconds > 0 else math.nan
         return {"kind": kind, "samples": self.samples, "batches": self.batches,
                 "samples_per_s": rate, "window": self.window.get(),
                 "cumulative": self.cumulative.get(), "rss_mb": _rss_mb(),
-                "tables": _table_summary(stats),
-                "time": time.time()}
-
-    def _emit(self, records: Any, record: dict[str, Any]) -> None:
-        if records is not None:
-            records.write(json.dumps(record, default=_json_default) + "\n")
-            records.flush()
-        if self.on_record is not None:
-            self.on_record(record)
+                "tables": _table_summary(self.ps.stats()),
+                "skipped": int(self.stream.skipped), "time": time.time()}
 
 
 def _table_summary(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Live rows, admitted, evicted and memory per table, for records and summaries."""
+    """Live rows, admitted, evicted and memory (bytes) per table, for records and summaries."""
     return {n: {"live_rows": s.live_rows, "admitted": s.admitted, "evicted": s.evicted,
                 "memory_bytes": s.memory_bytes} for n, s in stats.items()}
 
@@ -435,8 +303,3 @@ def _batch_now(batch: Any) -> int | None:
     """A batch's ``now``: its newest event time (None for an empty batch)."""
     return int(batch.event_time.max()) if len(batch) else None
 
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")

@@ -6,7 +6,10 @@ malformed lines at known places and compute expectations independently.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +125,25 @@ def assert_same_rows(a: list[Batch], b: list[Batch]) -> None:
     assert ca.keys() == cb.keys()
     for k in ca:
         np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def malformed_reports() -> Iterator[list[str]]:
+    """The one-line malformed-record reports logged by the data layer inside the block."""
+    messages: list[str] = []
+    handler = _Collect(messages)
+    logger = logging.getLogger("kraken.data")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kraken.data import AvazuStream, MalformedRecordWarning, feature_ids, validate_batch
+from kraken.data import AvazuStream, feature_ids, validate_batch
 from kraken.errors import DataError
 from kraken.table.keys import field_keys, split_keys
-from tests.data.fixtures import AVAZU_HEADER, assert_same_rows, avazu_lines, write_lines
+from tests.data.fixtures import (
+    AVAZU_HEADER,
+    assert_same_rows,
+    avazu_lines,
+    malformed_reports,
+    write_lines,
+)
 
 
 def test_header_is_optional_and_detected(tmp_path: Path) -> None:
@@ -59,12 +65,12 @@ def test_malformed_lines_are_skipped_and_reported_with_line_numbers(tmp_path: Pa
     lines.insert(12, "only,three,fields")
     path = write_lines(tmp_path / "a.csv", lines)
     stream = AvazuStream(path)
-    with pytest.warns(MalformedRecordWarning) as caught:
+    with malformed_reports() as caught:
         got = list(stream.batches(6))
     assert stream.skipped == 3
-    assert [int(re.search(r"\.csv:(\d+):", str(w.message)).group(1)) for w in caught] == \
+    assert [int(re.search(r"\.csv:(\d+):", m).group(1)) for m in caught] == \
         [4, 9, 13]
-    assert "invalid hour '14023100'" in str(caught[0].message)
+    assert "invalid hour '14023100'" in caught[0]
     assert sum(len(b) for b in got) == 20
 
 

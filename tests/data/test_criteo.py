@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kraken.data import CriteoStream, MalformedRecordWarning, feature_ids, validate_batch
+from kraken.data import CriteoStream, feature_ids, validate_batch
 from kraken.data.hashing import MISSING_ID
 from kraken.errors import DataError
 from kraken.table.keys import field_keys
-from tests.data.fixtures import assert_same_rows, criteo_lines, write_lines
+from tests.data.fixtures import assert_same_rows, criteo_lines, malformed_reports, write_lines
 
 
 def _rows(stream: CriteoStream, batch_size: int = 64) -> list:
@@ -63,10 +62,10 @@ def test_malformed_lines_are_skipped_counted_and_reported(tmp_path: Path) -> Non
         lines.insert(i, bad[i])
     path = write_lines(tmp_path / "bad.txt", lines)
     stream = CriteoStream(path)
-    with pytest.warns(MalformedRecordWarning) as caught:
+    with malformed_reports() as caught:
         got = _rows(stream, 7)
     assert stream.skipped == len(bad)
-    messages = [str(w.message) for w in caught]
+    messages = caught
     assert len(messages) == len(bad)
     assert [int(re.search(r":(\d+): ", m).group(1)) for m in messages] == \
         [i + 1 for i in sorted(bad)]
@@ -86,23 +85,23 @@ def test_warnings_are_rate_limited_with_a_summary(tmp_path: Path) -> None:
     lines = criteo_lines(30)
     lines[5:5] = ["oops"] * 25
     stream = CriteoStream(write_lines(tmp_path / "c.txt", lines))
-    with pytest.warns(MalformedRecordWarning) as caught:
+    with malformed_reports() as caught:
         n = sum(len(b) for b in stream.batches(8))
     assert n == 30 and stream.skipped == 25
     assert len(caught) == 11
-    assert "25 malformed Criteo records" in str(caught[-1].message)
+    assert "25 malformed Criteo records" in caught[-1]
 
 
 def test_skipped_counts_the_latest_iteration(tmp_path: Path) -> None:
     lines = criteo_lines(10)
     lines[4:4] = ["oops"]
     stream = CriteoStream(write_lines(tmp_path / "c.txt", lines))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MalformedRecordWarning)
-        list(stream.batches(3))
-        list(stream.batches(3))
-        assert stream.skipped == 1
-        list(stream.batches(3, start=6))
+    list(stream.batches(3))
+    again = stream.batches(3)
+    assert stream.skipped == 0  # a second iteration starts from 0
+    list(again)
+    assert stream.skipped == 1
+    list(stream.batches(3, start=6))
     assert stream.skipped == 0
 
 
@@ -147,10 +146,8 @@ def test_block_size_does_not_change_rows(tmp_path_factory: pytest.TempPathFactor
     path = tmp_path_factory.getbasetemp() / "blocks.txt"
     if not path.exists():
         path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MalformedRecordWarning)
-        small = list(CriteoStream(path, block_bytes=block_bytes).batches(5))
-        whole = list(CriteoStream(path).batches(5))
+    small = list(CriteoStream(path, block_bytes=block_bytes).batches(5))
+    whole = list(CriteoStream(path).batches(5))
     assert_same_rows(small, whole)
     assert [b.offset for b in small] == [b.offset for b in whole] == [7, 12, 14]
 
@@ -158,3 +155,22 @@ def test_block_size_does_not_change_rows(tmp_path_factory: pytest.TempPathFactor
 def test_empty_file_yields_nothing(tmp_path: Path) -> None:
     (tmp_path / "e.txt").write_bytes(b"")
     assert _rows(CriteoStream(tmp_path / "e.txt")) == []
+
+
+def test_a_malformed_record_prints_one_line_whatever_the_warning_filters(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    lines = criteo_lines(6)
+    lines.insert(2, "garbage")
+    path = write_lines(tmp_path / "c.txt", lines)
+    code = ("from kraken.data import CriteoStream\n"
+            f"s = CriteoStream({str(path)!r})\n"
+            "print(sum(len(b) for b in s.batches(4)), s.skipped)\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                         text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["6", "1"]
+    assert out.stderr.splitlines() == [
+        f"{path}:3: skipped malformed Criteo record: expected 40 tab-separated fields, got 1"]

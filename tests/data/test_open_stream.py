@@ -28,7 +28,7 @@ from tests.data.fixtures import (
 )
 
 EXPECTED_ALL = [
-    "STREAM_NAMES", "AvazuStream", "Batch", "CriteoStream", "Jagged", "MalformedRecordWarning",
+    "STREAM_NAMES", "AvazuStream", "Batch", "CriteoStream", "Jagged",
     "MovieLensStream", "Schema", "Stream", "SyntheticConfig", "SyntheticStream",
     "TabularSchema", "TabularStream", "feature_ids", "open_stream", "validate_batch",
     "DenseTransform", "FeatureKind", "FeatureSpec", "check_records", "featurize",

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from kraken.data import (
-    MalformedRecordWarning,
     TabularSchema,
     TabularStream,
     feature_ids,
@@ -18,7 +17,7 @@ from kraken.data import (
 )
 from kraken.errors import ConfigError, DataError
 from kraken.table.keys import field_keys
-from tests.data.fixtures import concat, write_lines
+from tests.data.fixtures import concat, malformed_reports, write_lines
 
 SCHEMA = TabularSchema(label="click", categorical=("user", "item"), multi_valued=("tags",),
                        dense=("price",), time="ts")
@@ -69,10 +68,10 @@ def test_malformed_records_are_reported(tmp_path: Path) -> None:
              "106,1,a,,x,1,q", "107,1", "108,1,a,1,x,1,q"]
     path = write_lines(tmp_path / "t.csv", lines)
     stream = TabularStream(path, SCHEMA)
-    with pytest.warns(MalformedRecordWarning) as caught:
+    with malformed_reports() as caught:
         rows = concat(list(stream.batches(2)))
     assert len(rows["label"]) == 5 and stream.skipped == 5
-    messages = [str(w.message) for w in caught]
+    messages = caught
     assert [int(re.search(r"t\.csv:(\d+):", m).group(1)) for m in messages] == [6, 7, 8, 9, 10]
     assert "invalid label '2'" in messages[0] and "unparsable price 'abc'" in messages[1]
     assert "invalid time ts 'xx'" in messages[2] and "invalid label <missing>" in messages[3]

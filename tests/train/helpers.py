@@ -17,7 +17,8 @@ from kraken.train import Trainer, TrainerConfig
 
 
 def make_trainer(run_dir: Path | None, *, n_records: int = 12_000, model: str = "deepfm",
-                 seed: int = 0, **trainer_kw: Any) -> Trainer:
+                 seed: int = 0, model_kw: dict[str, Any] | None = None,
+                 **trainer_kw: Any) -> Trainer:
     stream = SyntheticStream(SyntheticConfig(n_records=n_records, n_fields=5, n_dense=3,
                                              vocab=3000, drift_ids_per_1k=50, seed=1))
     emb = TableConfig(dim=8, capacity=4000, optimizer=RowWiseAdaGrad(lr=0.1),
@@ -27,6 +28,7 @@ def make_trainer(run_dir: Path | None, *, n_records: int = 12_000, model: str = 
     ps = LocalPS(tables)
     torch.manual_seed(seed)
     kw = {"hidden": (32, 16)} if model in ("deepfm", "wide_deep") else {}
+    kw.update(model_kw or {})
     m = build_model(model, ModelShape(n_fields=5, dim=8, n_dense=3), **kw)
     layer = EmbeddingLayer(ps, stream.schema, wide_table="wide" if m.needs_wide else None)
     cfg = TrainerConfig(**{"batch_size": 512, "dense_lr": 0.01, "window": 2000,

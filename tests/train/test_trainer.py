@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kraken.errors import ConfigError
+from kraken.errors import CheckpointError, ConfigError
 from kraken.train import TrainerConfig
 from tests.train.helpers import make_trainer, model_state
 
@@ -23,19 +23,74 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
     assert sa.metrics == sb.metrics
 
 
-def test_resume_gives_the_uninterrupted_model(tmp_path: Path) -> None:
-    full = make_trainer(tmp_path / "full")
+RESUMED_MODELS = [("deepfm", {}),
+                  ("nfm", {"hidden": (16,), "dropout": 0.3})]  # dropout draws random masks
+
+
+@pytest.mark.parametrize("model, model_kw", RESUMED_MODELS, ids=[m for m, _ in RESUMED_MODELS])
+def test_resume_gives_the_uninterrupted_model(tmp_path: Path, model: str, model_kw) -> None:
+    full = make_trainer(tmp_path / "full", model=model, model_kw=model_kw)
     full.run()
-    first = make_trainer(tmp_path / "split", max_samples=5120)
+    first = make_trainer(tmp_path / "split", max_samples=5120, model=model, model_kw=model_kw)
     s1 = first.run()
     assert s1.samples == 5120 and s1.stopped == "max_samples reached"
-    second = make_trainer(tmp_path / "split")
+    torch.rand(1000)  # the global RNG of the process has moved on: it must not matter
+    second = make_trainer(tmp_path / "split", model=model, model_kw=model_kw)
     assert second.resume()
     assert second.samples == 5120 and second.offset == 5120
     s2 = second.run()
     assert s2.samples == 12_000
     assert model_state(second) == model_state(full)
     assert s2.metrics == full.cumulative.get()
+
+
+def test_dropout_draws_from_the_trainer_seed() -> None:
+    kw = {"model": "nfm", "model_kw": {"hidden": (16,), "dropout": 0.3}, "n_records": 2048}
+    a, b, c = (make_trainer(None, **kw) for _ in range(3))
+    c.generator.manual_seed(12345)  # same initial weights, other dropout draws
+    before = torch.get_rng_state()
+    a.run(), b.run(), c.run()
+    assert torch.equal(torch.get_rng_state(), before)  # training leaves the global RNG alone
+    assert model_state(a) == model_state(b)
+    assert model_state(a) != model_state(c)
+
+
+def test_resume_from_names_an_older_checkpoint(tmp_path: Path) -> None:
+    tr = make_trainer(tmp_path, checkpoint_every_samples=2048, keep_checkpoints=5)
+    tr.run()
+    names = [p.name for p in tr.store.checkpoints()]
+    older = names[-2]
+    again = make_trainer(tmp_path)
+    assert again.resume(older)
+    assert again.batches == int(older.split("-")[1])
+    by_step = make_trainer(tmp_path)
+    assert by_step.resume(str(again.batches)) and by_step.samples == again.samples
+    with pytest.raises(CheckpointError, match="no checkpoint 'ckpt-9' in"):
+        make_trainer(tmp_path).resume("ckpt-9")
+
+
+def test_metrics_file_is_closed_when_the_run_fails(tmp_path: Path, monkeypatch) -> None:
+    import kraken.train.records as records_mod
+
+    opened = []
+    real_open = open
+
+    def tracking_open(*args, **kw):
+        f = real_open(*args, **kw)
+        opened.append(f)
+        return f
+
+    monkeypatch.setattr(records_mod, "open", tracking_open, raising=False)
+    tr = make_trainer(tmp_path, log_every_s=1e-9)
+
+    def boom(rec: dict) -> None:
+        raise KeyboardInterrupt  # any way out, even one that is not an Exception
+
+    tr.on_record = boom
+    with pytest.raises(KeyboardInterrupt):
+        tr.run()
+    assert len(opened) == 1 and opened[0].closed
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1  # written, then closed
 
 
 def test_predictions_are_scored_before_learning(tmp_path: Path) -> None:
@@ -146,3 +201,18 @@ def test_divergence_is_reported_not_looped() -> None:
     tr.stream.batches = all_nan  # type: ignore[method-assign]
     with pytest.warns(RuntimeWarning), pytest.raises(TrainingDivergedError, match="20 batches"):
         tr.run()
+
+
+def test_table_bytes_are_recorded_per_table_at_records_only(tmp_path: Path) -> None:
+    tr = make_trainer(tmp_path, window=4096, log_every_s=1e9)  # no progress records
+    calls = []
+    real = tr.ps.stats
+    tr.ps.stats = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    s = tr.run()
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in recs] == ["window", "window", "final"]
+    assert len(calls) == len(recs) < s.batches  # not once per batch
+    assert set(recs[-1]["tables"]) == {"emb", "wide"}
+    for name, t in s.tables.items():
+        assert recs[-1]["tables"][name]["memory_bytes"] == t["memory_bytes"] > 0
+    assert recs[-1]["skipped"] == s.skipped == 0
