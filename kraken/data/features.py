@@ -48,13 +48,7 @@ class FeatureKind(enum.Enum):
     def parse(cls, value: Any, path: str = "kind") -> FeatureKind:
         """``value`` (a member or its name in a config, ``"hex8"``) as a member, else
         ``ConfigError`` listing the kinds."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(f"{path}: expected one of {[k.value for k in cls]}, "
-                              f"got {value!r}") from None
+        return check_enum(path, value, cls)
 
 
 class DenseTransform(enum.Enum):

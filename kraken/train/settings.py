@@ -12,8 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from kraken.config import check_int, check_positive
-from kraken.errors import ConfigError
+from kraken.config import check_enum, check_int, check_positive
 
 __all__ = ["DenseOptimizer", "TrainerConfig"]
 
@@ -29,13 +28,7 @@ class DenseOptimizer(enum.Enum):
     def parse(cls, value: DenseOptimizer | str, path: str = "dense_optimizer"
               ) -> DenseOptimizer:
         """``value`` as a member; a :class:`ConfigError` listing the choices otherwise."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(f"{path}: expected one of {[m.value for m in cls]}, "
-                              f"got {value!r}") from None
+        return check_enum(path, value, cls)
 
     def build(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
         """A fresh optimizer over ``params`` with learning rate ``lr``."""
