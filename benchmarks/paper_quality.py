@@ -74,7 +74,7 @@ def run_once(dataset: str, model: str, dim: int, opt: str, lr: float,
     s = Trainer(model=run.model, embedding=run.embedding, ps=run.ps, stream=run.stream,
                 config=cfg.trainer).run()
     live = sum(t["live_rows"] for t in s.tables.values())
-    state_bytes = sum(run.ps.table(n).stats().live_rows * _row_bytes(run.ps.tables[n])
+    state_bytes = sum(run.ps.stats()[n].live_rows * _row_bytes(run.ps.tables[n])
                       for n in run.ps.tables)
     return {"dataset": dataset, "model": model, "dim": dim, "optimizer": opt, "lr": lr,
             "auc": s.metrics["auc"], "logloss": s.metrics["logloss"], "samples": s.samples,

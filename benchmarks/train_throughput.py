@@ -106,7 +106,7 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int) -> flo
     ps = LocalPS({"emb": TableConfig(dim=DIM, capacity=capacity,
                                      optimizer=RowWiseAdaGrad(lr=0.05),
                                      admission=CountMin(threshold=2),
-                                     eviction=LRU(0.95, 0.85))})
+                                     eviction=LRU(0.95, 0.85))}, evict_every=5)
     model = build_dense_model()
     stream = _ListStream(batches)
     emb = EmbeddingLayer(ps, stream.schema)
@@ -117,7 +117,7 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int) -> flo
         times.append(time.perf_counter())
 
     cfg = TrainerConfig(batch_size=bs, dense_lr=1e-3, log_every_s=1e-9, window=10**12,
-                        evict_every=5, pipeline=PIPELINE)
+                        pipeline=PIPELINE)
     tr = Trainer(model=model, embedding=emb, ps=ps, stream=stream, config=cfg,
                  on_record=on_record)
     tr.run()

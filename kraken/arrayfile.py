@@ -21,6 +21,7 @@ give the same container as bytes (for a wire), with the same checks.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -34,7 +35,8 @@ import numpy as np
 
 from kraken.errors import CheckpointVersionError, CorruptCheckpointError, DTypeError
 
-__all__ = ["FORMAT_VERSION", "decode_arrays", "encode_arrays", "read_arrays", "write_arrays"]
+__all__ = ["FORMAT_VERSION", "Header", "decode_arrays", "encode_arrays", "read_arrays",
+           "read_header", "write_arrays"]
 
 MAGIC = b"KRAKEN\x00\x01"
 FORMAT_VERSION = 1
@@ -132,7 +134,29 @@ def decode_arrays(data: bytes, where: str = "payload"
     return _read_from(io.BytesIO(data), len(data), where)
 
 
-def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """A container's JSON header: ``meta``, one entry per array (name, dtype, shape,
+    offset, nbytes, crc32), and ``digest``, a crc32 over the arrays' checksums that
+    changes whenever any array's content does (cheap: the arrays are not read)."""
+
+    meta: dict[str, Any]
+    arrays: list[dict[str, Any]]
+
+    @property
+    def digest(self) -> int:
+        return zlib.crc32(json.dumps([[e["name"], e["crc32"]] for e in self.arrays]).encode())
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """The verified header of the file at ``path`` without reading its arrays."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        return _read_header(f, size, str(path))
+
+
+def _read_header(f: Any, size: int, path: str) -> Header:
     prefix = f.read(_PREFIX.size)
     if len(prefix) < _PREFIX.size:
         raise CorruptCheckpointError(f"{path}: truncated ({size} bytes), not a Kraken file")
@@ -148,8 +172,16 @@ def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, 
     try:
         doc = json.loads(header)
         meta, entries = doc["meta"], doc["arrays"]
-    except (ValueError, KeyError) as exc:
+        if not isinstance(meta, dict) or not isinstance(entries, list):
+            raise ValueError("meta must be an object and arrays a list")
+    except (ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpointError(f"{path}: unreadable header: {exc}") from exc
+    return Header(meta=meta, arrays=entries)
+
+
+def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    head = _read_header(f, size, path)
+    meta, entries = head.meta, head.arrays
     arrays: dict[str, np.ndarray] = {}
     for e in entries:
         try:

@@ -38,7 +38,7 @@ def _component(path: Path) -> str:
 
 
 def _package(path: Path) -> list[str]:
-    """The dotted package ``path`` belongs to: ``kraken/ps/local.py`` -> ``[kraken, ps]``."""
+    """The dotted package ``path`` belongs to: ``kraken/ps/shard.py`` -> ``[kraken, ps]``."""
     parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
     return parts[:-1]  # a module's package; for __init__.py, the package it initialises
 
@@ -46,7 +46,7 @@ def _package(path: Path) -> list[str]:
 def _imports(path: Path, source: str | None = None) -> list[str]:
     """Absolute names of every module ``path`` imports, relative imports resolved.
 
-    ``from . import x`` in ``kraken/ps/local.py`` is ``kraken.ps.x``; ``from ..table
+    ``from . import x`` in ``kraken/ps/shard.py`` is ``kraken.ps.x``; ``from ..table
     import y`` is ``kraken.table``.
     """
     tree = ast.parse(path.read_text() if source is None else source, filename=str(path))

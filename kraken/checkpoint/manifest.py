@@ -30,7 +30,9 @@ MANIFEST_VERSION = 1
 class Manifest:
     """``step``: batches trained; ``samples``: samples trained; ``stream_offset``: the
     stream position to resume from; ``files``: relative path -> size in bytes;
-    ``meta``: free-form JSON (config, hash version, clocks)."""
+    ``meta``: free-form JSON (config, hash version, clocks); ``ps``: the shard layout
+    the tables were written with (bucket table and each shard's directory, files and
+    checksums), ``None`` in checkpoints from before sharding (one table directory)."""
 
     step: int
     samples: int
@@ -39,6 +41,7 @@ class Manifest:
     meta: dict[str, Any]
     created: float
     version: int = MANIFEST_VERSION
+    ps: dict[str, Any] | None = None
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(dataclasses.asdict(self), indent=1))

@@ -24,6 +24,8 @@ from kraken.ps.protocol import ParameterServer
 __all__ = ["CheckpointStore"]
 
 _PREFIX = "ckpt-"
+_UNSHARDED = {"router": {"buckets": 1, "bucket_to_shard": [0]}, "shards": [{"dir": "."}]}
+"""The layout of checkpoints written before sharding: one directory of table files."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,7 +45,13 @@ class CheckpointStore:
 
     def save(self, *, step: int, samples: int, stream_offset: int, ps: ParameterServer,
              parts: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> Path:
-        """Write a checkpoint of ``ps`` plus named array ``parts``; returns its directory."""
+        """Write a checkpoint of ``ps`` plus named array ``parts``; returns its directory.
+
+        Prepare, then commit: every shard writes its slice under ``tables/`` and reports
+        its files; only when all did are the parts and the manifest (with the shard
+        layout) written and the directory renamed into place. A shard that fails fails
+        the checkpoint, and the previous one stays the latest.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         name = f"{_PREFIX}{step:012d}"
         final = self.root / name
@@ -52,13 +60,13 @@ class CheckpointStore:
             shutil.rmtree(tmp)
         tmp.mkdir()
         try:
-            ps.save(tmp / "tables")
+            layout = ps.save(tmp / "tables")
             for part, arrays in parts.items():
                 write_arrays(tmp / f"{part}.kdat", {"part": part}, arrays)
             files = {str(p.relative_to(tmp)): p.stat().st_size
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
             Manifest(step=step, samples=samples, stream_offset=stream_offset, files=files,
-                     meta=meta, created=time.time()).write(tmp)
+                     meta=meta, created=time.time(), ps=layout).write(tmp)
             _fsync_dir(tmp)
             if final.exists():
                 shutil.rmtree(final)
@@ -130,7 +138,9 @@ class CheckpointStore:
 
     @staticmethod
     def load_tables(directory: Path, ps: ParameterServer) -> None:
-        ps.load(directory / "tables")
+        """Restore every shard of ``ps`` from the checkpoint, whatever its shard count."""
+        layout = Manifest.read(directory).ps or _UNSHARDED
+        ps.load(directory / "tables", layout, checkpoint=directory.name)
 
     @staticmethod
     def load_part(directory: Path, part: str) -> dict[str, np.ndarray]:

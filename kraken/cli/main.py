@@ -8,9 +8,12 @@ Commands (one module each in ``kraken.cli``)::
     kraken report   plot AUC, logloss, live rows and table bytes of runs side by side
     kraken serve    serve predictions over HTTP from the versions a trainer publishes
                     (--model-dir DIR --follow, or --push-port PORT)
+    kraken ps       serve one parameter-server shard over gRPC (--shard I --of N --port P)
+    kraken launch   start S shards and a trainer on this machine, restart them after a
+                    shard failure (--shards S, --max-restarts)
 
 ``kraken COMMAND --help`` describes each. Errors exit with status 2 and one line on
-stderr naming the problem.
+stderr naming the problem; status 3 when a parameter-server shard cannot be reached.
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ import argparse
 import logging
 import sys
 
-from kraken.errors import KrakenError
+from kraken.errors import KrakenError, TransportError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kraken", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    from kraken.cli import demo, report, serve, train
+    from kraken.cli import demo, launch, ps, report, serve, train
 
-    for module in (demo, train, report, serve):
+    for module in (demo, train, report, serve, ps, launch):
         module.add_parser(sub)
     return parser
 
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="kraken: %(message)s", stream=sys.stderr)
     try:
         return int(args.run(args) or 0)
+    except TransportError as exc:  # a shard is gone: `kraken launch` restarts on this status
+        print(f"kraken: error: {exc}", file=sys.stderr)
+        return 3
     except KrakenError as exc:
         print(f"kraken: error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
                    help="continue from this checkpoint of the run directory: its directory, "
                         "its name (ckpt-000000000042) or its step (42)")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
+    p.add_argument("--ps-shards", default=None, metavar="HOST:PORT,...",
+                   help="train against these parameter-server shards (`kraken ps`), in "
+                        "shard order; overrides [ps] shards")
     p.add_argument("--publish", default=None, metavar="MODEL_DIR",
                    help="publish versions for `kraken serve --model-dir MODEL_DIR --follow`")
     p.add_argument("--push", action="append", default=[], metavar="HOST:PORT",
@@ -46,6 +49,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      progress_extra: Callable[[], str] | None = None,
                      summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
                      auc_ceiling: Callable[[int], float] | None = None,
+                     shards: list[str] | None = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -53,9 +57,10 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     ``auc_ceiling(samples)``, when given, is the best AUC any model could reach on the
     first ``samples`` records; the summary shows it beside the progressive AUC.
     With ``publish_dir`` the trainer publishes versions there for serving, with ``push``
-    (``host:port`` of servers) it pushes them over gRPC; both may be given.
+    (``host:port`` of servers) it pushes them over gRPC; both may be given. ``shards``
+    (``host:port`` of ``kraken ps`` shards) puts the tables there instead of in process.
     """
-    built = build_run(config)
+    built = build_run(config, shards)
     publisher = None
     transports: list[Any] = [DirectoryTransport(publish_dir)] if publish_dir else []
     if push:
@@ -93,6 +98,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
             signal.signal(sig, handler)
         if publisher is not None:
             publisher.close()
+        built.ps.close()
     m = s.metrics
     rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
             ("wall time", f"{time.perf_counter() - t0:.1f}s"),
@@ -149,5 +155,6 @@ def run(args: argparse.Namespace) -> int:
     train_and_report(config, run_dir, resume=args.resume, resume_from=args.resume_from,
                      publish_dir=Path(args.publish) if args.publish else None, push=args.push,
                      sync_interval=args.sync_interval,
-                     dense_sync_interval=args.dense_sync_interval)
+                     dense_sync_interval=args.dense_sync_interval,
+                     shards=args.ps_shards.split(",") if args.ps_shards else None)
     return 0

@@ -89,9 +89,9 @@ class EmbeddingLayer(nn.Module):
         return self.layout.prepare(batch)
 
     def pull(self, prepared: Prepared, *, train: bool, now: int | None = None) -> Pulled:
-        """Pull the unique rows from every table the layout reads."""
-        rows = {n: self.ps.pull(n, prepared.keys, train=train, now=now)
-                for n in self.layout.tables}
+        """Pull the unique rows of every table the layout reads (one request per shard)."""
+        rows = self.ps.pull({n: prepared.keys for n in self.layout.tables}, train=train,
+                            now=now)
         return Pulled(prepared=prepared, rows=rows)
 
     def forward(self, pulled: Pulled) -> ModelInputs:  # type: ignore[override]
@@ -104,10 +104,11 @@ class EmbeddingLayer(nn.Module):
 
     def push(self, now: int) -> None:
         """Push the gradient of every row used by the last training forward, then forget it."""
-        for table, keys, leaf in self._pending:
-            if leaf.grad is not None:
-                self.ps.push(table, keys, leaf.grad.numpy(), now)
+        grads = {table: (keys, leaf.grad.numpy()) for table, keys, leaf in self._pending
+                 if leaf.grad is not None}
         self._pending = []
+        if grads:
+            self.ps.push(grads, now)
 
     def pending_grads(self) -> list[torch.Tensor]:
         """Row gradients the next :meth:`push` would send (for finiteness checks)."""

@@ -34,6 +34,7 @@ from kraken.ps.protocol import ParameterServer
 from kraken.serving.directory import DirectoryTransport
 from kraken.serving.spec import ModelSpec
 from kraken.serving.version import ModelVersion, TableUpdate
+from kraken.table import TableDelta
 
 __all__ = ["FanoutTransport", "Publisher", "Transport"]
 
@@ -121,7 +122,7 @@ class Publisher:
         self.errors = 0
         self.last_error = ""
         self._spec_dict = spec.to_dict()
-        self._since: dict[str, int] | None = None
+        self._since: dict[str, tuple[int, ...]] | None = None
         self._last = self._last_dense = self._last_snapshot = -math.inf
         self._dense_requested = False
 
@@ -198,16 +199,15 @@ class Publisher:
         if self.on_publish is not None:
             self.on_publish(v)
 
-    def _deltas(self, base: dict[str, int],
-                ) -> tuple[dict[str, TableUpdate], dict[str, int]] | None:
-        """Rows changed per table after the versions ``base``, and the new versions; None
-        when the PS no longer retains what is needed (a snapshot must follow)."""
+    def _deltas(self, base: dict[str, tuple[int, ...]],
+                ) -> tuple[dict[str, TableUpdate], dict[str, tuple[int, ...]]] | None:
+        """Rows changed per table after the version vectors ``base`` (one version per
+        shard), and the new vectors; None when a shard no longer retains what is needed
+        (a snapshot must follow)."""
         tables, since = {}, {}
         try:
             for name in self.ps.tables:
-                d = self.ps.delta(name, base[name])
-                tables[name] = TableUpdate(keys=d.keys, weights=d.weights, evicted=d.evicted)
-                since[name] = d.version
+                tables[name], since[name] = _merge(self.ps.delta(name, base[name]))
         except StaleVersionError:
             return None
         return tables, since
@@ -218,9 +218,7 @@ class Publisher:
     def _snapshot(self, now: float) -> ModelVersion:
         tables, since = {}, {}
         for name in self.ps.tables:
-            d = self.ps.snapshot(name)
-            tables[name] = TableUpdate(keys=d.keys, weights=d.weights, evicted=d.evicted)
-            since[name] = d.version
+            tables[name], since[name] = _merge(self.ps.snapshot(name))
         self._since = since
         self._last_snapshot = now
         self.dense_version = self.version
@@ -228,3 +226,15 @@ class Publisher:
                             max_event_time=self.max_event_time, lineage=self.lineage,
                             tables=tables, dense=self._dense(), dense_version=self.version,
                             spec=self._spec_dict)
+
+
+def _merge(parts: tuple[TableDelta, ...]) -> tuple[TableUpdate, tuple[int, ...]]:
+    """One update from every shard's delta of a table (shards hold disjoint keys), and
+    the version vector it brings the cursor to."""
+    if len(parts) == 1:
+        d = parts[0]
+        return TableUpdate(keys=d.keys, weights=d.weights, evicted=d.evicted), (d.version,)
+    return (TableUpdate(keys=np.concatenate([d.keys for d in parts]),
+                        weights=np.concatenate([d.weights for d in parts]),
+                        evicted=np.concatenate([d.evicted for d in parts])),
+            tuple(d.version for d in parts))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from kraken.errors import CheckpointMismatchError, ConfigError, CorruptCheckpoin
 from kraken.table.config import TableConfig
 from kraken.table.rows import COUNTERS, TableRows
 
-__all__ = ["FILE_KIND", "TableFile", "check_fits", "read_table_file", "write_table_file"]
+__all__ = ["FILE_KIND", "TableFile", "check_fits", "merge_table_files", "read_table_file",
+           "write_table_file"]
 
 FILE_KIND = "kraken.sparse_table"
 _ROW_ARRAYS = ("keys", "weights", "state", "last_seen", "count", "stamp")
@@ -94,3 +96,37 @@ def check_fits(path: str | os.PathLike[str], saved: TableConfig, config: TableCo
         if mine != theirs:
             raise CheckpointMismatchError(f"{path}: {what} is {theirs!r} in the file, "
                                           f"{mine!r} in this table")
+
+
+def merge_table_files(files: list[TableFile],
+                      select: Callable[[np.ndarray], np.ndarray] | None = None) -> TableFile:
+    """One table's contents from several slices of it (as shards wrote them), keeping the
+    rows whose keys ``select(keys) -> bool[L]`` keeps (all rows without ``select``).
+
+    What carries over: every kept row exactly (weights, optimizer state, ``last_seen``,
+    ``count``, ``stamp``); the clock and the version as the largest of the slices'; the
+    admission sketch as the element-wise sum of the slices' sketches, saturating, which
+    still never under-counts a key (each slice counted only its own keys); the first
+    slice's generator state. Cumulative counters restart at zero: they describe the
+    slices as they were, not the new split. Slices must have distinct keys and the same
+    config apart from ``capacity``.
+    """
+    if not files:
+        raise CheckpointMismatchError("no table files to merge")
+    parts = []
+    for f in files:
+        keep = slice(None) if select is None else np.asarray(select(f.rows.keys), dtype=bool)
+        parts.append({name: getattr(f.rows, name)[keep] for name in _ROW_ARRAYS})
+    rows = TableRows(**{name: np.concatenate([p[name] for p in parts])
+                        for name in _ROW_ARRAYS})
+    sketches = [f.sketch for f in files if f.sketch is not None]
+    sketch = None
+    if sketches:
+        if len(sketches) != len(files) or len({s.shape for s in sketches}) != 1:
+            raise CheckpointMismatchError("table slices have different admission sketches")
+        total = np.sum([s.astype(np.uint64) for s in sketches], axis=0)
+        limit = np.iinfo(sketches[0].dtype).max
+        sketch = np.minimum(total, limit).astype(sketches[0].dtype)
+    return TableFile(config=files[0].config, rows=rows, sketch=sketch,
+                     clock=max(f.clock for f in files), version=max(f.version for f in files),
+                     rng_state=files[0].rng_state, counters=dict.fromkeys(COUNTERS, 0))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,13 @@ from kraken.table import kernels
 from kraken.table.arena import RowArena
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
-from kraken.table.persistence import TableFile, check_fits, read_table_file, write_table_file
+from kraken.table.persistence import (
+    TableFile,
+    check_fits,
+    merge_table_files,
+    read_table_file,
+    write_table_file,
+)
 from kraken.table.rows import COUNTERS, TableDelta, TableRows, TableStats
 from kraken.types import F32, NOW_MAX, Keys
 
@@ -225,9 +232,7 @@ class SparseTable:
         Gradients of duplicate keys are summed first; gradients of keys without a row
         are dropped (counted in ``dropped_gradients``). Stamps ``last_seen = now``.
         """
-        flat, _ = _as_keys(keys)
-        g = _as_values(grads, flat.shape[0], self.config.dim, "grads")
-        t = _as_now(now)
+        flat, g, t = self._gradient_args(keys, grads, now)
         with self._lock:
             rows = self._index.find(flat)
             urows, ug = kernels.sum_by_row(rows, g)
@@ -244,6 +249,18 @@ class SparseTable:
             a.last_seen[urows] = t
             self._stamp(urows)
             self._clock = max(self._clock, t)
+
+    def check_gradients(self, keys: Any, grads: Any, now: int) -> None:
+        """Raise what :meth:`apply_gradients` would raise for these arguments; change nothing.
+
+        Lets a caller that applies several tables' gradients as one unit (a PS shard)
+        validate every part before applying any.
+        """
+        self._gradient_args(keys, grads, now)
+
+    def _gradient_args(self, keys: Any, grads: Any, now: int) -> tuple[Keys, F32, int]:
+        flat, _ = _as_keys(keys)
+        return flat, _as_values(grads, flat.shape[0], self.config.dim, "grads"), _as_now(now)
 
     def assign(self, keys: Any, values: Any, now: int | None = None) -> None:
         """Set the weights of distinct ``keys: int[N]`` to ``values: float32[N, D]``.
@@ -324,6 +341,22 @@ class SparseTable:
         table = cls(f.config)
         table._restore(path, f)
         return table
+
+    def load_merged(self, paths: list[str | os.PathLike[str]],
+                    select: Callable[[Keys], np.ndarray] | None = None) -> None:
+        """Replace the contents with the rows of several table files (the slices of one
+        table written by several shards) whose keys ``select`` keeps (``bool[L]``).
+
+        See :func:`~kraken.table.persistence.merge_table_files` for what carries over.
+        All files are validated first; on any error the table is unchanged.
+        """
+        files = []
+        for p in paths:
+            f = read_table_file(p)
+            check_fits(p, f.config, self.config)
+            files.append(f)
+        where = f"{len(files)} table file(s) from {os.path.dirname(os.fspath(paths[0]))}"
+        self._restore(where, merge_table_files(files, select))
 
     def _restore(self, path: str | os.PathLike[str], f: TableFile) -> None:
         """Validate a parsed table file fully against this table, then swap its contents in."""

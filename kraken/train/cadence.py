@@ -1,9 +1,10 @@
-"""When the trainer logs, checkpoints and evicts: interval bookkeeping over an injected clock.
+"""When the trainer logs and checkpoints: interval bookkeeping over an injected clock.
 
 The clock is any ``() -> float`` of seconds (``time.perf_counter`` by default); tests
 pass a fake one, so no test depends on how fast a machine is. The clock is read once per
-batch (:meth:`Cadence.tick`); the questions (``log_due``, ``checkpoint_due``,
-``evict_due``) change nothing, and the ``*ed`` methods record that the thing was done.
+batch (:meth:`Cadence.tick`); the questions (``log_due``, ``checkpoint_due``) change
+nothing, and the ``*ed`` methods record that the thing was done. Eviction is not the
+trainer's: every parameter-server shard evicts on its own cadence and clock.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ Clock = Callable[[], float]
 
 
 class Cadence:
-    """Log every ``log_every_s`` seconds, evict every ``evict_every`` batches, checkpoint
-    every ``checkpoint_every_samples`` samples and/or ``checkpoint_every_s`` seconds."""
+    """Log every ``log_every_s`` seconds, checkpoint every ``checkpoint_every_samples``
+    samples and/or ``checkpoint_every_s`` seconds."""
 
     def __init__(self, config: TrainerConfig, clock: Clock = time.perf_counter) -> None:
         self.config = config
@@ -36,10 +37,6 @@ class Cadence:
     def tick(self) -> None:
         """Read the clock once: the time of this batch for every question below."""
         self.t = self.clock()
-
-    def evict_due(self, batches: int) -> bool:
-        """Whether an eviction pass follows batch number ``batches`` (1-based)."""
-        return batches % self.config.evict_every == 0
 
     def log_due(self) -> bool:
         return self.t - self.log_t >= self.config.log_every_s

@@ -46,7 +46,7 @@ from kraken.errors import ConfigError
 from kraken.nn.embedding import EmbeddingLayer
 from kraken.nn.models import ModelShape, RankingModel, build_model
 from kraken.nn.models.base import check_hyperparameters, model_class
-from kraken.ps import LocalPS
+from kraken.ps import ParameterServer, PSConfig, build_ps
 from kraken.table import TableConfig, Zeros
 from kraken.train.randomness import seeded_scope
 from kraken.train.trainer import TrainerConfig
@@ -54,7 +54,7 @@ from kraken.train.trainer import TrainerConfig
 __all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "build_run",
            "load_config"]
 
-_SECTIONS = ("data", "model", "tables", "trainer", "embedding")
+_SECTIONS = ("data", "model", "tables", "trainer", "embedding", "ps")
 
 
 def _own_copy(path: str, value: Any) -> dict[str, Any]:
@@ -198,10 +198,12 @@ class RunConfig:
     tables: dict[str, TableConfig]
     trainer: TrainerConfig
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
+    ps: PSConfig = dataclasses.field(default_factory=PSConfig)
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig),
-                          ("trainer", TrainerConfig), ("embedding", EmbeddingConfig)):
+                          ("trainer", TrainerConfig), ("embedding", EmbeddingConfig),
+                          ("ps", PSConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"{name}: expected a {cls.__name__}, got "
                                   f"{type(getattr(self, name)).__name__}")
@@ -234,14 +236,15 @@ class RunConfig:
             model=ModelConfig.from_dict(doc.get("model", {})),
             tables={n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw_tables.items()},
             trainer=build_dataclass(TrainerConfig, doc.get("trainer", {}), "trainer"),
-            embedding=build_dataclass(EmbeddingConfig, doc.get("embedding", {}), "embedding"))
+            embedding=build_dataclass(EmbeddingConfig, doc.get("embedding", {}), "embedding"),
+            ps=PSConfig.from_dict(doc.get("ps", {})))
 
     def to_dict(self) -> dict[str, Any]:
         """The sections as a file would write them (``from_dict`` reads it back), JSON-able."""
         return {"data": self.data.to_dict(), "model": self.model.to_dict(),
                 "tables": {n: t.to_dict() for n, t in self.tables.items()},
                 "trainer": _jsonable(dataclasses.asdict(self.trainer)),
-                "embedding": self.embedding.to_dict()}
+                "embedding": self.embedding.to_dict(), "ps": _jsonable(dataclasses.asdict(self.ps))}
 
 
 def _jsonable(v: Any) -> Any:
@@ -279,16 +282,20 @@ class Run:
 
     config: RunConfig
     stream: Stream
-    ps: LocalPS
+    ps: ParameterServer
     embedding: EmbeddingLayer
     model: RankingModel
 
 
-def build_run(config: RunConfig) -> Run:
-    """Open the stream, create the tables, build the model (seeded by ``trainer.seed``)."""
+def build_run(config: RunConfig, shards: list[str] | None = None) -> Run:
+    """Open the stream, reach the tables, build the model (seeded by ``trainer.seed``).
+
+    The tables are in this process (``[ps] mode = "local"``) or on the shards the config
+    names; ``shards`` (``host:port`` each) overrides those addresses.
+    """
     stream = config.data.open()
     schema = stream.schema
-    ps = LocalPS(dict(config.tables))
+    ps = build_ps(config.tables, config.ps, shards)
     target = config.model.target
     names = schema.fields + schema.jagged
     if target is not None and target not in names:

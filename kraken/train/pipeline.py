@@ -4,7 +4,7 @@ pulls batches ahead of the training loop, in stream order.
 ::
 
     prefetch thread:  stream.batches -> prepare (dedupe IDs) [-> gate -> pull rows] -> queue
-    main thread:      queue -> learn -> [gate] push -> evict -> ...
+    main thread:      queue -> learn -> [gate] push -> ...
 
 Without a :class:`PullGate` only reading and deduplication overlap compute; every PS call
 stays on the main thread. With one, pulls run in the background too, ordered against
@@ -26,7 +26,7 @@ __all__ = ["Prefetcher", "PullGate"]
 class PullGate:
     """Orders background pulls between pushes, so a pipelined run stays deterministic.
 
-    ``pull(j)`` may start once batch ``j - 2`` is fully pushed (and evicted), and
+    ``pull(j)`` may start once batch ``j - 2`` is fully pushed, and
     ``push(j)`` waits until ``pull(j + 1)`` is done or the stream has ended: every pull
     of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``.
     """

@@ -47,7 +47,6 @@ class TrainerConfig:
             (a :class:`DenseOptimizer` or its value, e.g. ``"adam"``).
         window: samples per progressive-evaluation window.
         log_every_s: seconds between progress records.
-        evict_every: batches between eviction passes.
         checkpoint_every_samples / checkpoint_every_s: checkpoint cadence (None = off).
         keep_checkpoints: newest checkpoints kept.
         max_samples: stop after this many samples (None = until the stream ends).
@@ -66,7 +65,6 @@ class TrainerConfig:
     dense_lr: float = 1e-3
     window: int = 100_000
     log_every_s: float = 2.0
-    evict_every: int = 10
     checkpoint_every_samples: int | None = None
     checkpoint_every_s: float | None = None
     keep_checkpoints: int = 3
@@ -81,7 +79,6 @@ class TrainerConfig:
         check_positive("dense_lr", self.dense_lr)
         check_int("window", self.window, lo=1)
         check_positive("log_every_s", self.log_every_s)
-        check_int("evict_every", self.evict_every, lo=1)
         if self.checkpoint_every_samples is not None:
             check_int("checkpoint_every_samples", self.checkpoint_every_samples, lo=1)
         if self.checkpoint_every_s is not None:

@@ -6,12 +6,12 @@ Per batch (``now`` = the batch's newest event time)::
     main thread:      pull rows (train=True: admission) -> forward -> record predictions
                       (progressive evaluation: scored before learning) -> backward ->
                       dense step (torch.optim) -> push row gradients (sparse optimizers)
-                      -> every `evict_every` batches: evict(now) -> records and
-                      checkpoints when due
+                      -> records and checkpoints when due
+    PS shards:        admit, apply, and evict on their own clock (``[ps] evict_every``)
 
 Its parts live beside it: :mod:`~kraken.train.pipeline` (prefetch thread, pull gate),
-:mod:`~kraken.train.progressive` (metrics), :mod:`~kraken.train.cadence` (when to log,
-checkpoint, evict; injected clock), :mod:`~kraken.train.randomness` (the seeded
+:mod:`~kraken.train.progressive` (metrics), :mod:`~kraken.train.cadence` (when to log
+and checkpoint; injected clock), :mod:`~kraken.train.randomness` (the seeded
 generator), :mod:`~kraken.train.records` (``metrics.jsonl``).
 
 The PS is touched only from the main thread, in batch order, and the model's randomness
@@ -212,8 +212,6 @@ class Trainer:
                         gate.before_push(j)
                     self.embedding.push(now)
                     self.offset = batch.offset
-                    if self.cadence.evict_due(self.batches):
-                        self.ps.evict(now)
                     if self.publisher is not None:
                         self.publisher.maybe_publish(now)
                     if gate is not None:

@@ -145,11 +145,12 @@ def test_a_corrupt_newest_checkpoint_names_the_intact_one_to_resume_from(tmp_pat
     ckpts = sorted(p for p in (run_dir / "checkpoints").glob("ckpt-*"))
     assert len(ckpts) == 3
     newest, older = ckpts[-1], ckpts[-2]
-    table = next((newest / "tables").iterdir())
+    table = next((newest / "tables" / "shard-00000").iterdir())
     table.write_bytes(table.read_bytes()[:-10])  # truncated
     out = _run("train", "--config", str(cfg), "--run-dir", str(run_dir), "--resume")
     assert out.returncode == 2
-    assert f"{newest}: file tables/{table.name} is missing or has the wrong size" in out.stderr
+    assert (f"{newest}: file tables/shard-00000/{table.name} is missing or has the wrong size"
+            in out.stderr)
     assert f"resume from it with --resume-from {older.name}" in out.stderr
     assert "Traceback" not in out.stderr
     again = _run("train", "--config", str(cfg), "--run-dir", str(run_dir),

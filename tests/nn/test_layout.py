@@ -175,7 +175,7 @@ def test_the_binding_pulls_through_the_ps_and_pushes_one_gradient_per_key() -> N
     layer.train()
     pulled = layer.pull(layer.prepare(batch), train=True, now=1)
     assert sorted(pulled.rows) == ["emb", "wide"]
-    before = {t: ps.pull(t, pulled.prepared.keys) for t in ("emb", "wide")}
+    before = ps.pull({t: pulled.prepared.keys for t in ("emb", "wide")})
     for t in before:  # the PS's rows are what the layer works on
         np.testing.assert_array_equal(pulled.rows[t], before[t])
 
@@ -190,7 +190,7 @@ def test_the_binding_pulls_through_the_ps_and_pushes_one_gradient_per_key() -> N
     torch.testing.assert_close(grads[0][keys.index(4)], w[0, 2] / 2 + w[2, 2])
     torch.testing.assert_close(grads[0][keys.index(2)], w[0, 1] + w[1, 0] + w[1, 1])
     layer.push(now=2)
-    after = {t: ps.pull(t, pulled.prepared.keys) for t in ("emb", "wide")}
+    after = ps.pull({t: pulled.prepared.keys for t in ("emb", "wide")})
     np.testing.assert_allclose(after["emb"], before["emb"] - lr * grads[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(after["wide"], before["wide"] - lr * grads[1].numpy(),
                                atol=1e-6)

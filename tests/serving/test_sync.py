@@ -29,7 +29,7 @@ RECORDS = probe_records(48)
 
 def _same_rows(replica: Replica, tr) -> None:  # noqa: ANN001
     for name in tr.ps.tables:
-        rows = tr.ps.snapshot(name)
+        (rows,) = tr.ps.snapshot(name)
         assert sorted(replica.keys(name).tolist()) == sorted(rows.keys.tolist()), name
         np.testing.assert_array_equal(replica.lookup(name, rows.keys), rows.weights)
 
@@ -126,8 +126,8 @@ def test_publisher_cadence_dense_interval_and_empty_versions(tmp_path: Path) -> 
     clock.t += 1.5
     assert pub.maybe_publish(7) is None and len(sent) == 1  # nothing changed: no version
     keys = np.arange(3, dtype=np.int64)
-    tr.ps.pull("emb", keys, train=True, now=7)
-    tr.ps.pull("emb", keys, train=True, now=7)  # count-min admits on the 2nd sighting
+    tr.ps.pull({"emb": keys}, train=True, now=7)
+    tr.ps.pull({"emb": keys}, train=True, now=7)  # count-min admits on the 2nd sighting
     clock.t += 1.5
     v = pub.maybe_publish(8)
     assert v.base == 1 and v.dense is None and v.max_event_time == 8
@@ -220,12 +220,13 @@ def test_a_corrupt_file_is_counted_not_fatal(tmp_path: Path) -> None:
 def test_ps_snapshot_has_float32_rows_and_continues_into_deltas(precision: str) -> None:
     ps = LocalPS({"emb": TableConfig(dim=3, optimizer=SGD(), precision=precision)})
     keys = np.arange(10, dtype=np.int64)
-    ps.pull("emb", keys, train=True, now=1)
-    snap = ps.snapshot("emb")
+    ps.pull({"emb": keys}, train=True, now=1)
+    (snap,) = ps.snapshot("emb")
     assert snap.since == 0 and snap.weights.dtype == np.float32 and not snap.evicted.size
-    np.testing.assert_array_equal(snap.weights, ps.pull("emb", snap.keys))
-    ps.push("emb", keys[:2], np.ones((2, 3), np.float32), now=2)
-    assert sorted(ps.delta("emb", snap.version).keys.tolist()) == [0, 1]
+    np.testing.assert_array_equal(snap.weights, ps.pull({"emb": snap.keys})["emb"])
+    ps.push({"emb": (keys[:2], np.ones((2, 3), np.float32))}, now=2)
+    (delta,) = ps.delta("emb", [snap.version])
+    assert sorted(delta.keys.tolist()) == [0, 1]
 
 
 def test_a_failing_transport_does_not_stop_training(tmp_path: Path) -> None:

@@ -1,0 +1,157 @@
+"""``kraken launch --config run.toml --shards S``: shards and a trainer on one machine.
+
+Starts ``S`` shard processes (``kraken ps``) on free loopback ports, waits until every
+one is ready, then runs ``kraken train`` against them. When training ends the shards
+are stopped; on Ctrl-C (or SIGTERM) the trainer is asked to checkpoint and stop first.
+
+Failures: if a shard dies, or the trainer fails because a shard is unreachable (exit
+status 3), every process is stopped, the shards are started again, and the trainer
+resumes from the last complete checkpoint (which also restores the shards), at most
+``--max-restarts`` times. Records trained after that checkpoint are trained again;
+nothing checkpointed is lost. Any other trainer failure (a bad config, bad data) ends
+the launch with the trainer's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kraken.errors import ConfigError, TransportError
+
+TRANSPORT_EXIT = 3
+"""Exit status of ``kraken train`` (and every command) when a shard cannot be reached."""
+
+_KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("launch", help="start PS shards and a trainer on this machine")
+    p.add_argument("--config", required=True, help="the run's TOML file")
+    p.add_argument("--shards", type=int, default=2, help="shard processes to start")
+    p.add_argument("--run-dir", default=None, help="as for `kraken train`")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint of the run directory")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts of shards and trainer after a shard failure")
+    p.add_argument("--max-samples", type=int, default=None, help="as for `kraken train`")
+    p.add_argument("--ready-timeout", type=float, default=120.0,
+                   help="seconds to wait for the shards to start")
+    p.set_defaults(run=run)
+
+
+class _Shards:
+    """``n`` ``kraken ps`` processes; ``addresses`` once ready; always stoppable."""
+
+    def __init__(self, config: str, n: int, root: Path, timeout: float) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.addresses: list[str] = []
+        try:
+            for i in range(n):
+                self.procs.append(subprocess.Popen(
+                    [*_KRAKEN, "ps", "--config", config, "--shard", str(i), "--of", str(n),
+                     "--checkpoint-root", str(root)],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            self.addresses = [self._ready(i, p, timeout) for i, p in enumerate(self.procs)]
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _ready(i: int, proc: subprocess.Popen[str], timeout: float) -> str:
+        found: list[str] = []
+        seen: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if not found and " ready on " in line:
+                    found.append(line.rsplit(" ready on ", 1)[1].strip())
+                elif not found:
+                    seen.append(line)
+                else:  # keep draining so the shard never blocks on a full pipe
+                    sys.stderr.write(f"[shard {i}] {line}")
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not found:
+            raise TransportError(f"shard {i} did not start within {timeout:.0f} s: "
+                                 f"{''.join(seen)[-1000:]}")
+        return found[0]
+
+    def dead(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p.poll() is not None]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(15)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.shards < 1:
+        raise ConfigError("--shards: must be >= 1")
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stopping = threading.Event()
+    trainer: list[subprocess.Popen[str]] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        if trainer and trainer[0].poll() is None:
+            trainer[0].send_signal(signal.SIGTERM)  # checkpoint, then exit
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+    resume = args.resume
+    restarts = 0
+    while True:
+        shards = _Shards(args.config, args.shards, run_dir, args.ready_timeout)
+        try:
+            print(f"kraken launch: {args.shards} shard(s) ready on "
+                  f"{', '.join(shards.addresses)}", flush=True)
+            cmd = [*_KRAKEN, "train", "--config", args.config, "--run-dir", str(run_dir),
+                   "--ps-shards", ",".join(shards.addresses)]
+            if resume:
+                cmd.append("--resume")
+            if args.max_samples is not None:
+                cmd += ["--max-samples", str(args.max_samples)]
+            trainer[:] = [subprocess.Popen(cmd, text=True)]
+            while trainer[0].poll() is None:
+                if shards.dead() and not stopping.is_set():
+                    print(f"kraken launch: shard(s) {shards.dead()} died; stopping the "
+                          "trainer", file=sys.stderr, flush=True)
+                    trainer[0].kill()
+                    trainer[0].wait()
+                    break
+                time.sleep(0.2)
+            status = trainer[0].returncode
+        finally:
+            shards.stop()
+        if stopping.is_set() or status == 0:
+            return 0 if status in (0, None) else int(status)
+        shard_failure = status == TRANSPORT_EXIT or status < 0
+        if not shard_failure:
+            return int(status)
+        if restarts >= args.max_restarts:
+            print(f"kraken launch: giving up after {restarts} restart(s)", file=sys.stderr)
+            return TRANSPORT_EXIT
+        restarts += 1
+        resume = True
+        print(f"kraken launch: restart {restarts}/{args.max_restarts} from the last complete "
+              "checkpoint", file=sys.stderr, flush=True)

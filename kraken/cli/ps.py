@@ -1,0 +1,81 @@
+"""``kraken ps --config run.toml --shard I --of N --port P``: one parameter-server shard.
+
+The shard holds its slice of every table of the run (each table's budget divided by
+``N``) and serves it over gRPC until SIGINT/SIGTERM. It prints one line when it is
+ready::
+
+    kraken ps: shard 0 of 2 ready on 127.0.0.1:7100
+
+It binds 127.0.0.1 unless ``--host`` says otherwise; any other address needs
+``--token-file`` (and takes ``--tls-cert``/``--tls-key``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from kraken.ps.config import PSConfig
+from kraken.ps.server import ShardServer
+from kraken.ps.shard import Shard, shard_configs
+from kraken.ps.wire import Security
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("ps", help="serve one parameter-server shard over gRPC")
+    p.add_argument("--config", required=True, help="the run's TOML file (tables and [ps])")
+    p.add_argument("--shard", type=int, required=True, help="this shard's index I")
+    p.add_argument("--of", type=int, default=None,
+                   help="number of shards N (default: len(ps.shards) of the config)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=0, help="port (0: a free one, printed)")
+    p.add_argument("--workers", type=int, default=4, help="request handler threads")
+    p.add_argument("--checkpoint-root", default=None,
+                   help="the only directory Save/Load requests may touch "
+                        "(required beyond loopback)")
+    p.add_argument("--token-file", default=None, help="file holding the shared token")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate for gRPC TLS")
+    p.add_argument("--tls-key", default=None, help="PEM key for gRPC TLS")
+    p.set_defaults(run=run)
+
+
+def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:
+    from kraken.train.config import load_config
+
+    config = load_config(args.config)
+    ps_cfg: PSConfig = config.ps
+    n = args.of if args.of is not None else len(ps_cfg.shards)
+    if n < 1:
+        from kraken.errors import ConfigError
+
+        raise ConfigError("--of: give the number of shards (the config lists no ps.shards)")
+    sec = Security.from_files(args.token_file or ps_cfg.token_file,
+                              args.tls_cert or ps_cfg.tls_cert, args.tls_key or ps_cfg.tls_key)
+    shard = Shard(shard_configs(config.tables, n), index=args.shard, of=n,
+                  evict_every=ps_cfg.evict_every)
+    server = ShardServer(shard, host=args.host, port=args.port, workers=args.workers,
+                         security=sec,
+                         checkpoint_root=Path(args.checkpoint_root) if args.checkpoint_root
+                         else None).start()
+    print(f"kraken ps: shard {args.shard} of {n} ready on {server.address}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    print(f"kraken ps: shard {args.shard} stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        return serve_shard(args, stop)
+    except BrokenPipeError:  # pragma: no cover - the launcher went away
+        sys.stderr.close()
+        return 1
