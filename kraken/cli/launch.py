@@ -69,8 +69,7 @@ class _Shards:
         seen: list[str] = []
 
         def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout or ():
                 if not found and " ready on " in line:
                     found.append(line.rsplit(" ready on ", 1)[1].strip())
                 elif not found:

@@ -124,14 +124,13 @@ class _Replies:
         if request_id is None:
             return fn()
         with self._lock:
-            entry = self._entries.get(request_id)
-            first = entry is None
-            if first:
+            found = self._entries.get(request_id)
+            if found is None:
                 entry = self._entries[request_id] = _Entry()
             else:
+                entry = found
                 self.replayed += 1
-        assert entry is not None
-        if not first:
+        if found is not None:
             entry.done.wait()
             if entry.error is not None:
                 raise entry.error
