@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kraken.errors import ConfigError, TransportError
+from kraken.errors import ConfigError
+from kraken.ps.processes import ShardProcesses
 
 TRANSPORT_EXIT = 3
 """Exit status of ``kraken train`` (and every command) when a shard cannot be reached."""
@@ -46,61 +47,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-class _Shards:
-    """``n`` ``kraken ps`` processes; ``addresses`` once ready; always stoppable."""
-
-    def __init__(self, config: str, n: int, root: Path, timeout: float) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-        self.addresses: list[str] = []
-        try:
-            for i in range(n):
-                self.procs.append(subprocess.Popen(
-                    [*_KRAKEN, "ps", "--config", config, "--shard", str(i), "--of", str(n),
-                     "--checkpoint-root", str(root)],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-            self.addresses = [self._ready(i, p, timeout) for i, p in enumerate(self.procs)]
-        except BaseException:
-            self.stop()
-            raise
-
-    @staticmethod
-    def _ready(i: int, proc: subprocess.Popen[str], timeout: float) -> str:
-        found: list[str] = []
-        seen: list[str] = []
-
-        def read() -> None:
-            for line in proc.stdout or ():
-                if not found and " ready on " in line:
-                    found.append(line.rsplit(" ready on ", 1)[1].strip())
-                elif not found:
-                    seen.append(line)
-                else:  # keep draining so the shard never blocks on a full pipe
-                    sys.stderr.write(f"[shard {i}] {line}")
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not found:
-            raise TransportError(f"shard {i} did not start within {timeout:.0f} s: "
-                                 f"{''.join(seen)[-1000:]}")
-        return found[0]
-
-    def dead(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if p.poll() is not None]
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(15)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.shards < 1:
         raise ConfigError("--shards: must be >= 1")
@@ -120,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     resume = args.resume
     restarts = 0
     while True:
-        shards = _Shards(args.config, args.shards, run_dir, args.ready_timeout)
+        shards = ShardProcesses(args.config, args.shards, timeout=args.ready_timeout,
+                                extra=["--checkpoint-root", str(run_dir)], echo=True)
         try:
             print(f"kraken launch: {args.shards} shard(s) ready on "
                   f"{', '.join(shards.addresses)}", flush=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -260,14 +261,20 @@ def _jsonable(v: Any) -> Any:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Parse and validate a TOML run file; ``overrides`` are merged per section first."""
+    """Parse and validate a run file, TOML (``.toml``) or JSON (``.json``, e.g. written
+    by a tool from :meth:`RunConfig.to_dict`); ``overrides`` are merged per section first."""
     p = Path(path)
     try:
-        doc = tomllib.loads(p.read_text())
+        text = p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        doc = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: "
+                          f"{exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a table of sections")
     for section, values in (overrides or {}).items():
         doc.setdefault(section, {}).update(values)
     try:

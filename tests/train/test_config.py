@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
@@ -203,3 +204,15 @@ def test_examples_on_real_data_train(name: str, tmp_path: Path, monkeypatch) -> 
                  config=cfg.trainer, run_dir=tmp_path)
     s = tr.run()
     assert s.samples >= 2000 and 0.0 < s.metrics["logloss"] < 1.5
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_a_json_run_file_reads_like_its_toml(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    as_json = tmp_path / f"{path.stem}.json"
+    as_json.write_text(json.dumps(cfg.to_dict()))
+    assert load_config(as_json) == cfg
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
+        load_config(bad)
