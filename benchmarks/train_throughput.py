@@ -10,6 +10,10 @@ every step). Variants, each in a fresh subprocess so peak RSS is its own:
                 count-min admission (threshold 2), LRU eviction under a row budget, Adam dense
   kraken-pipelined  the same with TrainerConfig(pipeline=True): the next batch's rows are
                 pulled in the background while the current batch computes
+  kraken-remoteS-kK  the same table on S `kraken ps` shard processes over gRPC on loopback
+                (budget split among them), pushes trailing pulls by at most K batches;
+                shards compete with the trainer for this machine's cores, and their memory
+                is not in the trainer's peak RSS
   sparseadam    26 x nn.EmbeddingBag(1M, 16, sparse=True) + torch.optim.SparseAdam, Adam dense
   adagrad       the same tables + torch.optim.Adagrad (sparse gradients), Adam dense
   torchrec      TorchRec FusedEmbeddingBagCollection (fbgemm CPU, fused row-wise AdaGrad)
@@ -96,17 +100,34 @@ class _ListStream:
         yield from (b for b in self._batches if b.offset > start)
 
 
-def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int) -> float:
+def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int, shards: int = 0,
+               staleness: int = 0) -> float:
+    """Train on ``batches``; ``shards`` > 0 puts the table on that many shard processes."""
+    import tempfile
+
     from kraken.nn import EmbeddingLayer
     from kraken.optim import RowWiseAdaGrad
-    from kraken.ps import LocalPS
+    from kraken.ps import LocalPS, Router, ShardedPS
     from kraken.table import LRU, CountMin, TableConfig
     from kraken.train import Trainer, TrainerConfig
 
-    ps = LocalPS({"emb": TableConfig(dim=DIM, capacity=capacity,
-                                     optimizer=RowWiseAdaGrad(lr=0.05),
-                                     admission=CountMin(threshold=2),
-                                     eviction=LRU(0.95, 0.85))}, evict_every=5)
+    tables = {"emb": TableConfig(dim=DIM, capacity=capacity, optimizer=RowWiseAdaGrad(lr=0.05),
+                                 admission=CountMin(threshold=2), eviction=LRU(0.95, 0.85))}
+    procs = None
+    if shards:
+        from kraken.ps.client import RemoteShard
+        from kraken.ps.processes import ShardProcesses
+
+        cfg = os.path.join(tempfile.mkdtemp(), "run.json")
+        with open(cfg, "w") as f:
+            json.dump({"model": {"name": "dlrm"},
+                       "tables": {n: c.to_dict() for n, c in tables.items()},
+                       "ps": {"evict_every": 5}}, f)
+        procs = ShardProcesses(cfg, shards)
+        ps = ShardedPS([RemoteShard(a, index=i) for i, a in enumerate(procs.addresses)],
+                       Router.uniform(shards), push_staleness=staleness)
+    else:
+        ps = LocalPS(tables, evict_every=5)
     model = build_dense_model()
     stream = _ListStream(batches)
     emb = EmbeddingLayer(ps, stream.schema)
@@ -120,10 +141,15 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int) -> flo
                         pipeline=PIPELINE)
     tr = Trainer(model=model, embedding=emb, ps=ps, stream=stream, config=cfg,
                  on_record=on_record)
-    tr.run()
+    try:
+        tr.run()
+        run_kraken.stats = ps.stats()["emb"]  # type: ignore[attr-defined]
+    finally:
+        ps.close()
+        if procs is not None:
+            procs.stop()
     # one progress record per batch: time the batches after warm-up
     steady = times[warmup:len(batches)]
-    run_kraken.stats = ps.stats()["emb"]  # type: ignore[attr-defined]
     return (len(steady) - 1) * bs / (steady[-1] - steady[0])
 
 
@@ -200,10 +226,14 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     batches = make_batches(args.steps, args.batch, args.vocab, seed=1)
     extra: dict[str, Any] = {}
-    if args.variant in ("kraken", "kraken-pipelined"):
+    if args.variant.startswith("kraken"):
         global PIPELINE
         PIPELINE = args.variant == "kraken-pipelined"
-        rate = run_kraken(batches, args.warmup, args.capacity)
+        shards, staleness = 0, 0
+        if args.variant.startswith("kraken-remote"):
+            s, k = args.variant.removeprefix("kraken-remote").split("-k")
+            shards, staleness = int(s), int(k)
+        rate = run_kraken(batches, args.warmup, args.capacity, shards, staleness)
         st = run_kraken.stats  # type: ignore[attr-defined]
         extra = {"live_rows": st.live_rows, "admitted": st.admitted, "evicted": st.evicted,
                  "not_admitted": st.not_admitted}
@@ -265,8 +295,10 @@ def main() -> None:
               f"{statistics.median(peaks):.2f} [{min(peaks):.2f}-{max(peaks):.2f}]")
     if "kraken" in results:
         k = results["kraken"]
-        for mine in ("kraken", "kraken-pipelined"):
-            for base in ("sparseadam", "adagrad", "torchrec", "dense"):
+        for mine in [v for v in variants if v.startswith("kraken")]:
+            for base in ("kraken", "sparseadam", "adagrad", "torchrec", "dense"):
+                if base == mine:
+                    continue
                 if mine in results and base in results:
                     ratios = [a["samples_per_s"] / b["samples_per_s"]
                               for a, b in zip(results[mine], results[base])]
