@@ -28,7 +28,15 @@ DEFAULT_MAX_INSTANCES = 4096
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve predictions from a model directory")
+    p = sub.add_parser(
+        "serve", help="serve predictions from a model directory",
+        description="Serve predictions from a model directory (--model-dir) or from "
+                    "versions pushed over gRPC (--push-port). The push channel binds "
+                    "--host, 127.0.0.1 by default; any other address needs --token-file "
+                    "(pushes without the token are refused with UNAUTHENTICATED and "
+                    "logged); --tls-cert/--tls-key add gRPC TLS. The trainer side is "
+                    "`kraken train --push HOST:PORT --push-token-file F [--push-tls-cert C]`. "
+                    "See docs/distributed.md, Security.")
     p.add_argument("--model-dir", default=None, help="where the trainer publishes versions")
     p.add_argument("--follow", action="store_true",
                    help="keep applying new versions as they are published")

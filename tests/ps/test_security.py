@@ -223,3 +223,23 @@ def test_kraken_ps_refuses_a_public_bind_without_a_token(tmp_path: Path) -> None
     assert proc.returncode != 0
     assert "requires a shared token" in proc.stdout + proc.stderr
     assert "ready on" not in proc.stdout
+
+
+# -- a worker's [ps] section ----------------------------------------------------------
+
+def test_a_worker_reaches_guarded_shards_through_its_ps_section(
+        server: ShardServer, tmp_path: Path) -> None:
+    from kraken.ps.config import PSConfig, build_ps
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with pytest.raises(TransportError, match="UNAUTHENTICATED"):
+        build_ps(TABLES, PSConfig(mode="remote", shards=(server.address,), retries=0))
+    ps = build_ps(TABLES, PSConfig(mode="remote", shards=(server.address,), retries=0,
+                                   token_file=str(token_file)))
+    try:
+        k = np.arange(6, dtype=np.int64)
+        assert ps.pull({"emb": k}, train=True, now=1)["emb"].shape == (6, 4)
+    finally:
+        ps.close()
+    assert server.refused == 1
