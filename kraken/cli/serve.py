@@ -150,8 +150,8 @@ def _run_until_signalled(server: Any) -> None:
 
 
 def _serve_push(args: argparse.Namespace, replica: Replica) -> int:
-    from kraken.serving.app import create_app  # noqa: PLC0415
     from kraken.ps.wire import Security  # noqa: PLC0415 - imports grpc
+    from kraken.serving.app import create_app  # noqa: PLC0415
     from kraken.serving.push import serve_push  # noqa: PLC0415
 
     security = Security.from_files(args.token_file, args.tls_cert, args.tls_key)
