@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import struct
 import tempfile
@@ -174,9 +175,26 @@ def _read_header(f: Any, size: int, path: str) -> Header:
         meta, entries = doc["meta"], doc["arrays"]
         if not isinstance(meta, dict) or not isinstance(entries, list):
             raise ValueError("meta must be an object and arrays a list")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptCheckpointError(f"{path}: unreadable header: {exc}") from exc
     return Header(meta=meta, arrays=entries)
+
+
+def _entry(e: Any, path: str) -> tuple[str, str, list[int], int, int, int]:
+    """``(name, dtype, shape, offset, nbytes, crc32)`` of a header entry, every type checked."""
+    def ints(*values: Any) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    if not isinstance(e, dict):
+        raise CorruptCheckpointError(f"{path}: unreadable array entry: {e!r:.80}")
+    name, dtype, shape = e.get("name"), e.get("dtype"), e.get("shape")
+    offset, nbytes, crc = e.get("offset"), e.get("nbytes"), e.get("crc32")
+    if not isinstance(name, str) or not isinstance(shape, list) or \
+            not ints(offset, nbytes, crc, *shape):
+        raise CorruptCheckpointError(f"{path}: unreadable array entry: {e!r:.200}")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise CorruptCheckpointError(f"{path}: array {name!r} has dtype {dtype!r:.40}")
+    return name, dtype, shape, offset, nbytes, crc
 
 
 def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -184,25 +202,19 @@ def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, 
     meta, entries = head.meta, head.arrays
     arrays: dict[str, np.ndarray] = {}
     for e in entries:
-        try:
-            name, dtype, shape = e["name"], e["dtype"], [int(x) for x in e["shape"]]
-            offset, nbytes = int(e["offset"]), int(e["nbytes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{path}: unreadable array entry: {exc}") from exc
-        if dtype not in _DTYPES:
-            raise CorruptCheckpointError(f"{path}: array {name!r} has dtype {dtype!r}")
+        name, dtype, shape, offset, nbytes, crc = _entry(e, path)
         if offset < 0 or offset + nbytes > size:
             raise CorruptCheckpointError(
                 f"{path}: truncated: array {name!r} needs bytes up to "
                 f"{offset + nbytes}, file has {size}")
-        if min(shape, default=0) < 0 or \
-                int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+        # exact integers: a huge shape claim cannot wrap around to the stated size
+        if min(shape, default=0) < 0 or math.prod(shape) * np.dtype(dtype).itemsize != nbytes:
             raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
         arr = np.empty(shape, dtype=np.dtype(dtype))
         f.seek(offset)
         if f.readinto(_bytes(arr)) != arr.nbytes:
             raise CorruptCheckpointError(f"{path}: truncated while reading {name!r}")
-        if _crc(arr) != e["crc32"]:
+        if _crc(arr) != crc:
             raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")
         arrays[name] = arr
     return meta, arrays

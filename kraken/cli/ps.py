@@ -26,7 +26,14 @@ from kraken.ps.wire import Security
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("ps", help="serve one parameter-server shard over gRPC")
+    p = sub.add_parser(
+        "ps", help="serve one parameter-server shard over gRPC",
+        description="Serve one parameter-server shard over gRPC. It binds 127.0.0.1 unless "
+                    "--host says otherwise; any other address needs --token-file (every "
+                    "call must carry the token; others are refused with UNAUTHENTICATED "
+                    "and logged) and --checkpoint-root. --tls-cert/--tls-key add gRPC TLS. "
+                    "Requests are numeric arrays and JSON: nothing received is executed "
+                    "or unpickled. See docs/distributed.md, Security.")
     p.add_argument("--config", required=True, help="the run's TOML file (tables and [ps])")
     p.add_argument("--shard", type=int, required=True, help="this shard's index I")
     p.add_argument("--of", type=int, default=None,
@@ -37,9 +44,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--checkpoint-root", default=None,
                    help="the only directory Save/Load requests may touch "
                         "(required beyond loopback)")
-    p.add_argument("--token-file", default=None, help="file holding the shared token")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate for gRPC TLS")
-    p.add_argument("--tls-key", default=None, help="PEM key for gRPC TLS")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the shared token every call must carry (required "
+                        "when --host is not loopback; default: ps.token_file)")
+    p.add_argument("--tls-cert", default=None,
+                   help="PEM certificate: serve over gRPC TLS (default: ps.tls_cert)")
+    p.add_argument("--tls-key", default=None, help="PEM key of --tls-cert (default: ps.tls_key)")
     p.set_defaults(run=run)
 
 

@@ -6,6 +6,10 @@ Loads the newest snapshot published in ``DIR`` and the deltas after it, then ser
 model stays at the version found at start (it waits for a first snapshot if none). With
 ``--push-port`` it receives versions pushed over gRPC by ``kraken train --push HOST:PORT``
 instead (listening on ``--host`` too).
+
+The push channel binds loopback unless ``--host`` says otherwise, and then needs
+``--token-file`` (every push must carry that token; others are refused with
+UNAUTHENTICATED); ``--tls-cert``/``--tls-key`` put it under gRPC's TLS.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ DEFAULT_MAX_INSTANCES = 4096
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve predictions from a model directory")
+    p = sub.add_parser(
+        "serve", help="serve predictions from a model directory",
+        description="Serve predictions from a model directory (--model-dir) or from "
+                    "versions pushed over gRPC (--push-port). The push channel binds "
+                    "--host, 127.0.0.1 by default; any other address needs --token-file "
+                    "(pushes without the token are refused with UNAUTHENTICATED and "
+                    "logged); --tls-cert/--tls-key add gRPC TLS. The trainer side is "
+                    "`kraken train --push HOST:PORT --push-token-file F [--push-tls-cert C]`. "
+                    "See docs/distributed.md, Security.")
     p.add_argument("--model-dir", default=None, help="where the trainer publishes versions")
     p.add_argument("--follow", action="store_true",
                    help="keep applying new versions as they are published")
@@ -39,6 +51,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES)
     p.add_argument("--threads", type=int, default=1, help="torch threads per request")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the shared token every push must carry "
+                        "(required when --host is not loopback)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: the push channel uses TLS")
+    p.add_argument("--tls-key", default=None, help="PEM key of --tls-cert")
     p.set_defaults(run=run)
 
 
@@ -75,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.model_dir is None) == (args.push_port is None):
         raise ConfigError("give exactly one of --model-dir DIR or --push-port PORT")
+    if args.push_port is None and (args.token_file or args.tls_cert or args.tls_key):
+        raise ConfigError("--token-file/--tls-cert/--tls-key protect the push channel: "
+                          "they need --push-port")
     torch.set_num_threads(max(1, args.threads))
     replica = Replica(precision=None if args.precision == "auto" else args.precision)
     if args.push_port is not None:
@@ -130,11 +150,15 @@ def _run_until_signalled(server: Any) -> None:
 
 
 def _serve_push(args: argparse.Namespace, replica: Replica) -> int:
+    from kraken.ps.wire import Security  # noqa: PLC0415 - imports grpc
     from kraken.serving.app import create_app  # noqa: PLC0415
     from kraken.serving.push import serve_push  # noqa: PLC0415
 
+    security = Security.from_files(args.token_file, args.tls_cert, args.tls_key)
+    security.check_bind(args.host)
     try:
-        grpc_server, receiver = serve_push(replica, args.host, args.push_port)
+        grpc_server, receiver = serve_push(replica, args.host, args.push_port,
+                                           security=security)
     except (OSError, RuntimeError) as exc:
         raise ConfigError(f"--push-port: cannot listen on {args.host}:{args.push_port}: "
                           f"{exc}") from exc

@@ -34,6 +34,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--push", action="append", default=[], metavar="HOST:PORT",
                    help="push versions over gRPC to `kraken serve --push-port PORT` "
                         "(repeatable; with or without --publish)")
+    p.add_argument("--push-token-file", default=None,
+                   help="file holding the token of `kraken serve --token-file` (with --push)")
+    p.add_argument("--push-tls-cert", default=None,
+                   help="the servers' PEM certificate (or its CA): push over TLS")
+    p.add_argument("--push-tls-server-name", default=None,
+                   help="name the servers' certificate carries, if not the host dialled")
     p.add_argument("--sync-interval", type=float, default=1.0,
                    help="seconds between row deltas (with --publish / --push)")
     p.add_argument("--dense-sync-interval", type=float, default=60.0,
@@ -50,6 +56,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
                      auc_ceiling: Callable[[int], float] | None = None,
                      shards: list[str] | None = None,
+                     push_security: Any = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -59,6 +66,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     With ``publish_dir`` the trainer publishes versions there for serving, with ``push``
     (``host:port`` of servers) it pushes them over gRPC; both may be given. ``shards``
     (``host:port`` of ``kraken ps`` shards) puts the tables there instead of in process.
+    ``push_security`` (a :class:`kraken.ps.wire.Security`: token, TLS root) protects pushes.
     """
     built = build_run(config, shards)
     publisher = None
@@ -66,7 +74,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     if push:
         from kraken.serving.push import PushTransport  # noqa: PLC0415 - imports grpc
 
-        transports.append(PushTransport(push))
+        transports.append(PushTransport(push, security=push_security))
     if transports:
         transport = transports[0] if len(transports) == 1 else FanoutTransport(transports)
         publisher = Publisher(built.ps, built.model, ModelSpec.from_run(built), transport,
@@ -152,9 +160,16 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"trainer": {"max_samples": args.max_samples}} if args.max_samples else None
     config = load_config(args.config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    push_security = None
+    if args.push_token_file or args.push_tls_cert:
+        from kraken.ps.wire import Security  # noqa: PLC0415 - imports grpc
+
+        push_security = Security.from_files(args.push_token_file, args.push_tls_cert,
+                                            tls_server_name=args.push_tls_server_name)
     train_and_report(config, run_dir, resume=args.resume, resume_from=args.resume_from,
                      publish_dir=Path(args.publish) if args.publish else None, push=args.push,
                      sync_interval=args.sync_interval,
                      dense_sync_interval=args.dense_sync_interval,
-                     shards=args.ps_shards.split(",") if args.ps_shards else None)
+                     shards=args.ps_shards.split(",") if args.ps_shards else None,
+                     push_security=push_security)
     return 0

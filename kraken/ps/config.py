@@ -13,6 +13,8 @@
     token_file = "/etc/kraken/token"      # required when shards bind beyond loopback
     tls_cert = "/etc/kraken/shard.pem"    # optional: gRPC TLS (clients use it as root)
     tls_key = "/etc/kraken/shard.key"
+    tls_server_name = "ps.internal"       # optional: the name the certificate carries,
+                                          # when clients dial the shards by another
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class PSConfig:
     token_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_server_name: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, PSMode):
@@ -80,7 +83,8 @@ class PSConfig:
         return build_dataclass(cls, dict(d or {}), path)  # type: ignore[no-any-return]
 
     def security(self) -> Security:
-        return Security.from_files(self.token_file, self.tls_cert, self.tls_key)
+        return Security.from_files(self.token_file, self.tls_cert, self.tls_key,
+                                   self.tls_server_name)
 
 
 def build_ps(tables: Mapping[str, TableConfig], cfg: PSConfig,

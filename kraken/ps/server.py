@@ -49,14 +49,33 @@ class ShardServer:
                               "(the only place Save and Load may touch)")
         self.shard = shard
         self.root = None if checkpoint_root is None else Path(checkpoint_root).resolve()
-        self.errors = 0
+        self.errors = 0  # requests answered with an error container
+        self.internal_errors = 0  # of which a non-Kraken exception (a bug) was the cause
         self._lock = threading.Lock()
         handlers = {"Info": self._info, "Pull": self._pull, "Push": self._push,
                     "Evict": self._evict, "Stats": self._stats, "Delta": self._delta,
                     "Snapshot": self._snapshot, "Save": self._save, "Load": self._load}
-        self._server = ByteServer(SERVICE, {m: self._guard(m, f) for m, f in handlers.items()},
-                                  host=host, port=port, workers=workers, security=security)
+        self._handlers = {m: self._guard(m, f) for m, f in handlers.items()}
+        self._server = ByteServer(SERVICE, self._handlers, host=host, port=port,
+                                  workers=workers, security=security)
         self.address, self.port = self._server.address, self._server.port
+
+    @property
+    def refused(self) -> int:
+        """Calls refused for a missing or wrong token (never reach a handler)."""
+        return self._server.refused
+
+    def handle(self, method: str, payload: bytes) -> bytes:
+        """Answer one request in process, as a gRPC call of ``method`` would be answered.
+
+        ``payload`` and the reply are :mod:`kraken.ps.codec` containers; a malformed or
+        refused request gets an error container and changes nothing. The token check is
+        the transport's and is not applied here.
+        """
+        fn = self._handlers.get(method)
+        if fn is None:
+            raise InputError(f"unknown method {method!r}; methods are {sorted(self._handlers)}")
+        return fn(payload)
 
     def start(self) -> ShardServer:
         self._server.start()
@@ -80,6 +99,7 @@ class ShardServer:
             except Exception as exc:  # a bug must not take the shard down: report it
                 with self._lock:
                     self.errors += 1
+                    self.internal_errors += 1
                 _log.exception("shard %d: %s failed", self.shard.index, method)
                 return codec.encode_error(InputError(f"{method} failed: "
                                                      f"{type(exc).__name__}: {exc}"))

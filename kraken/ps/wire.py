@@ -20,6 +20,7 @@ import dataclasses
 import hmac
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -53,15 +54,24 @@ class Security:
         token: shared secret every call must carry (None: no token).
         tls_cert / tls_key: PEM files of the server's certificate and key; a client
             uses ``tls_cert`` as its root certificate (None: plaintext).
+        tls_server_name: client only: the name the server's certificate must carry when
+            it differs from the host the client dials (None: that host).
     """
 
     token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_server_name: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        token = "***" if self.token else None
+        return (f"Security(token={token}, tls_cert={self.tls_cert!r}, "
+                f"tls_key={self.tls_key!r}, tls_server_name={self.tls_server_name!r})")
 
     @classmethod
     def from_files(cls, token_file: str | None = None, tls_cert: str | None = None,
-                   tls_key: str | None = None) -> Security:
+                   tls_key: str | None = None, tls_server_name: str | None = None
+                   ) -> Security:
         """Read the token from ``token_file`` (surrounding whitespace ignored)."""
         token = None
         if token_file:
@@ -74,7 +84,8 @@ class Security:
         for what, path in (("tls certificate", tls_cert), ("tls key", tls_key)):
             if path and not Path(path).is_file():
                 raise ConfigError(f"{what} {path}: no such file")
-        return cls(token=token, tls_cert=tls_cert, tls_key=tls_key)
+        return cls(token=token, tls_cert=tls_cert, tls_key=tls_key,
+                   tls_server_name=tls_server_name)
 
     def check_bind(self, host: str) -> None:
         """Refuse to listen beyond loopback without a token."""
@@ -83,6 +94,13 @@ class Security:
                               "(--token-file); refusing to serve unauthenticated")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("TLS needs both a certificate and a key (--tls-cert, --tls-key)")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from exc
 
 
 class ByteServer:
@@ -107,7 +125,7 @@ class ByteServer:
         try:
             if sec.tls_cert and sec.tls_key:
                 creds = grpc.ssl_server_credentials(
-                    [(Path(sec.tls_key).read_bytes(), Path(sec.tls_cert).read_bytes())])
+                    [(_read(sec.tls_key, "tls key"), _read(sec.tls_cert, "tls certificate"))])
                 self.port = self._server.add_secure_port(address, creds)
             else:
                 self.port = self._server.add_insecure_port(address)
@@ -116,7 +134,8 @@ class ByteServer:
         if self.port == 0:
             raise TransportError(f"cannot listen on {address}")
         self.address = f"{host}:{self.port}"
-        self.refused = 0
+        self.refused = 0  # calls refused for a missing or wrong token
+        self._refused_lock = threading.Lock()
 
     def _wrap(self, method: str, fn: Callable[[bytes], bytes]
               ) -> Callable[[bytes, grpc.ServicerContext], bytes]:
@@ -126,7 +145,8 @@ class ByteServer:
             if token is not None:
                 sent = dict(context.invocation_metadata()).get(_AUTH, "")
                 if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                    self.refused += 1
+                    with self._refused_lock:
+                        self.refused += 1
                     _log.warning("refused %s from %s: %s token", method, context.peer(),
                                  "wrong" if sent else "missing")
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
@@ -142,7 +162,13 @@ class ByteServer:
 
 
 class ByteClient:
-    """Calls methods of ``service`` at ``target`` (``host:port``)."""
+    """Calls methods of ``service`` at ``target`` (``host:port``).
+
+    With ``security.tls_cert`` the channel is TLS with that certificate as its root, and
+    the server's certificate must name the host of ``target`` (a DNS name or IP SAN);
+    ``security.tls_server_name`` checks another name instead (a certificate issued for
+    ``localhost`` reached as ``127.0.0.1``).
+    """
 
     def __init__(self, target: str, service: str, *, timeout: float = 10.0,
                  security: Security | None = None) -> None:
@@ -150,8 +176,12 @@ class ByteClient:
         self.target, self.service, self.timeout = target, service, timeout
         self._metadata = ((_AUTH, f"Bearer {sec.token}"),) if sec.token else None
         if sec.tls_cert:
-            creds = grpc.ssl_channel_credentials(root_certificates=Path(sec.tls_cert).read_bytes())
-            self._channel = grpc.secure_channel(target, creds, options=_OPTIONS)
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(sec.tls_cert, "tls certificate"))
+            options = list(_OPTIONS)
+            if sec.tls_server_name:
+                options.append(("grpc.ssl_target_name_override", sec.tls_server_name))
+            self._channel = grpc.secure_channel(target, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(target, options=_OPTIONS)
 

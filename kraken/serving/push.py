@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kraken.errors import KrakenError, TransportError, VersionGapError
-from kraken.ps.wire import ByteClient, ByteServer
+from kraken.ps.wire import ByteClient, ByteServer, Security
 from kraken.serving.replica import Replica
 from kraken.serving.version import ModelVersion
 
@@ -70,12 +70,17 @@ class PushReceiver:
                 "last_error": self.last_error}
 
 
-def serve_push(replica: Replica, host: str = "127.0.0.1",
-               port: int = 0) -> tuple[ByteServer, PushReceiver]:
-    """A started gRPC server applying pushed versions to ``replica``."""
+def serve_push(replica: Replica, host: str = "127.0.0.1", port: int = 0, *,
+               security: Security | None = None) -> tuple[ByteServer, PushReceiver]:
+    """A started gRPC server applying pushed versions to ``replica``.
+
+    As for the shards (:class:`~kraken.ps.wire.Security`): loopback only unless
+    ``security`` has a token; with one, a pusher without it is refused (UNAUTHENTICATED)
+    before anything is decoded; with ``tls_cert``/``tls_key``, pushes travel over TLS.
+    """
     receiver = PushReceiver(replica)
     server = ByteServer(SERVICE, {"Apply": receiver.apply, "Status": receiver.status},
-                        host=host, port=port, workers=2).start()
+                        host=host, port=port, workers=2, security=security).start()
     return server, receiver
 
 
@@ -148,12 +153,17 @@ class _Target:
 
 
 class PushTransport:
-    """Pushes versions to servers at ``targets`` (``host:port`` each; see the module)."""
+    """Pushes versions to servers at ``targets`` (``host:port`` each; see the module).
+
+    ``security`` (token, TLS root certificate) is that of the servers' ``serve_push``.
+    """
 
     def __init__(self, targets: Sequence[str], *, timeout: float = 10.0, queue_size: int = 16,
                  retry_interval: float = 5.0,
-                 client_factory: Callable[[str], ByteClient] | None = None) -> None:
-        make = client_factory or (lambda t: ByteClient(t, SERVICE, timeout=timeout))
+                 client_factory: Callable[[str], ByteClient] | None = None,
+                 security: Security | None = None) -> None:
+        make = client_factory or (lambda t: ByteClient(t, SERVICE, timeout=timeout,
+                                                       security=security))
         self.targets = [_Target(t, make(t), queue_size, retry_interval) for t in targets]
 
     def latest_version(self) -> int:
