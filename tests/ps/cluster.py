@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from kraken.ps.processes import ShardProcesses
 from kraken.table import TableConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
 
 
 def write_run_config(path: Path, tables: Mapping[str, TableConfig],
