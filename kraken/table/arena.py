@@ -7,7 +7,9 @@ Per row ``r``::
     last_seen[r]  int32, the caller's ``now`` at the last access; free rows chain
                   the free list through this column (so it costs no extra memory)
     count[r]      float32, access count (decayed by LFU)
-    stamp[r]      int32, table version of the last change (for ``touched_since``)
+    stamp[r]      int32, table version of the last change of the weights (``touched_since``)
+    mark[r]       int32, table version of the last change of any column (weights, state,
+                  last_seen, count): what an incremental checkpoint writes (``export_since``)
 
 The columns are reserved as anonymous ``MAP_NORESERVE`` mappings: pages are
 committed only when first written, so a large ``capacity`` costs address space,
@@ -77,6 +79,7 @@ class RowArena:
         self.last_seen = reserve_array((capacity,), np.int32)
         self.count = reserve_array((capacity,), np.float32)
         self.stamp = reserve_array((capacity,), np.int32)
+        self.mark = reserve_array((capacity,), np.int32)
         self._head = np.array([-1, 0, capacity], dtype=np.int64)
         self.live = 0
 
@@ -92,7 +95,7 @@ class RowArena:
     @property
     def row_bytes(self) -> int:
         """Bytes of one row across all columns."""
-        return self.dim * self.precision.itemsize + 4 * self.state_width + 12
+        return self.dim * self.precision.itemsize + 4 * self.state_width + 16
 
     @property
     def committed_bytes(self) -> int:
