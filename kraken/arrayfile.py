@@ -31,6 +31,7 @@ give the same container as bytes (for a wire), with the same checks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -53,7 +54,7 @@ from kraken.errors import (
     ShapeError,
 )
 
-__all__ = ["CHUNK", "FORMAT_VERSION", "Chunked", "Header", "decode_arrays", "encode_arrays", "read_arrays",
+__all__ = ["CHUNK", "FORMAT_VERSION", "Chunked", "Header", "crc32_combine", "decode_arrays", "encode_arrays", "read_arrays",
            "read_header", "write_arrays"]
 
 MAGIC = b"KRAKEN\x00\x01"
@@ -75,6 +76,59 @@ def _crc(arr: np.ndarray) -> int:
 
 CHUNK = 32 << 20
 """Bytes per write or read call, and per checksum step."""
+_SPLIT = 1 << 20
+"""A chunk at least twice this long has its crc32 computed in two halves on two threads
+(zlib releases the GIL), joined with :func:`crc32_combine`."""
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_op(nbytes: int) -> tuple[int, ...]:
+    """The GF(2) operator that advances a crc32 over ``nbytes`` zero bytes (zlib's
+    crc32_combine method: squarings of the one-zero-bit operator)."""
+    op = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):
+        op = _gf2_square(op)  # 2, 4, 8 zero bits: one zero byte
+    result: list[int] | None = None
+    while nbytes:
+        if nbytes & 1:
+            result = op if result is None else [_gf2_times(op, r) for r in result]
+        nbytes >>= 1
+        if nbytes:
+            op = _gf2_square(op)
+    return tuple(result if result is not None else [1 << n for n in range(32)])
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """``zlib.crc32(a + b)`` from ``crc1 = zlib.crc32(a)``, ``crc2 = zlib.crc32(b)`` and
+    ``len2 = len(b)``: lets the halves of a chunk be checksummed at the same time."""
+    if len2 <= 0:
+        return crc1
+    return _gf2_times(list(_zeros_op(len2)), crc1) ^ crc2
+
+
+def _crc_into(b: np.ndarray, crc: int, pool: ThreadPoolExecutor | None) -> int:
+    """``zlib.crc32(b, crc)``; the second half on ``pool`` while this thread does the first."""
+    n = b.shape[0]
+    if pool is None or n < 2 * _SPLIT:
+        return zlib.crc32(b, crc)
+    half = n // 2
+    second = pool.submit(zlib.crc32, b[half:])
+    crc = zlib.crc32(b[:half], crc)
+    return crc32_combine(crc, second.result(), n - half)
 _QUEUE = 4
 """Chunks a writer may hold in flight (bounds the memory of a streaming write)."""
 _CRC_PLACEHOLDER = 0xFFFFFFFF
@@ -128,19 +182,20 @@ def _stream(meta: dict[str, Any], arrays: dict[str, np.ndarray | Chunked], base:
             entries: list[dict[str, Any]], put: Callable[[int, np.ndarray], None]) -> None:
     """Hand every array's bytes to ``put(offset, uint8 view)`` chunk by chunk, folding
     each chunk into the array's crc32, then the prefix and header (now complete)."""
-    for e, arr in zip(entries, arrays.values()):
-        crc, done = 0, 0
-        for chunk in (arr.chunks() if isinstance(arr, Chunked) else _chunks_of(arr)):
-            b = _bytes(chunk)
-            if done + b.shape[0] > e["nbytes"]:
-                break
-            crc = zlib.crc32(b, crc)
-            put(e["offset"] + done, b)
-            done += b.shape[0]
-        if done != e["nbytes"]:
-            raise ShapeError(f"array {e['name']!r}: its chunks hold {done} bytes or more, "
-                             f"not the {e['nbytes']} its shape and dtype declare")
-        e["crc32"] = crc
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrayfile-crc") as pool:
+        for e, arr in zip(entries, arrays.values()):
+            crc, done = 0, 0
+            for chunk in (arr.chunks() if isinstance(arr, Chunked) else _chunks_of(arr)):
+                b = _bytes(chunk)
+                if done + b.shape[0] > e["nbytes"]:
+                    break
+                crc = _crc_into(b, crc, pool)
+                put(e["offset"] + done, b)
+                done += b.shape[0]
+            if done != e["nbytes"]:
+                raise ShapeError(f"array {e['name']!r}: its chunks hold {done} bytes or more, "
+                                 f"not the {e['nbytes']} its shape and dtype declare")
+            e["crc32"] = crc
     header = json.dumps({"meta": meta, "arrays": entries}).encode()
     if _PREFIX.size + len(header) > base:  # cannot happen: crc32s were wide placeholders
         raise CorruptCheckpointError("header outgrew the room reserved for it")
@@ -177,10 +232,14 @@ class _Writer:
                 continue
             offset, b = item
             try:
-                view = memoryview(b)
+                view, start = memoryview(b), offset
                 while view.nbytes:
                     n = os.pwrite(self.fd, view, offset)
                     view, offset = view[n:], offset + n
+                # start writing this range back now (Linux), so the disk works while
+                # later chunks are prepared instead of all at the final fsync; it also
+                # keeps a checkpoint from crowding the page cache
+                os.posix_fadvise(self.fd, start, offset - start, os.POSIX_FADV_DONTNEED)
             except BaseException as exc:  # handed to the caller by put / close
                 self.error = exc
 
@@ -227,16 +286,26 @@ def write_arrays(path: str | os.PathLike[str], meta: dict[str, Any],
         os.close(dfd)
 
 
-def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+Into = Callable[[str, np.dtype, tuple[int, ...]], "np.ndarray | None"]
+"""``into(name, dtype, shape)``: a C-contiguous array of that dtype and shape to read the
+array into (a reader's own storage), or None for a new one."""
+After = Callable[[str, np.ndarray], None]
+"""``after(name, array)``: called once the array is read and its checksum verified."""
+
+
+def read_arrays(path: str | os.PathLike[str], into: Into | None = None,
+                after: After | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a file written by :func:`write_arrays`.
 
-    Raises :class:`CorruptCheckpointError` (bad magic, truncation, checksum) or
+    ``into`` may place arrays in the caller's storage (no copy afterwards); ``after``
+    sees each verified array while the next ones are read. Raises
+    :class:`CorruptCheckpointError` (bad magic, truncation, checksum) or
     :class:`CheckpointVersionError`; ``FileNotFoundError`` passes through.
     """
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        return _read_from(f, size, str(path))
+        return _read_from(f, size, str(path), into, after)
 
 
 def decode_arrays(data: bytes, where: str = "payload"
@@ -291,7 +360,8 @@ def _read_header(f: Any, size: int, path: str) -> Header:
     return Header(meta=meta, arrays=entries)
 
 
-def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _read_from(f: Any, size: int, path: str, into: Into | None = None,
+               after: After | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     head = _read_header(f, size, path)
     meta, entries = head.meta, head.arrays
     arrays: dict[str, np.ndarray] = {}
@@ -310,11 +380,16 @@ def _read_from(f: Any, size: int, path: str) -> tuple[dict[str, Any], dict[str, 
         if min(shape, default=0) < 0 or \
                 int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
             raise CorruptCheckpointError(f"{path}: array {name!r}: shape and size disagree")
-        arr = np.empty(shape, dtype=np.dtype(dtype))
+        arr = None if into is None else into(name, np.dtype(dtype), tuple(shape))
+        if arr is None or arr.dtype != np.dtype(dtype) or list(arr.shape) != shape \
+                or not arr.flags.c_contiguous:
+            arr = np.empty(shape, dtype=np.dtype(dtype))
         if _fill(f, offset, _bytes(arr), f"{path}: truncated while reading {name!r}") \
                 != e["crc32"]:
             raise CorruptCheckpointError(f"{path}: checksum mismatch in array {name!r}")
         arrays[name] = arr
+        if after is not None:
+            after(name, arr)
     return meta, arrays
 
 
@@ -331,11 +406,12 @@ def _fill(f: Any, offset: int, dest: np.ndarray, truncated: str) -> int:
             raise CorruptCheckpointError(truncated)
         return zlib.crc32(dest)
     crc = [0]
+    halves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrayfile-crc2")
 
     def fold(b: np.ndarray) -> None:
-        crc[0] = zlib.crc32(b, crc[0])
+        crc[0] = _crc_into(b, crc[0], halves)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrayfile-crc") as pool:
+    with halves, ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrayfile-crc") as pool:
         for i in range(0, n, CHUNK):
             view = memoryview(dest[i:i + CHUNK])
             done = 0

@@ -28,7 +28,7 @@ import numpy as np
 from kraken.config import Precision
 from kraken.table.codec import STORAGE, decode, encode
 
-__all__ = ["RowArena", "reserve_array"]
+__all__ = ["RowArena", "keys_by_row", "reserve_array"]
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
@@ -64,6 +64,21 @@ def _release(next_free, head, rows):  # pragma: no cover - numba
         r = rows[n]
         next_free[r] = head[0]
         head[0] = r
+
+
+@nb.njit(cache=True, nogil=True)
+def keys_by_row(skeys, srows, key_at, live):  # pragma: no cover - numba
+    """From hash-index slots (``skeys int64[C]``, ``srows int32[C]``, -1 = empty): set
+    ``key_at[row] = key`` and ``live[row] = True`` for every entry; returns the count.
+    ``key_at`` and ``live`` cover rows ``0 .. high_water - 1`` (arena order)."""
+    n = 0
+    for s in range(skeys.shape[0]):
+        r = srows[s]
+        if r >= 0:
+            key_at[r] = skeys[s]
+            live[r] = True
+            n += 1
+    return n
 
 
 class RowArena:

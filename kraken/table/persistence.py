@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from kraken.arrayfile import Chunked, read_arrays, write_arrays
+from kraken.arrayfile import After, Chunked, Into, read_arrays, read_header, write_arrays
 from kraken.errors import CheckpointMismatchError, ConfigError, CorruptCheckpointError
 from kraken.table.config import TableConfig
 from kraken.table.rows import COUNTERS, TableRows
 
-__all__ = ["DELTA_KIND", "FILE_KIND", "TableFile", "check_fits", "merge_table_files", "read_table_file",
-           "write_table_file"]
+__all__ = ["DELTA_KIND", "FILE_KIND", "TableFile", "check_fits", "merge_table_files",
+           "read_table_config", "read_table_file", "write_table_file"]
 
 FILE_KIND = "kraken.sparse_table"
 DELTA_KIND = "kraken.sparse_table_delta"
@@ -87,14 +87,28 @@ def write_table_file(path: str | os.PathLike[str], f: TableFile,
     write_arrays(path, meta, arrays)
 
 
-def read_table_file(path: str | os.PathLike[str]) -> TableFile:
-    """Parse the table file at ``path``; raises :class:`CorruptCheckpointError` (or another
+def read_table_config(path: str | os.PathLike[str]) -> TableConfig:
+    """The config a table file was saved with, from its header alone."""
+    meta = read_header(path).meta
+    if meta.get("kind") not in (FILE_KIND, DELTA_KIND):
+        raise CorruptCheckpointError(f"{path}: not a sparse-table file (kind "
+                                     f"{meta.get('kind')!r})")
+    try:
+        return TableConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CorruptCheckpointError(f"{path}: unusable table config: {exc}") from exc
+
+
+def read_table_file(path: str | os.PathLike[str], into: Into | None = None,
+                    after: After | None = None) -> TableFile:
+    """Parse the table file at ``path`` (``into`` / ``after``: see
+    :func:`~kraken.arrayfile.read_arrays`); raises :class:`CorruptCheckpointError` (or another
     :class:`~kraken.errors.CheckpointError`) if it is not a readable sparse-table file.
 
     Only the container and the metadata are checked here; whether the rows are
     consistent and fit a table is checked when they are loaded into one.
     """
-    meta, arrays = read_arrays(path)
+    meta, arrays = read_arrays(path, into, after)
     missing = [k for k in _ROW_ARRAYS if k not in arrays]
     delta = meta.get("kind") == DELTA_KIND
     if delta and "evicted" not in arrays:

@@ -46,13 +46,14 @@ from kraken.errors import (
 )
 from kraken.arrayfile import CHUNK, Chunked
 from kraken.table import kernels
-from kraken.table.arena import RowArena
+from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
 from kraken.table.persistence import (
     TableFile,
     check_fits,
     merge_table_files,
+    read_table_config,
     read_table_file,
     write_table_file,
 )
@@ -252,14 +253,13 @@ class SparseTable:
         """``(keys int64[L], rows int64[L] or None)``: the live rows (changed after ``since``
         when given) in arena order, and their keys; ``None`` rows mean ``0 .. L-1``, every
         row below the high-water mark, which columns then give as plain slices."""
-        keys, rows = self._index.items()
         hw = self._arena.high_water
         key_at = np.empty(hw, dtype=np.int64)
-        key_at[rows] = keys
-        if since is None and rows.shape[0] == hw:
-            return key_at, None
         live = np.zeros(hw, dtype=bool)
-        live[rows] = True
+        skeys, srows, _ = self._index.slots()
+        n = keys_by_row(skeys, srows, key_at, live)
+        if since is None and n == hw:
+            return key_at, None
         if since is not None:
             live &= self._arena.mark[:hw] > since
         sel = np.flatnonzero(live)
@@ -410,9 +410,8 @@ class SparseTable:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SparseTable:
         """A new table with the config and contents saved at ``path`` (a full file)."""
-        f = read_table_file(path)
-        table = cls(f.config)
-        table._restore(path, f, [])
+        table = cls(read_table_config(path))
+        table.load_chain([[path]])
         return table
 
     def load_merged(self, paths: list[str | os.PathLike[str]],
@@ -438,10 +437,12 @@ class SparseTable:
         if not chain or not all(chain):
             raise CheckpointMismatchError("a chain of table files needs a full save first")
         parsed = []
+        fresh = SparseTable(self.config)
         for i, paths in enumerate(chain):
             files = []
             for p in paths:
-                f = read_table_file(p)
+                direct = i == 0 and len(paths) == 1 and select is None
+                f = fresh._read_full(p) if direct else read_table_file(p)
                 check_fits(p, f.config, self.config)
                 if f.incremental != (i > 0):
                     raise CheckpointMismatchError(
@@ -459,17 +460,52 @@ class SparseTable:
         first = os.fspath(chain[0][0])
         where = first if len(chain) == 1 and len(chain[0]) == 1 else \
             f"{sum(map(len, chain))} table file(s) from {os.path.dirname(first)}"
-        self._restore(where, parsed[0], parsed[1:])
+        self._restore(where, parsed[0], parsed[1:], fresh)
+
+    def _read_full(self, path: str | os.PathLike[str]) -> TableFile:
+        """Read a table file for :meth:`_load_empty` of this new, empty table: row columns
+        straight into the arena (rows ``0 .. L-1``), and the index built from the keys on
+        a helper thread while the other columns are read (numba releases the GIL)."""
+        a = self._arena
+        builder: list[threading.Thread] = []
+        failed: list[BaseException] = []
+
+        def into(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
+            col = getattr(a, name) if name in _COLUMNS else None
+            if col is None or not shape or shape[0] > a.capacity or dtype != col.dtype \
+                    or shape[1:] != col.shape[1:]:
+                return None
+            return col[:shape[0]]  # type: ignore[no-any-return]
+
+        def index(keys: np.ndarray) -> None:
+            try:
+                self._index.insert(keys, a.allocate(keys.shape[0]))
+            except BaseException as exc:  # re-raised on the reading thread
+                failed.append(exc)
+
+        def after(name: str, arr: np.ndarray) -> None:
+            if name == "keys" and arr.ndim == 1 and arr.dtype == np.int64 \
+                    and 0 < arr.shape[0] <= a.capacity:
+                builder.append(threading.Thread(target=index, args=(arr,), daemon=True))
+                builder[0].start()
+
+        try:
+            return read_table_file(path, into, after)
+        finally:
+            for th in builder:
+                th.join()
+            if failed:
+                raise failed[0]
 
     def _restore(self, path: str | os.PathLike[str], f: TableFile,
-                 deltas: list[TableFile]) -> None:
-        """Validate parsed table files fully against this table, build the contents in a
-        new table (the full file, then each delta), then swap them in."""
+                 deltas: list[TableFile], fresh: SparseTable | None = None) -> None:
+        """Validate parsed table files fully against this table, build the contents in
+        ``fresh`` (a new table; the full file, then each delta), then swap them in."""
         check_fits(path, f.config, self.config)
         if f.incremental:
             raise CheckpointMismatchError(f"{path}: an incremental table file; restore it "
                                           "after the full save it follows (load_chain)")
-        fresh = SparseTable(self.config)
+        fresh = SparseTable(self.config) if fresh is None else fresh
         try:
             fresh._load_empty(f.rows)
             for d in deltas:
@@ -504,16 +540,18 @@ class SparseTable:
         keys, _ = _as_keys(rows.keys)
         n = keys.shape[0]
         self._check_rows(rows, n)
-        if n > self._arena.free:
-            raise CapacityError(f"load_rows needs {n} new rows, only {self._arena.free} "
-                                f"of capacity {self.config.capacity} are free")
-        r = self._arena.allocate(n)  # a new arena hands out 0 .. n-1
-        self._index.insert(keys, r)
-        if len(self._index) != n:
-            raise InputError("load_rows: keys must be distinct")
         a = self._arena
-        for name in ("weights", "state", "last_seen", "count", "stamp"):
-            getattr(a, name)[:n] = getattr(rows, name)
+        if a.live == 0:  # not yet indexed by _read_full
+            if n > a.free:
+                raise CapacityError(f"load_rows needs {n} new rows, only {a.free} "
+                                    f"of capacity {self.config.capacity} are free")
+            self._index.insert(keys, a.allocate(n))  # a new arena hands out 0 .. n-1
+        if a.live != n or len(self._index) != n:
+            raise InputError("load_rows: keys must be distinct")
+        for name in _COLUMNS:
+            col, src = getattr(a, name), getattr(rows, name)
+            if not np.shares_memory(col[:n], src):  # read straight into the arena already
+                col[:n] = src
 
     def _check_rows(self, rows: TableRows, n: int) -> None:
         c = self.config
@@ -639,6 +677,10 @@ class SparseTable:
         out = np.full((rows.shape[0], d), default, dtype=np.float32)
         out[present] = a.read(rows[present])
         return out
+
+
+_COLUMNS = ("weights", "state", "last_seen", "count", "stamp")
+"""The arena's row columns a table file holds besides ``keys``."""
 
 
 def _column(arr: np.ndarray, n: int, sel: np.ndarray | None) -> Chunked:

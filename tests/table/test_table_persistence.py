@@ -151,10 +151,11 @@ def test_arrayfile_round_trip(tmp_path_factory, spec, meta) -> None:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Chunks of 4 KiB, so small tables cross many chunk boundaries."""
+    """Chunks of 4 KiB checksummed in halves, so small tables cross many boundaries."""
     import kraken.arrayfile
     import kraken.table.table
     monkeypatch.setattr(kraken.arrayfile, "CHUNK", 4096)
+    monkeypatch.setattr(kraken.arrayfile, "_SPLIT", 1000)  # halves on two threads
     monkeypatch.setattr(kraken.table.table, "CHUNK", 4096)
     return 4096
 
@@ -235,3 +236,11 @@ def test_an_incremental_file_is_not_a_table_by_itself(tmp_path: Path) -> None:
     t.save(tmp_path / "late.ktab", since=w)
     with pytest.raises(kraken.CheckpointMismatchError, match="gap"):
         u.load_chain([[tmp_path / "full.ktab"], [tmp_path / "late.ktab"]])
+
+
+@given(a=st.binary(max_size=300), b=st.binary(max_size=300))
+def test_crc32_combine_joins_the_checksums_of_two_parts(a: bytes, b: bytes) -> None:
+    import zlib
+
+    from kraken.arrayfile import crc32_combine
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
