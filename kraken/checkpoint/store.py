@@ -76,7 +76,7 @@ class CheckpointStore:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        base = self._base()
+        base = self._base(name)
         try:
             if base is None:
                 layout = ps.save(tmp / "tables")
@@ -106,10 +106,20 @@ class CheckpointStore:
         self._prune()
         return final
 
-    def _base(self) -> tuple[str, Manifest] | None:
-        """The checkpoint an incremental save would follow, or None for a full save."""
+    def _base(self, name: str) -> tuple[str, Manifest] | None:
+        """The checkpoint an incremental save named ``name`` would follow, or None for a
+        full save. A save that replaces the checkpoint it would follow (the same step
+        saved again) follows that one's base instead."""
         if self.full_every == 1 or self._last is None:
             return None
+        if self._last[0] == name:
+            chain = self._last[1].chain
+            if not chain:
+                return None
+            try:
+                self._last = (chain[-1], Manifest.read(self.root / chain[-1]))
+            except CheckpointError:
+                return None
         name, m = self._last
         if m.ps is None or len(m.chain) + 1 >= self.full_every or \
                 not (self.root / name / MANIFEST).is_file():

@@ -28,7 +28,7 @@ import shutil
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -377,6 +377,7 @@ class ShardedPS:
         if self._pool is None:
             return [call(e, i) for i, e in enumerate(self._endpoints)]
         futures = [self._pool.submit(call, e, i) for i, e in enumerate(self._endpoints)]
+        wait(futures)  # every shard finishes (or fails) before an error is raised
         return [f.result() for f in futures]
 
     def _wait(self, batch: list[Future[None]]) -> None:

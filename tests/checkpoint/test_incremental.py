@@ -218,3 +218,17 @@ def test_a_save_on_another_layout_than_its_base_is_full(tmp_path: Path) -> None:
     assert ps.save(tmp_path / "c", base=other)["incremental"] is False
     assert read_table_file(tmp_path / "c/shard-00000/emb.ktab").since is None
     ps.close()
+
+
+def test_saving_the_same_step_again_replaces_it_and_keeps_the_chain_whole(
+        tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=5, full_every=4)
+    with ShardedPS.in_process(_tables(), 2) as ps:
+        c1, c2 = _save(store, ps, 1), _save(store, ps, 2)
+        ps.pull({"emb": np.array([30, 31, 30, 31])}, train=True, now=9)
+        again = store.save(step=2, samples=0, stream_offset=0, ps=ps, parts={}, meta={})
+        want = _rows(ps)
+    assert again == c2 and Manifest.read(c2).chain == [c1.name]
+    with ShardedPS.in_process(_tables(), 1) as back:
+        CheckpointStore(tmp_path).load_tables(c2, back)
+        _assert_rows_equal(_rows(back), want)
