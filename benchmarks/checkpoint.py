@@ -182,7 +182,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         res = run(args.rows, args.reps, Path(d))
     res["command"] = " ".join([Path(sys.executable).name] + sys.argv)
-    res["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    res["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     res["machine"] = f"{platform.machine()} {os.cpu_count()} cpus"
     print(f"{res['rows']:,} rows, file {res['file_bytes'] / 1e6:.0f} MB, "
           f"fill {res['fill_s']:.1f} s, peak RSS {res['peak_rss_MB']:.0f} MB")

@@ -54,8 +54,8 @@ from kraken.errors import (
     ShapeError,
 )
 
-__all__ = ["CHUNK", "FORMAT_VERSION", "Chunked", "Header", "crc32_combine", "decode_arrays", "encode_arrays", "read_arrays",
-           "read_header", "write_arrays"]
+__all__ = ["CHUNK", "FORMAT_VERSION", "After", "Chunked", "Header", "Into", "crc32_combine",
+           "decode_arrays", "encode_arrays", "read_arrays", "read_header", "write_arrays"]
 
 MAGIC = b"KRAKEN\x00\x01"
 FORMAT_VERSION = 1

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from kraken.arrayfile import CHUNK, Chunked
 from kraken.config import Precision
 from kraken.errors import (
     CapacityError,
@@ -44,7 +45,6 @@ from kraken.errors import (
     ShapeError,
     StaleVersionError,
 )
-from kraken.arrayfile import CHUNK, Chunked
 from kraken.table import kernels
 from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
