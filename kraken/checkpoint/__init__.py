@@ -1,4 +1,5 @@
-"""Full checkpoints: sparse tables, named array parts and the stream offset, atomically."""
+"""Checkpoints, full and incremental: sparse tables, named array parts and the stream
+offset, atomically."""
 
 from kraken.checkpoint.manifest import Manifest
 from kraken.checkpoint.store import CheckpointStore

@@ -9,6 +9,10 @@ carries its final name; ``LATEST`` in the root names the newest one::
         manifest.json                Manifest (below)
         tables/<name>.ktab           one sparse table each (kraken.arrayfile format)
         <part>.kdat                  named array files: dense model, optimizer, metrics
+
+An incremental checkpoint's table files hold only what changed since its ``base`` (the
+checkpoint before it); ``chain`` names every checkpoint it needs, the full one first.
+Restoring it loads the full one's tables, then applies each later one's in order.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class Manifest:
     stream position to resume from; ``files``: relative path -> size in bytes;
     ``meta``: free-form JSON (config, hash version, clocks); ``ps``: the shard layout
     the tables were written with (bucket table and each shard's directory, files and
-    checksums), ``None`` in checkpoints from before sharding (one table directory)."""
+    checksums), ``None`` in checkpoints from before sharding (one table directory).
+    ``chain``: the checkpoints (directory names, oldest first, a full one first) whose
+    tables this one's build on; empty for a full checkpoint. ``chain[-1]`` is its base."""
 
     step: int
     samples: int
@@ -42,6 +48,11 @@ class Manifest:
     created: float
     version: int = MANIFEST_VERSION
     ps: dict[str, Any] | None = None
+    chain: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def incremental(self) -> bool:
+        return bool(self.chain)
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -62,6 +73,8 @@ class Manifest:
                 f"{MANIFEST_VERSION}")
         try:
             m = cls(**doc)
+            if not isinstance(m.chain, list) or not all(isinstance(c, str) for c in m.chain):
+                raise TypeError(f"chain must be a list of checkpoint names, got {m.chain!r}")
         except TypeError as exc:
             raise CorruptCheckpointError(f"{path}: {exc}") from exc
         for rel, size in m.files.items():

@@ -4,6 +4,13 @@ A checkpoint is written under a temporary name, every file fsynced, the manifest
 written last, then the directory is renamed into place and ``LATEST`` replaced
 atomically. A crash at any point leaves either the previous checkpoint as latest
 or the new one complete; never a half-written one that a reader would take.
+
+Incremental checkpoints (``full_every > 1``): a full checkpoint, then up to
+``full_every - 1`` checkpoints whose tables hold only the rows changed (and the keys
+evicted) since the checkpoint before, each naming its chain in its manifest. An
+incremental save follows only the checkpoint this store last wrote or restored into
+the same PS, so a chain always describes the PS's own history. Every checkpoint stays a
+complete restore point: pruning keeps every checkpoint a kept one builds on.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 
 from kraken.arrayfile import read_arrays, write_arrays
 from kraken.checkpoint.manifest import MANIFEST, Manifest
+from kraken.config import check_int
 from kraken.errors import CheckpointError, CorruptCheckpointError
 from kraken.ps.protocol import ParameterServer
 
@@ -37,11 +45,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 class CheckpointStore:
-    """Checkpoints under ``root``; keeps the newest ``keep``."""
+    """Checkpoints under ``root``; keeps the newest ``keep`` (and what they build on).
 
-    def __init__(self, root: str | os.PathLike[str], keep: int = 3) -> None:
+    ``full_every``: every how many checkpoints one is full (1: all of them).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], keep: int = 3,
+                 full_every: int = 1) -> None:
+        check_int("checkpoint.keep", keep, lo=1)
+        check_int("checkpoint.full_every", full_every, lo=1)
         self.root = Path(root)
         self.keep = keep
+        self.full_every = full_every
+        self._last: tuple[str, Manifest] | None = None
+        """The checkpoint last written or restored here, the base of an incremental save."""
 
     def save(self, *, step: int, samples: int, stream_offset: int, ps: ParameterServer,
              parts: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> Path:
@@ -59,14 +76,20 @@ class CheckpointStore:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        base = self._base(name)
         try:
-            layout = ps.save(tmp / "tables")
+            if base is None:
+                layout = ps.save(tmp / "tables")
+            else:
+                layout = ps.save(tmp / "tables", base=base[1].ps)
+            chain = [*base[1].chain, base[0]] if base is not None and \
+                layout.get("incremental") else []
             for part, arrays in parts.items():
                 write_arrays(tmp / f"{part}.kdat", {"part": part}, arrays)
             files = {str(p.relative_to(tmp)): p.stat().st_size
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
             Manifest(step=step, samples=samples, stream_offset=stream_offset, files=files,
-                     meta=meta, created=time.time(), ps=layout).write(tmp)
+                     meta=meta, created=time.time(), ps=layout, chain=chain).write(tmp)
             _fsync_dir(tmp)
             if final.exists():
                 shutil.rmtree(final)
@@ -79,16 +102,46 @@ class CheckpointStore:
         latest_tmp.write_text(name)
         os.replace(latest_tmp, self.root / "LATEST")
         _fsync_dir(self.root)
+        self._last = (name, Manifest.read(final))
         self._prune()
         return final
+
+    def _base(self, name: str) -> tuple[str, Manifest] | None:
+        """The checkpoint an incremental save named ``name`` would follow, or None for a
+        full save. A save that replaces the checkpoint it would follow (the same step
+        saved again) follows that one's base instead."""
+        if self.full_every == 1 or self._last is None:
+            return None
+        if self._last[0] == name:
+            chain = self._last[1].chain
+            if not chain:
+                return None
+            try:
+                self._last = (chain[-1], Manifest.read(self.root / chain[-1]))
+            except CheckpointError:
+                return None
+        name, m = self._last
+        if m.ps is None or len(m.chain) + 1 >= self.full_every or \
+                not (self.root / name / MANIFEST).is_file():
+            return None
+        return self._last
 
     def _complete(self) -> list[Path]:
         return sorted(p for p in self.root.glob(f"{_PREFIX}*")
                       if p.is_dir() and (p / MANIFEST).is_file())
 
     def _prune(self) -> None:
-        for old in self._complete()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        """Delete all but the newest ``keep`` checkpoints and the ones they build on."""
+        done = self._complete()
+        needed = {p.name for p in done[-self.keep:]}
+        for p in done[-self.keep:]:
+            try:
+                needed.update(Manifest.read(p).chain)
+            except CheckpointError:
+                continue
+        for old in done[: -self.keep]:
+            if old.name not in needed:
+                shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint (``LATEST`` first, then a scan), or None."""
@@ -125,7 +178,8 @@ class CheckpointStore:
         out = []
         for p in self.checkpoints():
             try:
-                Manifest.read(p)
+                for name in Manifest.read(p).chain:  # what it builds on must be intact too
+                    Manifest.read(self.root / name)
             except CorruptCheckpointError:
                 continue
             out.append(p)
@@ -136,11 +190,25 @@ class CheckpointStore:
         """Validate a checkpoint directory and return its manifest."""
         return Manifest.read(directory)
 
-    @staticmethod
-    def load_tables(directory: Path, ps: ParameterServer) -> None:
-        """Restore every shard of ``ps`` from the checkpoint, whatever its shard count."""
-        layout = Manifest.read(directory).ps or _UNSHARDED
-        ps.load(directory / "tables", layout, checkpoint=directory.name)
+    def load_tables(self, directory: Path, ps: ParameterServer) -> None:
+        """Restore every shard of ``ps`` from the checkpoint, whatever its shard count;
+        an incremental checkpoint through its chain (every manifest in it is checked)."""
+        m = Manifest.read(directory)
+        layout = m.ps or _UNSHARDED
+        if not m.chain:
+            ps.load(directory / "tables", layout, checkpoint=directory.name)
+        else:
+            steps = [(directory.parent / name, Manifest.read(directory.parent / name))
+                     for name in m.chain]
+            full_dir, full = steps[0]
+            if full.chain or full.ps is None:
+                raise CorruptCheckpointError(f"{directory}: its chain starts at {full_dir.name}, "
+                                             "which is not a full checkpoint")
+            deltas = [(d / "tables", sm.ps) for d, sm in steps[1:]]
+            deltas.append((directory / "tables", layout))
+            ps.load(full_dir / "tables", full.ps, checkpoint=directory.name, deltas=deltas)
+        self._last = (directory.name, m) if directory.parent.resolve() == \
+            self.root.resolve() else None
 
     @staticmethod
     def load_part(directory: Path, part: str) -> dict[str, np.ndarray]:

@@ -30,7 +30,10 @@ in-process shards or over shard processes reached by gRPC. A contract suite
   under ``directory/shard-<i>/`` and reports its files and checksums; a shard that
   fails fails the save. The caller commits (writes the manifest holding ``layout``).
   ``load(directory, layout, checkpoint)`` restores every shard from it, re-routing
-  rows when the layout has a different number of shards.
+  rows when the layout has a different number of shards. Incremental checkpoints:
+  ``save(directory, base=layout)`` writes only what changed since the save that
+  returned ``layout`` where it can (the result says ``"incremental"``), and
+  ``load(..., deltas=[(directory, layout), ...])`` applies such saves in order.
 - ``close()``: release connections and threads; a shard that stays unreachable past
   the retry budget raises :class:`~kraken.errors.TransportError` naming it.
 """
@@ -76,9 +79,11 @@ class ParameterServer(Protocol):
 
     def snapshot(self, table: str) -> tuple[TableDelta, ...]: ...
 
-    def save(self, directory: str | os.PathLike[str]) -> dict[str, Any]: ...
+    def save(self, directory: str | os.PathLike[str],
+             base: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
     def load(self, directory: str | os.PathLike[str], layout: dict[str, Any],
-             checkpoint: str) -> None: ...
+             checkpoint: str,
+             deltas: Sequence[tuple[str | os.PathLike[str], dict[str, Any]]] = ()) -> None: ...
 
     def close(self) -> None: ...

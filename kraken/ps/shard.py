@@ -30,7 +30,7 @@ import dataclasses
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -267,14 +267,26 @@ class Shard:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> dict[str, dict[str, int]]:
+    def save(self, directory: str | Path, since: Mapping[str, int] | None = None
+             ) -> dict[str, dict[str, int]]:
         """Write every table to ``directory/<table>.ktab`` (atomic per file).
 
+        With ``since`` (table -> a version this shard reported for it, as ``"version"``
+        in an earlier save's report), incremental files: only the rows changed after it
+        and the keys evicted since (raises :class:`~kraken.errors.StaleVersionError` when
+        those evictions are no longer remembered: save in full then).
+
         Returns file name -> ``{"bytes": size, "crc32": checksum of the array checksums}``
-        for the manifest (prepare): the caller commits only once every shard answered.
+        (table files also ``"version"``, the table version they hold) for the manifest
+        (prepare): the caller commits only once every shard answered.
         """
         d = Path(directory)
-        files = {}
+        if since is not None:
+            missing = sorted(set(self._tables) - set(since))
+            if missing:
+                raise CheckpointMismatchError(f"shard {self.index}: no base version for "
+                                              f"table(s) {missing}")
+        files: dict[str, dict[str, int]] = {}
         try:
             d.mkdir(parents=True, exist_ok=True)
             with self._lock:
@@ -282,46 +294,50 @@ class Shard:
                          "pushes": self._pushes, "clock": self._clock}
             write_arrays(d / _STATE_FILE, state, {})
             for name, t in self._tables.items():
-                t.save(d / f"{name}.ktab")
+                t.save(d / f"{name}.ktab", since=None if since is None else int(since[name]))
             for path in [d / _STATE_FILE] + [d / f"{n}.ktab" for n in self._tables]:
-                files[path.name] = {"bytes": path.stat().st_size,
-                                    "crc32": read_header(path).digest}
+                head = read_header(path)
+                files[path.name] = {"bytes": path.stat().st_size, "crc32": head.digest}
+                if path.suffix == ".ktab":
+                    files[path.name]["version"] = int(head.meta["version"])
         except OSError as exc:
             raise CheckpointError(f"shard {self.index}: cannot write {d}: {exc}") from exc
         return files
 
     def load(self, sources: list[str | Path], *, source_router: Router, router: Router,
-             checkpoint: str) -> None:
+             checkpoint: str, deltas: Sequence[Sequence[str | Path]] = ()) -> None:
         """Restore this shard from the shard directories of a checkpoint.
 
-        ``sources[i]`` is the directory that shard ``i`` of ``source_router`` wrote. With
-        the same layout, shard ``i`` loads ``sources[i]`` exactly (rows, optimizer state,
-        metadata, counters, random state). With another layout (resharding), it takes
-        from every source the rows whose keys ``router`` sends to this shard; see
-        :meth:`SparseTable.load_merged` for what carries over. All files are
-        validated before anything is replaced; on error the shard is unchanged.
+        ``sources[i]`` is the directory that shard ``i`` of ``source_router`` wrote in a
+        full save; ``deltas`` lists, oldest first, the shard directories of incremental
+        saves made after it with the same layout, applied in order. With the same layout,
+        shard ``i`` loads ``sources[i]`` (then ``delta[i]`` of each) exactly (rows,
+        optimizer state, metadata, counters, random state). With another layout
+        (resharding), it takes from every source the rows whose keys ``router`` sends to
+        this shard; see :meth:`SparseTable.load_chain` for what carries over. All files
+        are validated before anything is replaced; on error the shard is unchanged.
         """
-        if len(sources) != source_router.n_shards:
+        if len(sources) != source_router.n_shards or \
+                any(len(d) != source_router.n_shards for d in deltas):
             raise CheckpointMismatchError(f"checkpoint has {len(sources)} shard directories "
                                           f"for a layout of {source_router.n_shards}")
         if router.n_shards != self.of:
             raise CheckpointMismatchError(f"router of {router.n_shards} shards for shard "
                                           f"{self.index} of {self.of}")
         same = source_router == router
-        pushes = [_read_state(Path(src)) for src in sources]
+        last = list(deltas[-1]) if deltas else list(sources)
+        pushes = [_read_state(Path(src)) for src in last]
         fresh: dict[str, SparseTable] = {}
         for name, cfg in self._configs.items():
-            files = [Path(s) / f"{name}.ktab" for s in sources]
-            missing = [str(f) for f in files if not f.is_file()]
+            chain = [[Path(s) / f"{name}.ktab" for s in step] for step in [sources, *deltas]]
+            missing = [str(f) for step in chain for f in step if not f.is_file()]
             if missing:
                 raise CheckpointMismatchError(f"no saved table {name!r}: {missing}")
+            fresh[name] = SparseTable(cfg)
             if same:
-                fresh[name] = SparseTable(cfg)
-                fresh[name].load(files[self.index])
+                fresh[name].load_chain([[step[self.index]] for step in chain])
             else:
-                fresh[name] = SparseTable(cfg)
-                fresh[name].load_merged(files,
-                                        select=lambda k: router.shard_of(k) == self.index)
+                fresh[name].load_chain(chain, select=lambda k: router.shard_of(k) == self.index)
         with self._lock:
             self._tables = fresh
             self._clock = max(t.stats().clock for t in fresh.values())

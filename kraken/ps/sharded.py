@@ -24,17 +24,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from kraken.config import check_int
-from kraken.errors import CheckpointMismatchError, ConfigError, InputError
+from kraken.errors import CheckpointMismatchError, ConfigError, InputError, StaleVersionError
 from kraken.ps.router import Router
 from kraken.ps.shard import Shard, ShardInfo, shard_configs
 from kraken.table import TableConfig, TableDelta, TableStats
@@ -68,6 +69,9 @@ class ShardEndpoint(Protocol):
 
     def load(self, sources: list[str | Path], *, source_router: Router, router: Router,
              checkpoint: str) -> None: ...
+
+    # In-process shards (:class:`~kraken.ps.shard.Shard`) also take ``save(directory,
+    # since=...)`` and ``load(..., deltas=...)``: incremental checkpoints.
 
     def close(self) -> None: ...
 
@@ -239,22 +243,68 @@ class ShardedPS:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike[str]) -> dict[str, Any]:
-        """Every shard writes ``directory/shard-<i>/``; returns the layout for the manifest."""
+    def save(self, directory: str | os.PathLike[str],
+             base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every shard writes ``directory/shard-<i>/``; returns the layout for the manifest.
+
+        With ``base`` (the layout an earlier save of this PS returned), an incremental
+        save where it can be one: every shard writes only what changed since that save,
+        and the layout says ``"incremental": true``. It falls back to a full save (and
+        says ``false``) when the layout changed since, a shard no longer remembers the
+        evictions since then, or an endpoint cannot write incremental files (remote
+        shards today).
+        """
         self.flush()
         d = Path(directory)
-        files = self._fan(lambda e, i: e.save(d / _shard_dir(i)), indexed=True)
-        return {"router": self.router.to_dict(),
+        since = self._base_versions(base)
+        files = None
+        if since is not None:
+            try:
+                files = self._fan(lambda e, i: e.save(d / _shard_dir(i), since=since[i]),
+                                  indexed=True)
+            except StaleVersionError:
+                shutil.rmtree(d, ignore_errors=True)
+        incremental = files is not None
+        if files is None:
+            files = self._fan(lambda e, i: e.save(d / _shard_dir(i)), indexed=True)
+        return {"router": self.router.to_dict(), "incremental": incremental,
                 "shards": [{"dir": _shard_dir(i), "files": f} for i, f in enumerate(files)]}
 
+    def _base_versions(self, base: dict[str, Any] | None) -> list[dict[str, int]] | None:
+        """Each shard's table versions in ``base``, or None if no incremental save can
+        follow it (no base, another layout, or an endpoint without incremental files)."""
+        if base is None or not all(isinstance(e, Shard) for e in self._endpoints):
+            return None
+        try:
+            if Router.from_dict(base["router"]) != self.router:
+                return None
+            out = [{f[:-len(".ktab")]: int(v["version"]) for f, v in s["files"].items()
+                    if f.endswith(".ktab")} for s in base["shards"]]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if len(out) != self.n_shards or any(set(v) != set(self._tables) for v in out):
+            return None
+        return out
+
     def load(self, directory: str | os.PathLike[str], layout: dict[str, Any],
-             checkpoint: str) -> None:
-        """Restore every shard from a checkpoint written with ``layout`` (any shard count)."""
+             checkpoint: str,
+             deltas: Sequence[tuple[str | os.PathLike[str], dict[str, Any]]] = ()) -> None:
+        """Restore every shard from a checkpoint written with ``layout`` (any shard count).
+
+        ``deltas``: ``(directory, layout)`` of incremental saves made after it, oldest
+        first, applied in order (they share the full save's router).
+        """
         self.flush()
         d = Path(directory)
         try:
             source = Router.from_dict(layout["router"])
             dirs = [d / s["dir"] for s in layout["shards"]]
+            delta_dirs = []
+            for dd, lay in deltas:
+                if Router.from_dict(lay["router"]) != source:
+                    raise CheckpointMismatchError(f"{dd}: an incremental save with another "
+                                                  "shard layout than its full save")
+                delta_dirs.append([Path(dd) / s["dir"] for s in lay["shards"]])
         except (KeyError, TypeError) as exc:
             raise CheckpointMismatchError(f"{d}: unreadable shard layout: {exc}") from exc
         if len(dirs) != source.n_shards:
@@ -266,8 +316,15 @@ class ShardedPS:
             router = self.router
         else:  # the bucket count is fixed for the life of a model: keep the checkpoint's
             router = Router.uniform(self.n_shards, source.n_buckets)
-        self._fan(lambda e: e.load(dirs, source_router=source, router=router,
-                                   checkpoint=checkpoint))
+        if delta_dirs:
+            if not all(isinstance(e, Shard) for e in self._endpoints):
+                raise CheckpointMismatchError(f"{d}: remote shards cannot restore an "
+                                              "incremental checkpoint chain yet")
+            self._fan(lambda e: e.load(dirs, source_router=source, router=router,
+                                       checkpoint=checkpoint, deltas=delta_dirs))
+        else:
+            self._fan(lambda e: e.load(dirs, source_router=source, router=router,
+                                       checkpoint=checkpoint))
         self.router = router
         self.checkpoint = checkpoint
 
@@ -320,6 +377,7 @@ class ShardedPS:
         if self._pool is None:
             return [call(e, i) for i, e in enumerate(self._endpoints)]
         futures = [self._pool.submit(call, e, i) for i, e in enumerate(self._endpoints)]
+        wait(futures)  # every shard finishes (or fails) before an error is raised
         return [f.result() for f in futures]
 
     def _wait(self, batch: list[Future[None]]) -> None:

@@ -7,7 +7,9 @@ Per row ``r``::
     last_seen[r]  int32, the caller's ``now`` at the last access; free rows chain
                   the free list through this column (so it costs no extra memory)
     count[r]      float32, access count (decayed by LFU)
-    stamp[r]      int32, table version of the last change (for ``touched_since``)
+    stamp[r]      int32, table version of the last change of the weights (``touched_since``)
+    mark[r]       int32, table version of the last change of any column (weights, state,
+                  last_seen, count): what an incremental checkpoint writes (``export_since``)
 
 The columns are reserved as anonymous ``MAP_NORESERVE`` mappings: pages are
 committed only when first written, so a large ``capacity`` costs address space,
@@ -26,7 +28,7 @@ import numpy as np
 from kraken.config import Precision
 from kraken.table.codec import STORAGE, decode, encode
 
-__all__ = ["RowArena", "reserve_array"]
+__all__ = ["RowArena", "keys_by_row", "reserve_array"]
 
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
@@ -64,6 +66,21 @@ def _release(next_free, head, rows):  # pragma: no cover - numba
         head[0] = r
 
 
+@nb.njit(cache=True, nogil=True)
+def keys_by_row(skeys, srows, key_at, live):  # pragma: no cover - numba
+    """From hash-index slots (``skeys int64[C]``, ``srows int32[C]``, -1 = empty): set
+    ``key_at[row] = key`` and ``live[row] = True`` for every entry; returns the count.
+    ``key_at`` and ``live`` cover rows ``0 .. high_water - 1`` (arena order)."""
+    n = 0
+    for s in range(skeys.shape[0]):
+        r = srows[s]
+        if r >= 0:
+            key_at[r] = skeys[s]
+            live[r] = True
+            n += 1
+    return n
+
+
 class RowArena:
     """Fixed-capacity row storage with a free list; batched verbs only."""
 
@@ -77,6 +94,7 @@ class RowArena:
         self.last_seen = reserve_array((capacity,), np.int32)
         self.count = reserve_array((capacity,), np.float32)
         self.stamp = reserve_array((capacity,), np.int32)
+        self.mark = reserve_array((capacity,), np.int32)
         self._head = np.array([-1, 0, capacity], dtype=np.int64)
         self.live = 0
 
@@ -92,7 +110,7 @@ class RowArena:
     @property
     def row_bytes(self) -> int:
         """Bytes of one row across all columns."""
-        return self.dim * self.precision.itemsize + 4 * self.state_width + 12
+        return self.dim * self.precision.itemsize + 4 * self.state_width + 16
 
     @property
     def committed_bytes(self) -> int:

@@ -16,8 +16,10 @@ Verbs (``N`` keys with duplicates, ``D = config.dim``)::
     evict(now) -> evicted keys                        runs config.eviction in order
     touched_since(version) -> TableDelta              rows changed and keys evicted
     stats() -> TableStats
-    save(path) / load(path) / SparseTable.from_file(path)   (format: table/persistence.py)
+    save(path, since=None) / load(path) / SparseTable.from_file(path)
+    load_chain([[full paths], [delta paths], ...], select=None)  (format: table/persistence.py)
     export() -> TableRows / load_rows(TableRows)
+    export_since(version) -> (TableRows, evicted keys)     whole rows, for incremental saves
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from kraken.arrayfile import CHUNK, Chunked
 from kraken.config import Precision
 from kraken.errors import (
     CapacityError,
@@ -43,13 +46,14 @@ from kraken.errors import (
     StaleVersionError,
 )
 from kraken.table import kernels
-from kraken.table.arena import RowArena
+from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
 from kraken.table.persistence import (
     TableFile,
     check_fits,
     merge_table_files,
+    read_table_config,
     read_table_file,
     write_table_file,
 )
@@ -171,6 +175,9 @@ class SparseTable:
                 if absent.any():
                     rows[absent] = self._admit(flat[absent], t)
                 kernels.touch(rows, self._arena.last_seen, self._arena.count, t)
+                held = rows[rows >= 0]
+                if held.size:
+                    self._arena.mark[held] = self._open_version()
                 out = self._gather(rows)
         return out.reshape(shape + (d,))
 
@@ -204,12 +211,59 @@ class SparseTable:
             keys, rows = self._index.items()
             changed = self._arena.stamp[rows] > v
             keys, rows = keys[changed], rows[changed]
-            ev = [k for ver, k in self._evict_log if ver > v]
-            evicted = np.unique(np.concatenate(ev)) if ev else np.empty(0, dtype=np.int64)
-            if evicted.size:
-                evicted = evicted[self._index.find(evicted) < 0]
             return TableDelta(since=v, version=current, keys=keys,
-                              weights=self._arena.read(rows), evicted=evicted)
+                              weights=self._arena.read(rows), evicted=self._evicted_since(v))
+
+    def export_since(self, version: int) -> tuple[TableRows, Keys]:
+        """Whole rows (weights, state, ``last_seen``, ``count``, ``stamp``) of every key whose
+        row changed in any column after ``version``, and the keys evicted since then and
+        absent now (``int64[E]``, sorted): what turns the table as it was at ``version``
+        into the table as it is (``rows.version``). Rows come in arena order.
+
+        Raises :class:`StaleVersionError` like :meth:`touched_since`. Changes nothing.
+        """
+        v = _as_now(version, "version")
+        with self._lock:
+            current = self._check_cursor(v)
+            keys, sel = self._arena_order(v)
+            a = self._arena
+            rows = TableRows(keys=keys, weights=a.weights[sel], state=a.state[sel],
+                             last_seen=a.last_seen[sel], count=a.count[sel],
+                             stamp=a.stamp[sel], version=current)
+            return rows, self._evicted_since(v)
+
+    def _check_cursor(self, v: int) -> int:
+        if v < self._log_floor:
+            raise StaleVersionError(
+                f"version {v} is older than the oldest retained change ({self._log_floor}); "
+                "resynchronise from a full snapshot")
+        current = self._publish()
+        if v > current:
+            raise InputError(f"version {v} is newer than the table's version {current}")
+        return current
+
+    def _evicted_since(self, v: int) -> Keys:
+        ev = [k for ver, k in self._evict_log if ver > v]
+        evicted = np.unique(np.concatenate(ev)) if ev else np.empty(0, dtype=np.int64)
+        if evicted.size:
+            evicted = evicted[self._index.find(evicted) < 0]
+        return evicted
+
+    def _arena_order(self, since: int | None) -> tuple[Keys, np.ndarray | None]:
+        """``(keys int64[L], rows int64[L] or None)``: the live rows (changed after ``since``
+        when given) in arena order, and their keys; ``None`` rows mean ``0 .. L-1``, every
+        row below the high-water mark, which columns then give as plain slices."""
+        hw = self._arena.high_water
+        key_at = np.empty(hw, dtype=np.int64)
+        live = np.zeros(hw, dtype=bool)
+        skeys, srows, _ = self._index.slots()
+        n = keys_by_row(skeys, srows, key_at, live)
+        if since is None and n == hw:
+            return key_at, None
+        if since is not None:
+            live &= self._arena.mark[:hw] > since
+        sel = np.flatnonzero(live)
+        return key_at[sel], sel
 
     def export(self) -> TableRows:
         """All live rows, columnar, in an unspecified order; a consistent full snapshot.
@@ -309,37 +363,55 @@ class SparseTable:
             survivors = rows[alive]
             for policy in self.config.eviction:
                 c = a.count[survivors]
+                old = c.copy()
                 policy.after_pass(c)
                 a.count[survivors] = c
+                moved = survivors[c != old]
+                if moved.size:
+                    a.mark[moved] = self._open_version()
             return np.sort(victims)
 
     # -- persistence (the file format lives in kraken/table/persistence.py) -------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Atomically write every row, the optimizer state, metadata and counters to ``path``."""
+    def save(self, path: str | os.PathLike[str], since: int | None = None) -> None:
+        """Atomically write every row, the optimizer state, metadata and counters to ``path``.
+
+        With ``since`` (a version this table reported), an incremental file: only the rows
+        changed after ``since`` and the keys evicted since then (raises
+        :class:`StaleVersionError` when those evictions are no longer remembered).
+        Rows stream from the arena in chunks, in arena order, while the table's lock is
+        held (verbs wait for the write: the file is one consistent cut).
+        """
         with self._lock:
-            rows = self.export()  # every stamp is <= rows.version
-            f = TableFile(config=self.config, rows=rows,
+            v = None if since is None else _as_now(since, "version")
+            if v is not None:
+                self._check_cursor(v)
+            keys, sel = self._arena_order(v)
+            f = TableFile(config=self.config, rows=None,  # type: ignore[arg-type]
                           sketch=None if self._sketch is None else self._sketch.copy(),
-                          clock=self._clock, version=rows.version,
+                          clock=self._clock, version=self._publish(),
                           rng_state=self._rng.bit_generator.state,
-                          counters=dict(self._counters))
-        write_table_file(path, f)
+                          counters=dict(self._counters), since=v,
+                          evicted=None if v is None else self._evicted_since(v))
+            a = self._arena
+            columns: dict[str, np.ndarray | Chunked] = {"keys": keys}
+            for name in ("weights", "state", "last_seen", "count", "stamp"):
+                columns[name] = _column(getattr(a, name), keys.shape[0], sel)
+            write_table_file(path, f, columns)
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Replace the contents with those saved at ``path``.
+        """Replace the contents with those saved at ``path`` (a full file).
 
         The file must match this table's dim, precision and optimizer state; on any
         error (:class:`~kraken.errors.CheckpointError`) the table is unchanged.
         """
-        self._restore(path, read_table_file(path))
+        self.load_chain([[path]])
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SparseTable:
-        """A new table with the config and contents saved at ``path``."""
-        f = read_table_file(path)
-        table = cls(f.config)
-        table._restore(path, f)
+        """A new table with the config and contents saved at ``path`` (a full file)."""
+        table = cls(read_table_config(path))
+        table.load_chain([[path]])
         return table
 
     def load_merged(self, paths: list[str | os.PathLike[str]],
@@ -350,38 +422,147 @@ class SparseTable:
         See :func:`~kraken.table.persistence.merge_table_files` for what carries over.
         All files are validated first; on any error the table is unchanged.
         """
-        files = []
-        for p in paths:
-            f = read_table_file(p)
-            check_fits(p, f.config, self.config)
-            files.append(f)
-        where = f"{len(files)} table file(s) from {os.path.dirname(os.fspath(paths[0]))}"
-        self._restore(where, merge_table_files(files, select))
+        self.load_chain([list(paths)], select)
 
-    def _restore(self, path: str | os.PathLike[str], f: TableFile) -> None:
-        """Validate a parsed table file fully against this table, then swap its contents in."""
-        check_fits(path, f.config, self.config)
+    def load_chain(self, chain: list[list[str | os.PathLike[str]]],
+                   select: Callable[[Keys], np.ndarray] | None = None) -> None:
+        """Replace the contents with a chain of saves: ``chain[0]`` the slices of a full
+        save, each later entry the slices of an incremental save made after the previous
+        one, applied in order (evicted keys erased, rows upserted). With one slice per
+        entry and no ``select`` the table comes back exactly as it was saved (rows,
+        optimizer state, metadata, counters, generator state); with several slices or
+        ``select`` see :meth:`load_merged`. All files are validated and applied to a new
+        table first; on any error this table is unchanged.
+        """
+        if not chain or not all(chain):
+            raise CheckpointMismatchError("a chain of table files needs a full save first")
+        parsed = []
         fresh = SparseTable(self.config)
+        for i, paths in enumerate(chain):
+            files = []
+            for p in paths:
+                direct = i == 0 and len(paths) == 1 and select is None
+                f = fresh._read_full(p) if direct else read_table_file(p)
+                check_fits(p, f.config, self.config)
+                if f.incremental != (i > 0):
+                    raise CheckpointMismatchError(
+                        f"{p}: {'an incremental' if f.incremental else 'a full'} table file "
+                        f"where the chain needs {'a full' if i == 0 else 'an incremental'} one")
+                files.append(f)
+            merged = files[0] if len(files) == 1 and select is None \
+                else merge_table_files(files, select)
+            parsed.append(merged)
+        for prev, nxt in zip(parsed, parsed[1:]):
+            if nxt.since is not None and nxt.since > prev.version:
+                raise CheckpointMismatchError(
+                    f"table chain has a gap: changes after version {nxt.since} follow a "
+                    f"save at version {prev.version}")
+        first = os.fspath(chain[0][0])
+        where = first if len(chain) == 1 and len(chain[0]) == 1 else \
+            f"{sum(map(len, chain))} table file(s) from {os.path.dirname(first)}"
+        self._restore(where, parsed[0], parsed[1:], fresh)
+
+    def _read_full(self, path: str | os.PathLike[str]) -> TableFile:
+        """Read a table file for :meth:`_load_empty` of this new, empty table: row columns
+        straight into the arena (rows ``0 .. L-1``), and the index built from the keys on
+        a helper thread while the other columns are read (numba releases the GIL)."""
+        a = self._arena
+        builder: list[threading.Thread] = []
+        failed: list[BaseException] = []
+
+        def into(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
+            col = getattr(a, name) if name in _COLUMNS else None
+            if col is None or not shape or shape[0] > a.capacity or dtype != col.dtype \
+                    or shape[1:] != col.shape[1:]:
+                return None
+            return col[:shape[0]]  # type: ignore[no-any-return]
+
+        def index(keys: np.ndarray) -> None:
+            try:
+                self._index.insert(keys, a.allocate(keys.shape[0]))
+            except BaseException as exc:  # re-raised on the reading thread
+                failed.append(exc)
+
+        def after(name: str, arr: np.ndarray) -> None:
+            if name == "keys" and arr.ndim == 1 and arr.dtype == np.int64 \
+                    and 0 < arr.shape[0] <= a.capacity:
+                builder.append(threading.Thread(target=index, args=(arr,), daemon=True))
+                builder[0].start()
+
         try:
-            fresh.load_rows(f.rows)
+            return read_table_file(path, into, after)
+        finally:
+            for th in builder:
+                th.join()
+            if failed:
+                raise failed[0]
+
+    def _restore(self, path: str | os.PathLike[str], f: TableFile,
+                 deltas: list[TableFile], fresh: SparseTable | None = None) -> None:
+        """Validate parsed table files fully against this table, build the contents in
+        ``fresh`` (a new table; the full file, then each delta), then swap them in."""
+        check_fits(path, f.config, self.config)
+        if f.incremental:
+            raise CheckpointMismatchError(f"{path}: an incremental table file; restore it "
+                                          "after the full save it follows (load_chain)")
+        fresh = SparseTable(self.config) if fresh is None else fresh
+        try:
+            fresh._load_empty(f.rows)
+            for d in deltas:
+                if d.evicted is not None and d.evicted.size:
+                    freed = fresh._index.erase(np.ascontiguousarray(d.evicted, np.int64))
+                    fresh._arena.release(freed[freed >= 0])
+                fresh.load_rows(d.rows)
         except CapacityError as exc:
             raise CheckpointMismatchError(f"{path}: {exc}") from exc
         except InputError as exc:
             raise CorruptCheckpointError(f"{path}: {exc}") from exc
+        last = deltas[-1] if deltas else f
         want = None if fresh._sketch is None else fresh._sketch.shape
-        if (None if f.sketch is None else f.sketch.shape) != want:
+        if (None if last.sketch is None else last.sketch.shape) != want:
             raise CheckpointMismatchError(f"{path}: admission sketch does not match this table")
         try:
-            fresh._rng.bit_generator.state = f.rng_state
+            fresh._rng.bit_generator.state = last.rng_state
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(f"{path}: unreadable generator state: {exc}") from exc
+        fresh._arena.mark[:fresh._arena.high_water] = 0  # every row is as of the save
         with self._lock:
             self._index, self._arena, self._rng = fresh._index, fresh._arena, fresh._rng
-            self._sketch = f.sketch
-            self._clock, self._version, self._published = f.clock, f.version, True
+            self._sketch = last.sketch
+            self._clock, self._version, self._published = last.clock, last.version, True
             self._evict_log.clear()
-            self._log_floor = f.version  # evictions before the save are not kept
-            self._counters = dict(f.counters)
+            self._log_floor = last.version  # evictions before the save are not kept
+            self._counters = dict(last.counters)
+
+    def _load_empty(self, rows: TableRows) -> None:
+        """:meth:`load_rows` into this new, empty table: rows ``0 .. L-1`` in file order,
+        filled by plain copies (the restore path; no per-row scatter)."""
+        keys, _ = _as_keys(rows.keys)
+        n = keys.shape[0]
+        self._check_rows(rows, n)
+        a = self._arena
+        if a.live == 0:  # not yet indexed by _read_full
+            if n > a.free:
+                raise CapacityError(f"load_rows needs {n} new rows, only {a.free} "
+                                    f"of capacity {self.config.capacity} are free")
+            self._index.insert(keys, a.allocate(n))  # a new arena hands out 0 .. n-1
+        if a.live != n or len(self._index) != n:
+            raise InputError("load_rows: keys must be distinct")
+        for name in _COLUMNS:
+            col, src = getattr(a, name), getattr(rows, name)
+            if not np.shares_memory(col[:n], src):  # read straight into the arena already
+                col[:n] = src
+
+    def _check_rows(self, rows: TableRows, n: int) -> None:
+        c = self.config
+        expect = {"weights": ((n, c.dim), self._arena.weights.dtype),
+                  "state": ((n, c.state_width), np.float32), "last_seen": ((n,), np.int32),
+                  "count": ((n,), np.float32), "stamp": ((n,), np.int32)}
+        for name, (shape, dtype) in expect.items():
+            arr = getattr(rows, name)
+            if arr.shape != shape or arr.dtype != dtype:
+                raise ShapeError(f"{name}: expected {np.dtype(dtype).name}{list(shape)}, "
+                                 f"got {arr.dtype}{list(arr.shape)}")
 
     def load_rows(self, rows: TableRows) -> None:
         """Insert or overwrite whole rows (weights in stored dtype, state, metadata).
@@ -391,15 +572,8 @@ class SparseTable:
         if not isinstance(rows, TableRows):
             raise InputError(f"rows must be a TableRows, got {type(rows).__name__}")
         keys, _ = _as_keys(rows.keys)
-        n, c = keys.shape[0], self.config
-        expect = {"weights": ((n, c.dim), self._arena.weights.dtype),
-                  "state": ((n, c.state_width), np.float32), "last_seen": ((n,), np.int32),
-                  "count": ((n,), np.float32), "stamp": ((n,), np.int32)}
-        for name, (shape, dtype) in expect.items():
-            arr = getattr(rows, name)
-            if arr.shape != shape or arr.dtype != dtype:
-                raise ShapeError(f"{name}: expected {np.dtype(dtype).name}{list(shape)}, "
-                                 f"got {arr.dtype}{list(arr.shape)}")
+        n = keys.shape[0]
+        self._check_rows(rows, n)
         if kernels.unique_counts(keys)[0].shape[0] != n:
             raise InputError("load_rows: keys must be distinct")
         with self._lock:
@@ -407,6 +581,8 @@ class SparseTable:
             a = self._arena
             a.weights[r], a.state[r], a.last_seen[r] = rows.weights, rows.state, rows.last_seen
             a.count[r], a.stamp[r] = rows.count, rows.stamp
+            if n:
+                a.mark[r] = self._open_version()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -423,7 +599,9 @@ class SparseTable:
         return self._version
 
     def _stamp(self, rows: np.ndarray) -> None:
-        self._arena.stamp[rows] = self._open_version()
+        v = self._open_version()
+        self._arena.stamp[rows] = v
+        self._arena.mark[rows] = v
 
     def _reserve(self, keys: Keys, verb: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows for distinct ``keys: int64[N]``, all or nothing: ``(rows int64[N], new bool[N])``.
@@ -499,3 +677,20 @@ class SparseTable:
         out = np.full((rows.shape[0], d), default, dtype=np.float32)
         out[present] = a.read(rows[present])
         return out
+
+
+_COLUMNS = ("weights", "state", "last_seen", "count", "stamp")
+"""The arena's row columns a table file holds besides ``keys``."""
+
+
+def _column(arr: np.ndarray, n: int, sel: np.ndarray | None) -> Chunked:
+    """Rows ``sel`` (or ``0 .. n-1`` when None) of an arena column, as chunks of about
+    ``CHUNK`` bytes: slices of the arena itself, or gathered a chunk at a time."""
+    row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+    step = max(1, CHUNK // row)
+
+    def chunks() -> Any:
+        for i in range(0, n, step):
+            yield arr[i:min(n, i + step)] if sel is None else arr[sel[i:i + step]]
+
+    return Chunked(dtype=arr.dtype, shape=(n,) + arr.shape[1:], chunks=chunks)

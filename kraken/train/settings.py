@@ -48,7 +48,9 @@ class TrainerConfig:
         window: samples per progressive-evaluation window.
         log_every_s: seconds between progress records.
         checkpoint_every_samples / checkpoint_every_s: checkpoint cadence (None = off).
-        keep_checkpoints: newest checkpoints kept.
+        keep_checkpoints: newest checkpoints kept (with the ones they build on).
+        checkpoint_full_every: every how many checkpoints one is full; the others hold
+            only the rows changed since the checkpoint before (1 = always full).
         max_samples: stop after this many samples (None = until the stream ends).
         prefetch: batches read and deduplicated ahead.
         pipeline: also pull the next batch's rows in the background while the current
@@ -68,6 +70,7 @@ class TrainerConfig:
     checkpoint_every_samples: int | None = None
     checkpoint_every_s: float | None = None
     keep_checkpoints: int = 3
+    checkpoint_full_every: int = 1
     max_samples: int | None = None
     prefetch: int = 2
     pipeline: bool = False
@@ -84,6 +87,7 @@ class TrainerConfig:
         if self.checkpoint_every_s is not None:
             check_positive("checkpoint_every_s", self.checkpoint_every_s)
         check_int("keep_checkpoints", self.keep_checkpoints, lo=1)
+        check_int("checkpoint_full_every", self.checkpoint_full_every, lo=1)
         if self.max_samples is not None:
             check_int("max_samples", self.max_samples, lo=0)
         check_int("prefetch", self.prefetch, lo=1)

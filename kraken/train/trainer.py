@@ -121,7 +121,8 @@ class Trainer:
         self._bad_in_a_row = 0
         self._stop = threading.Event()
         self._stop_reason = "end of stream"
-        self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints)
+        self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints,
+                                      full_every=config.checkpoint_full_every)
                       if self.run_dir is not None else None)
 
     @property

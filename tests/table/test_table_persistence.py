@@ -144,3 +144,103 @@ def test_arrayfile_round_trip(tmp_path_factory, spec, meta) -> None:
     for name, arr in arrays.items():
         assert got[name].dtype == arr.dtype and got[name].shape == arr.shape
         np.testing.assert_array_equal(got[name], arr)
+
+
+# -- streaming writes, chunked reads, incremental files -------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 4 KiB checksummed in halves, so small tables cross many boundaries."""
+    import kraken.arrayfile
+    import kraken.table.table
+    monkeypatch.setattr(kraken.arrayfile, "CHUNK", 4096)
+    monkeypatch.setattr(kraken.arrayfile, "_SPLIT", 1000)  # halves on two threads
+    monkeypatch.setattr(kraken.table.table, "CHUNK", 4096)
+    return 4096
+
+
+def test_chunked_writes_and_reads_match_the_whole_array_container(tmp_path: Path,
+                                                                  small_chunks: int) -> None:
+    from kraken.arrayfile import Chunked, encode_arrays
+    big = np.arange(10_000, dtype=np.float32).reshape(2500, 4)
+    parts = Chunked(dtype=big.dtype, shape=big.shape,
+                    chunks=lambda: iter(np.array_split(big, 7)))
+    write_arrays(tmp_path / "a.kdat", {"m": 1}, {"big": parts, "k": np.arange(3)})
+    data = (tmp_path / "a.kdat").read_bytes()
+    assert data == encode_arrays({"m": 1}, {"big": big, "k": np.arange(3)})
+    meta, arrays = read_arrays(tmp_path / "a.kdat")
+    np.testing.assert_array_equal(arrays["big"], big)
+    # a flipped byte in a later chunk of the array is caught
+    raw = bytearray(data)
+    raw[len(raw) - 200 - 3 * small_chunks] ^= 0xFF
+    (tmp_path / "a.kdat").write_bytes(bytes(raw))
+    with pytest.raises(kraken.CorruptCheckpointError, match="checksum"):
+        read_arrays(tmp_path / "a.kdat")
+
+
+def test_chunks_that_do_not_add_up_to_the_shape_are_refused(tmp_path: Path) -> None:
+    from kraken.arrayfile import Chunked
+    short = Chunked(dtype=np.dtype(np.int64), shape=(10,), chunks=lambda: iter([np.arange(9)]))
+    with pytest.raises(kraken.ShapeError, match="80"):
+        write_arrays(tmp_path / "a.kdat", {}, {"a": short})
+    assert not list(tmp_path.iterdir())  # no file, no temporary left behind
+
+
+def test_a_table_with_holes_round_trips_across_chunks(tmp_path: Path, small_chunks: int) -> None:
+    cfg = TableConfig(dim=8, capacity=5000, optimizer=kraken.RowWiseAdaGrad(),
+                      eviction=(kraken.TTL(ttl=1),))
+    t = kraken.SparseTable(cfg)
+    t.lookup(np.arange(3000), train=True, now=0)
+    t.lookup(np.arange(0, 3000, 3), train=True, now=5)
+    t.evict(5)  # two rows in three are freed: the arena has holes
+    t.save(tmp_path / "t.ktab")
+    u = kraken.SparseTable.from_file(tmp_path / "t.ktab")
+    a, b = t.export(), u.export()
+    oa, ob = np.argsort(a.keys), np.argsort(b.keys)
+    for field in ("keys", "weights", "state", "last_seen", "count", "stamp"):
+        np.testing.assert_array_equal(getattr(a, field)[oa], getattr(b, field)[ob])
+    assert len(u) == 1000
+
+
+def test_export_since_gives_whole_rows_changed_in_any_column() -> None:
+    t = _trained(TableConfig(dim=3, capacity=100), n=10)
+    v = t.stats().version
+    rows, evicted = t.export_since(v)
+    assert rows.keys.size == 0 and evicted.size == 0
+    keys = np.arange(10, dtype=np.int64) * 7919
+    t.lookup(keys[:2], train=True, now=3)  # an access: last_seen and count change
+    t.apply_gradients(keys[5:6], np.ones((1, 3), np.float32), now=3)
+    rows, _ = t.export_since(v)
+    assert sorted(rows.keys.tolist()) == sorted(keys[[0, 1, 5]].tolist())
+    assert (rows.last_seen == 3).all() and rows.version > v
+
+
+def test_an_incremental_file_is_not_a_table_by_itself(tmp_path: Path) -> None:
+    t = _trained(TableConfig(dim=3, capacity=100), n=10)
+    t.save(tmp_path / "full.ktab")
+    v = t.stats().version
+    t.lookup(np.array([1]), train=True, now=4)
+    t.save(tmp_path / "delta.ktab", since=v)
+    with pytest.raises(kraken.CheckpointMismatchError, match="incremental"):
+        kraken.SparseTable.from_file(tmp_path / "delta.ktab")
+    with pytest.raises(kraken.CheckpointMismatchError, match="full"):
+        t.load_chain([[tmp_path / "delta.ktab"]])
+    u = kraken.SparseTable(t.config)
+    u.load_chain([[tmp_path / "full.ktab"], [tmp_path / "delta.ktab"]])
+    assert u.stats().version == t.stats().version
+    np.testing.assert_array_equal(np.sort(u.export().keys), np.sort(t.export().keys))
+    # a delta that starts after the full save's version leaves a gap
+    w = t.stats().version
+    t.lookup(np.array([2]), train=True, now=5)
+    t.save(tmp_path / "late.ktab", since=w)
+    with pytest.raises(kraken.CheckpointMismatchError, match="gap"):
+        u.load_chain([[tmp_path / "full.ktab"], [tmp_path / "late.ktab"]])
+
+
+@given(a=st.binary(max_size=300), b=st.binary(max_size=300))
+def test_crc32_combine_joins_the_checksums_of_two_parts(a: bytes, b: bytes) -> None:
+    import zlib
+
+    from kraken.arrayfile import crc32_combine
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)

@@ -216,3 +216,19 @@ def test_table_bytes_are_recorded_per_table_at_records_only(tmp_path: Path) -> N
     for name, t in s.tables.items():
         assert recs[-1]["tables"][name]["memory_bytes"] == t["memory_bytes"] > 0
     assert recs[-1]["skipped"] == s.skipped == 0
+
+
+def test_resume_from_an_incremental_checkpoint_gives_the_uninterrupted_model(
+        tmp_path: Path) -> None:
+    from kraken.checkpoint import Manifest
+    full = make_trainer(tmp_path / "full")
+    full.run()
+    kw = {"checkpoint_every_samples": 1024, "checkpoint_full_every": 3, "keep_checkpoints": 1}
+    first = make_trainer(tmp_path / "split", max_samples=5120, **kw)
+    first.run()
+    latest = first.store.latest()
+    assert latest is not None and Manifest.read(latest).chain  # builds on earlier ones
+    second = make_trainer(tmp_path / "split", **kw)
+    assert second.resume() and second.samples == 5120
+    second.run()
+    assert model_state(second) == model_state(full)
