@@ -12,7 +12,7 @@ answers (bad input, unknown table, ...) are raised at once as their own
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,17 +120,22 @@ class RemoteShard:
     def snapshot(self, table: str) -> TableDelta:
         return codec.decode_delta(self._call("Snapshot", codec.encode({"table": table})))
 
-    def save(self, directory: str | Path) -> dict[str, dict[str, int]]:
-        msg = self._call("Save", codec.encode({"directory": str(Path(directory).resolve())}),
+    def save(self, directory: str | Path, since: Mapping[str, int] | None = None
+             ) -> dict[str, dict[str, int]]:
+        msg = self._call("Save", codec.encode({"directory": str(Path(directory).resolve()),
+                                               "since": None if since is None
+                                               else {n: int(v) for n, v in since.items()}}),
                          timeout=self.save_timeout)
         return dict(msg.meta["files"])
 
     def load(self, sources: list[str | Path], *, source_router: Router, router: Router,
-             checkpoint: str) -> None:
+             checkpoint: str, deltas: Sequence[Sequence[str | Path]] = ()) -> None:
         self._call("Load", codec.encode({"sources": [str(Path(s).resolve()) for s in sources],
                                          "source_router": source_router.to_dict(),
                                          "router": router.to_dict(),
-                                         "checkpoint": checkpoint}),
+                                         "checkpoint": checkpoint,
+                                         "deltas": [[str(Path(s).resolve()) for s in step]
+                                                    for step in deltas]}),
                    timeout=self.save_timeout)
 
     def close(self) -> None:

@@ -139,14 +139,23 @@ class ShardServer:
         return codec.encode_delta(self.shard.snapshot(msg.field("table", str)))
 
     def _save(self, msg: codec.Message) -> bytes:
-        return codec.encode({"files": self.shard.save(self._path(msg.field("directory", str)))})
+        since = msg.field("since", dict, optional=True)
+        if since is not None and not all(isinstance(k, str) and isinstance(v, int)
+                                         and not isinstance(v, bool) for k, v in since.items()):
+            raise InputError("malformed request: 'since' maps table names to versions")
+        return codec.encode({"files": self.shard.save(self._path(msg.field("directory", str)),
+                                                      since=since)})
 
     def _load(self, msg: codec.Message) -> bytes:
         sources = msg.field("sources", list)
+        deltas = msg.field("deltas", list, optional=True) or []
+        if not all(isinstance(step, list) for step in deltas):
+            raise InputError("malformed request: 'deltas' is a list of lists of paths")
         self.shard.load([self._path(s) for s in sources],
                         source_router=Router.from_dict(msg.field("source_router", dict)),
                         router=Router.from_dict(msg.field("router", dict)),
-                        checkpoint=msg.field("checkpoint", str))
+                        checkpoint=msg.field("checkpoint", str),
+                        deltas=[[self._path(s) for s in step] for step in deltas])
         return codec.encode({})
 
     def _path(self, value: object) -> Path:

@@ -65,13 +65,11 @@ class ShardEndpoint(Protocol):
 
     def snapshot(self, table: str) -> TableDelta: ...
 
-    def save(self, directory: str | Path) -> dict[str, dict[str, int]]: ...
+    def save(self, directory: str | Path, since: Mapping[str, int] | None = None
+             ) -> dict[str, dict[str, int]]: ...
 
     def load(self, sources: list[str | Path], *, source_router: Router, router: Router,
-             checkpoint: str) -> None: ...
-
-    # In-process shards (:class:`~kraken.ps.shard.Shard`) also take ``save(directory,
-    # since=...)`` and ``load(..., deltas=...)``: incremental checkpoints.
+             checkpoint: str, deltas: Sequence[Sequence[str | Path]] = ()) -> None: ...
 
     def close(self) -> None: ...
 
@@ -250,9 +248,8 @@ class ShardedPS:
         With ``base`` (the layout an earlier save of this PS returned), an incremental
         save where it can be one: every shard writes only what changed since that save,
         and the layout says ``"incremental": true``. It falls back to a full save (and
-        says ``false``) when the layout changed since, a shard no longer remembers the
-        evictions since then, or an endpoint cannot write incremental files (remote
-        shards today).
+        says ``false``) when the layout changed since, or a shard no longer remembers the
+        evictions since then.
         """
         self.flush()
         d = Path(directory)
@@ -272,8 +269,8 @@ class ShardedPS:
 
     def _base_versions(self, base: dict[str, Any] | None) -> list[dict[str, int]] | None:
         """Each shard's table versions in ``base``, or None if no incremental save can
-        follow it (no base, another layout, or an endpoint without incremental files)."""
-        if base is None or not all(isinstance(e, Shard) for e in self._endpoints):
+        follow it (no base, or another layout)."""
+        if base is None:
             return None
         try:
             if Router.from_dict(base["router"]) != self.router:
@@ -316,15 +313,8 @@ class ShardedPS:
             router = self.router
         else:  # the bucket count is fixed for the life of a model: keep the checkpoint's
             router = Router.uniform(self.n_shards, source.n_buckets)
-        if delta_dirs:
-            if not all(isinstance(e, Shard) for e in self._endpoints):
-                raise CheckpointMismatchError(f"{d}: remote shards cannot restore an "
-                                              "incremental checkpoint chain yet")
-            self._fan(lambda e: e.load(dirs, source_router=source, router=router,
-                                       checkpoint=checkpoint, deltas=delta_dirs))
-        else:
-            self._fan(lambda e: e.load(dirs, source_router=source, router=router,
-                                       checkpoint=checkpoint))
+        self._fan(lambda e: e.load(dirs, source_router=source, router=router,
+                                   checkpoint=checkpoint, deltas=delta_dirs))
         self.router = router
         self.checkpoint = checkpoint
 
