@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
+import os
+import tomllib
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from kraken.errors import ConfigError
 
 __all__ = ["Pooling", "Precision", "Tagged", "build_dataclass", "build_from_dict",
            "check_enum", "check_fields", "check_fraction", "check_int",
-           "check_number", "check_positive", "register"]
+           "check_number", "check_positive", "read_config_file", "register"]
 
 
 class Precision(enum.Enum):
@@ -101,6 +105,26 @@ def check_int(path: str, value: Any, *, lo: int | None = None, hi: int | None = 
     if hi is not None and value > hi:
         raise ConfigError(f"{path}: must be <= {hi}, got {value}")
     return value
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sections of a run file, TOML (any suffix but ``.json``) or JSON, unvalidated.
+
+    Raises :class:`ConfigError` naming the file when it is missing or unparsable.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    try:
+        doc = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: "
+                          f"{exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: expected a table of sections")
+    return doc
 
 
 def check_fields(cls: Any, d: Any, path: str, ignore: tuple[str, ...] = ()) -> None:

@@ -15,6 +15,7 @@ the launch with the trainer's status.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 from kraken.errors import ConfigError
 from kraken.ps.processes import ShardProcesses
+from kraken.train.config import load_config
 
 TRANSPORT_EXIT = 3
 """Exit status of ``kraken train`` (and every command) when a shard cannot be reached."""
@@ -52,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--shards: must be >= 1")
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # the whole run is validated before anything starts; shards read it resolved (every
+    # table listed), so they start without loading the model zoo
+    resolved = run_dir / "run.resolved.json"
+    resolved.write_text(json.dumps(load_config(args.config).to_dict(), indent=1))
     stopping = threading.Event()
     trainer: list[subprocess.Popen[str]] = []
 
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     resume = args.resume
     restarts = 0
     while True:
-        shards = ShardProcesses(args.config, args.shards, timeout=args.ready_timeout,
+        shards = ShardProcesses(resolved, args.shards, timeout=args.ready_timeout,
                                 extra=["--checkpoint-root", str(run_dir)], echo=True)
         try:
             print(f"kraken launch: {args.shards} shard(s) ready on "

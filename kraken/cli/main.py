@@ -19,25 +19,33 @@ stderr naming the problem; status 3 when a parameter-server shard cannot be reac
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from kraken.errors import KrakenError, TransportError
 
+COMMANDS = ("demo", "train", "report", "serve", "ps", "launch")
+"""One module of ``kraken.cli`` each."""
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``only`` that one: a command's module (and
+    what it imports: torch, FastAPI, ...) is loaded only when its parser is built, so a
+    shard process (``kraken ps``) starts without the model zoo."""
     parser = argparse.ArgumentParser(prog="kraken", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    from kraken.cli import demo, launch, ps, report, serve, train
-
-    for module in (demo, train, report, serve, ps, launch):
-        module.add_parser(sub)
+    for name in COMMANDS:
+        if only is None or name == only:
+            importlib.import_module(f"kraken.cli.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="kraken: %(message)s", stream=sys.stderr)
     try:
         return int(args.run(args) or 0)

@@ -19,10 +19,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kraken.config import read_config_file
+from kraken.errors import ConfigError
 from kraken.ps.config import PSConfig
 from kraken.ps.server import ShardServer
 from kraken.ps.shard import Shard, shard_configs
 from kraken.ps.wire import Security
+from kraken.table import TableConfig
 
 
 def add_parser(sub: Any) -> None:
@@ -53,19 +56,35 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:
-    from kraken.train.config import load_config
+def shard_tables(path: str) -> tuple[dict[str, TableConfig], PSConfig]:
+    """The tables and ``[ps]`` section a shard serves from a run file.
 
-    config = load_config(args.config)
-    ps_cfg: PSConfig = config.ps
+    When the file lists every table (``emb`` and ``wide``, as a resolved config does),
+    only those two sections are read and validated, without loading the model zoo
+    (and torch); otherwise the whole run is validated to derive the model's tables.
+    """
+    doc = read_config_file(path)
+    raw = doc.get("tables")
+    if isinstance(raw, dict) and {"emb", "wide"} <= set(raw):
+        try:
+            tables = {n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw.items()}
+            return tables, PSConfig.from_dict(doc.get("ps", {}))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    from kraken.train.config import load_config  # the model decides its tables: torch
+
+    config = load_config(path)
+    return dict(config.tables), config.ps
+
+
+def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:
+    tables, ps_cfg = shard_tables(args.config)
     n = args.of if args.of is not None else len(ps_cfg.shards)
     if n < 1:
-        from kraken.errors import ConfigError
-
         raise ConfigError("--of: give the number of shards (the config lists no ps.shards)")
     sec = Security.from_files(args.token_file or ps_cfg.token_file,
                               args.tls_cert or ps_cfg.tls_cert, args.tls_key or ps_cfg.tls_key)
-    shard = Shard(shard_configs(config.tables, n), index=args.shard, of=n,
+    shard = Shard(shard_configs(tables, n), index=args.shard, of=n,
                   evict_every=ps_cfg.evict_every)
     server = ShardServer(shard, host=args.host, port=args.port, workers=args.workers,
                          security=sec,

@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kraken.config import build_dataclass, check_int
+from kraken.config import build_dataclass, check_int, read_config_file
 from kraken.data import open_stream
 from kraken.data.base import Stream
 from kraken.data.registry import stream_arguments
@@ -264,17 +262,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     """Parse and validate a run file, TOML (``.toml``) or JSON (``.json``, e.g. written
     by a tool from :meth:`RunConfig.to_dict`); ``overrides`` are merged per section first."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
-    try:
-        doc = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: "
-                          f"{exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{p}: expected a table of sections")
+    doc = read_config_file(p)
     for section, values in (overrides or {}).items():
         doc.setdefault(section, {}).update(values)
     try:
