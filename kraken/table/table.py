@@ -201,13 +201,7 @@ class SparseTable:
         """
         v = _as_now(version, "version")
         with self._lock:
-            if v < self._log_floor:
-                raise StaleVersionError(
-                    f"version {v} is older than the oldest retained change ({self._log_floor}); "
-                    "resynchronise from a full snapshot")
-            current = self._publish()
-            if v > current:
-                raise InputError(f"version {v} is newer than the table's version {current}")
+            current = self._check_cursor(v)
             keys, rows = self._index.items()
             changed = self._arena.stamp[rows] > v
             keys, rows = keys[changed], rows[changed]
