@@ -100,6 +100,9 @@ class PredictResponse(BaseModel):
     scores: list[float]
     version: int = Field(description="the model version that produced every score")
     dense_version: int = Field(description="the version of the dense weights used")
+    shard_versions: list[int] = Field(
+        default_factory=list,
+        description="the version of each shard's rows used, when shards publish the rows")
     model: str
 
 
@@ -133,6 +136,11 @@ class ModelInfo(BaseModel):
     features: dict[str, Any]
     history: list[tuple[int, float, float]] = Field(
         description="recent (version, published_at, applied_at)")
+    shards: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="when shards publish the rows, per shard: version, lineage, "
+                    "published_at, applied_at, lag_s (now - published_at), max_event_time, "
+                    "versions_applied, snapshots_loaded")
 
 
 def _error(status: int, detail: Any) -> JSONResponse:
@@ -311,7 +319,14 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
             event_lag_s=(now - i.max_event_time) if i.ready else -1.0,
             versions_applied=i.versions_applied, snapshots_loaded=i.snapshots_loaded,
             sync=status_of(), tables=i.tables, memory_bytes=i.memory_bytes,
-            features=replica.spec.features.to_dict() if i.ready else {}, history=i.history)
+            features=replica.spec.features.to_dict() if i.ready else {}, history=i.history,
+            shards=[{"shard": k, "version": st.version, "lineage": st.lineage,
+                     "published_at": st.publish_time, "applied_at": st.applied_time,
+                     "lag_s": (now - st.publish_time) if st.version else -1.0,
+                     "max_event_time": st.max_event_time,
+                     "versions_applied": st.versions_applied,
+                     "snapshots_loaded": st.snapshots_loaded}
+                    for k, st in enumerate(i.shards)])
 
     @app.get("/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
@@ -360,7 +375,9 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
                                  "msg": str(exc)}])
         counters["scored"] += len(records)
         return PredictResponse(scores=pred.scores.tolist(), version=pred.version,
-                               dense_version=pred.dense_version, model=replica.spec.model)
+                               dense_version=pred.dense_version,
+                               shard_versions=list(pred.shard_versions),
+                               model=replica.spec.model)
 
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
     app.add_middleware(_Metrics, registry=registry)  # type: ignore[arg-type]

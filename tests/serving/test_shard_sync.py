@@ -1,0 +1,186 @@
+"""Serving from shards: every shard publishes its rows, the trainer only the dense weights,
+and a replica follows a version vector (one entry per shard plus the dense version)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kraken.errors import CheckpointMismatchError, NotReadyError, VersionGapError
+from kraken.serving import DirectoryFollower, ModelVersion, Publisher, Replica
+from kraken.serving.directory import REQUEST, read_layout, scan_versions, shard_dir
+from kraken.serving.shard_publisher import ShardPublisher
+from kraken.serving.version import TableUpdate
+from kraken.train import Trainer
+from tests.serving.helpers import probe_records, reference_scores, sharded_trainer, spec_of
+
+RECORDS = probe_records(48)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _setup(model_dir: Path, hook: Callable[[ModelVersion], None], *, n_records: int = 6000,
+           snapshot_every: int = 0) -> tuple[Trainer, Publisher, list[ShardPublisher]]:
+    tr = sharded_trainer(2, n_records=n_records)
+    clock = _Clock()
+    shards = [ShardPublisher(ep, model_dir, sync_interval=0.0, snapshot_every=snapshot_every,
+                             clock=clock)
+              for ep in tr.ps.endpoints]  # type: ignore[attr-defined]
+
+    def on_dense(v: ModelVersion) -> None:
+        clock.t += 1.0
+        for sp in shards:
+            sp.publish()
+        hook(v)
+
+    pub = Publisher(tr.ps, tr.model, spec_of(tr), model_dir, rows=False, sync_interval=0.0,
+                    dense_sync_interval=0.0, snapshot_interval=1e9, on_publish=on_dense,
+                    clock=clock)
+    tr.publisher = pub
+    return tr, pub, shards
+
+
+def _same_rows_as_shards(replica: Replica, tr: Trainer) -> None:
+    """The replica holds exactly the union of the shards' rows, with their weights."""
+    for name in tr.ps.tables:
+        parts = tr.ps.snapshot(name)
+        keys = np.concatenate([p.keys for p in parts])
+        weights = np.concatenate([p.weights for p in parts])
+        assert len(parts) == 2 and all(p.keys.shape[0] > 0 for p in parts)
+        assert sorted(replica.keys(name).tolist()) == sorted(keys.tolist()), name
+        np.testing.assert_array_equal(replica.lookup(name, keys), weights)
+
+
+def test_replica_follows_every_shard_and_scores_as_the_trainer(tmp_path: Path) -> None:
+    replica = Replica()
+    follower = DirectoryFollower(replica, tmp_path)
+    checked: list[tuple[int, tuple[int, ...]]] = []
+
+    def check(v: ModelVersion) -> None:
+        assert v.shards == 2 and not v.tables  # the trainer publishes no rows
+        follower.poll()
+        vector = tuple(sp.version for sp in shards)
+        pred = replica.predict_records(RECORDS)
+        assert (pred.version, pred.shard_versions) == (v.version, vector)
+        np.testing.assert_array_equal(pred.scores, reference_scores(tr, RECORDS))
+        checked.append((v.version, vector))
+
+    tr, pub, shards = _setup(tmp_path, check, n_records=16000)
+    tr.run()
+    assert len(checked) > 8 and [c[0] for c in checked] == list(range(1, pub.version + 1))
+    assert all(sp.version > 5 for sp in shards)
+    assert tr.ps.stats()["emb"].evicted > 0  # evictions were published by the shards too
+    _same_rows_as_shards(replica, tr)
+    assert read_layout(tmp_path) == 2
+    for i in range(2):  # each shard's versions live in its own stream
+        deltas, snapshots = scan_versions(shard_dir(tmp_path, i))
+        assert sorted(snapshots) == [1] and len(deltas) == shards[i].version - 1
+    _, dense_snapshots = scan_versions(tmp_path)
+    assert all(ModelVersion.read(p).tables == {} for p in dense_snapshots.values())
+    assert follower.gaps == 0 and follower.errors == 0
+    info = replica.info()
+    assert [s.version for s in info.shards] == [sp.version for sp in shards]
+    assert [s.snapshots_loaded for s in info.shards] == [1, 1]
+
+
+def test_a_lost_shard_delta_heals_from_that_shards_snapshot_only(tmp_path: Path) -> None:
+    replica = Replica()
+    follower = DirectoryFollower(replica, tmp_path)
+    lost: list[int] = []
+
+    def check(v: ModelVersion) -> None:
+        sp = shards[0]
+        if not lost and sp.version == 4:
+            (shard_dir(tmp_path, 0) / "versions" / f"delta-{4:012d}.kdat").unlink()
+            lost.append(4)
+        follower.poll()
+        if lost and replica.shard_versions[0] == 3:  # stuck before the lost delta
+            assert replica.shard_versions[1] == shards[1].version  # the other shard moves on
+
+    tr, pub, shards = _setup(tmp_path, check)
+    tr.run()
+    follower.poll()
+    assert lost == [4]
+    assert follower.shard_gaps == [1, 0]
+    info = replica.info()
+    assert [s.snapshots_loaded for s in info.shards] == [2, 1]
+    assert not (shard_dir(tmp_path, 0) / REQUEST).exists()
+    assert not (shard_dir(tmp_path, 1) / REQUEST).exists()
+    _, snaps0 = scan_versions(shard_dir(tmp_path, 0))
+    _, snaps1 = scan_versions(shard_dir(tmp_path, 1))
+    assert len(snaps0) == 2 and sorted(snaps1) == [1]
+    assert replica.shard_versions == tuple(sp.version for sp in shards)
+    _same_rows_as_shards(replica, tr)
+    np.testing.assert_array_equal(replica.predict_records(RECORDS).scores,
+                                  reference_scores(tr, RECORDS))
+
+
+def test_periodic_shard_snapshots_and_a_late_follower(tmp_path: Path) -> None:
+    tr, pub, shards = _setup(tmp_path, lambda v: None, n_records=4000, snapshot_every=4)
+    tr.run()
+    for i in range(2):
+        _, snaps = scan_versions(shard_dir(tmp_path, i))
+        assert len(snaps) == 2  # several written, the newest two kept (pruned)
+    replica = Replica()
+    follower = DirectoryFollower(replica, tmp_path)
+    follower.poll()
+    assert replica.ready and replica.shard_versions == tuple(sp.version for sp in shards)
+    _same_rows_as_shards(replica, tr)
+    np.testing.assert_array_equal(replica.predict_records(RECORDS).scores,
+                                  reference_scores(tr, RECORDS))
+
+
+def _row_version(shard: int, version: int, base: int | None, keys: list[int],
+                 value: float, evicted: list[int] = (), lineage: str = "s") -> ModelVersion:
+    k = np.array(keys, dtype=np.int64)
+    tables = {"emb": TableUpdate(keys=k, weights=np.full((k.size, 8), value, np.float32),
+                                 evicted=np.array(evicted, dtype=np.int64)),
+              "wide": TableUpdate(keys=k, weights=np.full((k.size, 1), value, np.float32),
+                                  evicted=np.array(evicted, dtype=np.int64))}
+    return ModelVersion(version=version, base=base, publish_time=1.0, max_event_time=0,
+                        lineage=lineage, tables=tables, shard=shard, shards=2)
+
+
+def test_shard_versions_apply_in_order_per_shard_and_refusals_change_nothing(
+        tmp_path: Path) -> None:
+    tr, pub, _ = _setup(tmp_path, lambda v: None, n_records=600)
+    replica = Replica()
+    with pytest.raises(VersionGapError):  # no model yet
+        replica.apply(_row_version(0, 1, None, [1], 1.0))
+    pub.publish()
+    (dense,) = [ModelVersion.read(p) for p in scan_versions(tmp_path)[1].values()]
+    replica.apply(dense)
+    assert replica.loaded and not replica.ready  # no rows from the shards yet
+    with pytest.raises(NotReadyError):
+        replica.predict_records(RECORDS)
+    replica.apply(_row_version(0, 1, None, [1, 2, 3], 1.0))
+    replica.apply(_row_version(1, 7, None, [10, 11], 2.0))
+    assert replica.ready and replica.shard_versions == (1, 7)
+    before = {n: sorted(replica.keys(n).tolist()) for n in ("emb", "wide")}
+    for bad, error in [(_row_version(0, 3, 2, [4], 9.0), VersionGapError),      # gap
+                       (_row_version(0, 2, 1, [4], 9.0, lineage="x"), VersionGapError),
+                       (ModelVersion(version=2, base=1, publish_time=0.0, max_event_time=0,
+                                     lineage="s", tables={}, shard=0, shards=3),
+                        CheckpointMismatchError)]:
+        with pytest.raises(error):
+            replica.apply(bad)
+    assert {n: sorted(replica.keys(n).tolist()) for n in ("emb", "wide")} == before
+    assert replica.shard_versions == (1, 7)
+    replica.apply(_row_version(0, 2, 1, [4], 3.0, evicted=[1]))
+    assert sorted(replica.keys("emb").tolist()) == [2, 3, 4, 10, 11]
+    # shard 0's snapshot replaces exactly shard 0's rows; shard 1's stay
+    replica.apply(_row_version(0, 9, None, [5], 4.0))
+    assert sorted(replica.keys("emb").tolist()) == [5, 10, 11]
+    np.testing.assert_array_equal(replica.lookup("emb", np.array([10, 5]))[:, 0], [2.0, 4.0])
+    assert replica.shard_versions == (9, 7)
+    pred = replica.predict_records(RECORDS)
+    assert pred.shard_versions == (9, 7) and pred.version == dense.version
