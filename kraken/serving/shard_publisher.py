@@ -12,7 +12,8 @@ own, numbered 1, 2, 3, ... per shard, each a row-only :class:`ModelVersion` tagg
     deltas, when a follower asks, snapshot v: every live row of every table
     or when a delta is impossible
 
-A version is written only when something changed. Numbering continues from the newest
+A version is written only when something changed; a shard restored from a checkpoint
+(its ``info().checkpoint`` changed) publishes a snapshot next. Numbering continues from the newest
 version of the transport (a restarted shard's first publication is a snapshot: followers
 see a gap and load it). ``maybe_publish`` / ``publish`` do the work with the injected
 ``clock``; ``start()`` runs them in a thread every ``sync_interval`` (what ``kraken ps
@@ -90,6 +91,7 @@ class ShardPublisher:
         self.errors = 0
         self.last_error = ""
         self._since: dict[str, int] | None = None
+        self._checkpoint: str | None = None
         self._deltas = 0
         self._last = -math.inf
         self._lock = threading.Lock()
@@ -121,7 +123,10 @@ class ShardPublisher:
     def _publish(self, full: bool) -> ModelVersion | None:
         now = self.clock()
         self._last = now
-        clock = int(self.shard.info().clock)
+        info = self.shard.info()
+        clock = int(info.clock)
+        if info.checkpoint != self._checkpoint:  # restored: the cursors mean nothing now
+            self._checkpoint, self._since = info.checkpoint, None
         delta = None if self._since is None else self._delta(self._since)
         snap = (full or delta is None or self.transport.wants_snapshot()
                 or (self.snapshot_every > 0 and self._deltas >= self.snapshot_every))
