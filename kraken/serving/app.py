@@ -140,7 +140,8 @@ class ModelInfo(BaseModel):
         default_factory=list,
         description="when shards publish the rows, per shard: version, lineage, "
                     "published_at, applied_at, lag_s (now - published_at), max_event_time, "
-                    "versions_applied, snapshots_loaded")
+                    "versions_applied, snapshots_loaded, history (the last 256 "
+                    "[version, published_at, applied_at])")
 
 
 def _error(status: int, detail: Any) -> JSONResponse:
@@ -325,7 +326,8 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
                      "lag_s": (now - st.publish_time) if st.version else -1.0,
                      "max_event_time": st.max_event_time,
                      "versions_applied": st.versions_applied,
-                     "snapshots_loaded": st.snapshots_loaded}
+                     "snapshots_loaded": st.snapshots_loaded,
+                     "history": [list(h) for h in st.history]}
                     for k, st in enumerate(i.shards)])
 
     @app.get("/metrics", response_class=Response,

@@ -75,6 +75,9 @@ class ShardState:
     max_event_time: int = 0
     versions_applied: int = 0
     snapshots_loaded: int = 0
+    history: deque[tuple[int, float, float]] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=HISTORY))
+    """The last 256 ``(version, publish_time, applied_time)`` of this shard."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +279,7 @@ class Replica:
                                  else max(st.max_event_time, v.max_event_time))
             st.versions_applied += 1
             st.snapshots_loaded += int(v.is_snapshot)
+            st.history.append((v.version, v.publish_time, now))
 
     def _store_table(self, c: TableConfig) -> StoreTable:
         return StoreTable(dim=c.dim, precision=self.precision or c.precision,
@@ -366,4 +370,5 @@ class Replica:
                 snapshots_loaded=self.snapshots_loaded, tables=tables,
                 memory_bytes=0 if m is None else m.store.memory_bytes,
                 history=list(self._history),
-                shards=[dataclasses.replace(s) for s in self._shards])
+                shards=[dataclasses.replace(s, history=deque(s.history))
+                        for s in self._shards])

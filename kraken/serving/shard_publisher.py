@@ -98,6 +98,12 @@ class ShardPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def next_version(self) -> int:
+        """The version that will carry every change the shard made before this call (it
+        waits for a publication in progress, which may or may not hold such a change)."""
+        with self._lock:
+            return self.version + 1
+
     def maybe_publish(self) -> ModelVersion | None:
         """Publish if ``sync_interval`` has passed since the last publication (or none was)."""
         if self.clock() - self._last < self.sync_interval and self._since is not None:
