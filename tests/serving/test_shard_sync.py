@@ -3,11 +3,14 @@ and a replica follows a version vector (one entry per shard plus the dense versi
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kraken.errors import CheckpointMismatchError, NotReadyError, VersionGapError
 from kraken.serving import DirectoryFollower, ModelVersion, Publisher, Replica
@@ -184,3 +187,87 @@ def test_shard_versions_apply_in_order_per_shard_and_refusals_change_nothing(
     assert replica.shard_versions == (9, 7)
     pred = replica.predict_records(RECORDS)
     assert pred.shard_versions == (9, 7) and pred.version == dense.version
+
+
+_DENSE: list[ModelVersion] = []
+
+
+def _dense_snapshot() -> ModelVersion:
+    """A trainer's dense-only snapshot (spec, dense weights, shards = 2), built once."""
+    if not _DENSE:
+        with tempfile.TemporaryDirectory() as d:
+            _, pub, _ = _setup(Path(d), lambda v: None, n_records=600)
+            pub.publish()
+            (path,) = scan_versions(d)[1].values()
+            _DENSE.append(ModelVersion.read(path))
+    return _DENSE[0]
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["upsert", "evict", "lose", "snapshot"]),
+                          st.integers(0, 1), st.sets(st.integers(0, 15), max_size=6)),
+                max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS)
+def test_shard_streams_against_a_reference(ops: list[tuple[str, int, set[int]]]) -> None:
+    """Two shards (key k on shard k % 2) publish versions; some are lost. Whatever
+    happens, the replica holds for each shard exactly that shard's rows at the replica's
+    version of it (the other shard is never touched), and a snapshot heals a gap."""
+    replica = Replica()
+    replica.apply(_dense_snapshot())
+    truth: list[dict[int, float]] = [{}, {}]      # each shard's rows now
+    at: list[dict[int, float]] = [{}, {}]         # what the replica should hold per shard
+    version, applied, lost, value = [0, 0], [0, 0], [False, False], [0.0]
+
+    def publish(i: int, base: int | None, keys: list[int], evicted: list[int],
+                deliver: bool) -> None:
+        version[i] += 1
+        v = _row_version(i, version[i], base, keys, 0.0, evicted)
+        for t in v.tables.values():  # each key's current value
+            t.weights[:] = np.array([truth[i][k] for k in keys], np.float32)[:, None]
+        if not deliver:
+            lost[i] = True
+            return
+        try:
+            replica.apply(v)
+        except VersionGapError:
+            assert lost[i] and base is not None
+            return
+        lost[i] = False
+        at[i], applied[i] = dict(truth[i]), version[i]
+
+    publish(0, None, [], [], True)
+    publish(1, None, [], [], True)
+    for kind, i, raw in ops:
+        keys = sorted(k for k in raw if k % 2 == i)
+        if kind == "upsert":
+            for k in keys:
+                value[0] += 1.0
+                truth[i][k] = value[0]
+            publish(i, version[i], keys, [], True)
+        elif kind == "evict":
+            gone = [k for k in keys if k in truth[i]]
+            for k in gone:
+                del truth[i][k]
+            publish(i, version[i], [], gone, True)
+        elif kind == "lose":
+            for k in keys:
+                value[0] += 1.0
+                truth[i][k] = value[0]
+            publish(i, version[i], keys, [], False)
+        else:
+            publish(i, None, sorted(truth[i]), [], True)
+        for j in range(2):
+            held = {int(k): float(w) for k, w in zip(
+                replica.keys("wide"), replica.lookup("wide", replica.keys("wide"))[:, 0],
+                strict=True) if k % 2 == j}
+            assert held == at[j], (j, held, at[j])
+        assert replica.shard_versions == tuple(applied)
+    for i in range(2):  # heal whatever gap is left with a snapshot
+        publish(i, None, sorted(truth[i]), [], True)
+    assert replica.shard_versions == tuple(version)
+    keys = replica.keys("emb")
+    assert sorted(keys.tolist()) == sorted([*truth[0], *truth[1]])
+    np.testing.assert_array_equal(replica.lookup("emb", keys)[:, 3],
+                                  [{**truth[0], **truth[1]}[int(k)] for k in keys])
