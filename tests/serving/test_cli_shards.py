@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from kraken.ps.client import RemoteShard
 from kraken.serving import DirectoryFollower, Replica
 from kraken.serving.directory import read_layout, scan_versions, shard_dir
 from tests.conftest import ROOT
@@ -43,6 +44,13 @@ def test_shards_publish_rows_and_serve_follows_them(tmp_path: Path) -> None:
                               "--dense-sync-interval", "0.2"],
                              capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert out.returncode == 0, out.stdout + out.stderr
+        held = []  # what the shards hold now that training is over
+        for i, address in enumerate(cluster.addresses):
+            shard = RemoteShard(address, index=i)
+            try:
+                held.append(shard.snapshot("emb"))
+            finally:
+                shard.close()
         cluster.stop()  # each shard publishes its last rows as it stops
         assert all(p.returncode == 0 for p in cluster.procs), cluster.logs
         assert read_layout(model_dir) == 2
@@ -68,10 +76,12 @@ def test_shards_publish_rows_and_serve_follows_them(tmp_path: Path) -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
     assert server.returncode == 0
-    # what the server followed is what the shards held at the end: the final checkpoint
+    # what the server followed is what the shards held at the end, row for row
     replica = Replica()
     DirectoryFollower(replica, model_dir).poll()
     assert replica.shard_versions == tuple(rows)
-    served = replica.keys("emb")
-    assert served.size == info["tables"]["emb"]["rows"]
-    assert np.unique(served).size == served.size
+    keys = np.concatenate([d.keys for d in held])
+    assert all(d.keys.size > 0 for d in held) and keys.size == info["tables"]["emb"]["rows"]
+    assert sorted(replica.keys("emb").tolist()) == sorted(keys.tolist())
+    np.testing.assert_array_equal(replica.lookup("emb", keys),
+                                  np.concatenate([d.weights for d in held]))
