@@ -267,6 +267,17 @@ class _ReplicaCollector:
         for name, t in info.tables.items():
             rows.add_metric([name], t["rows"])
         yield rows
+        if info.shards:  # the rows come from shards: one series per shard
+            sv = GaugeMetricFamily("kraken_serving_shard_version",
+                                   "version of each shard's rows served", labels=["shard"])
+            sl = GaugeMetricFamily("kraken_serving_shard_lag_seconds",
+                                   "now - publish time of each shard's rows served",
+                                   labels=["shard"])
+            for k, st in enumerate(info.shards):
+                sv.add_metric([str(k)], st.version)
+                sl.add_metric([str(k)], now - st.publish_time if st.version else math.nan)
+            yield sv
+            yield sl
         yield CounterMetricFamily("kraken_serving_versions_applied", "versions applied",
                                   value=info.versions_applied)
         yield CounterMetricFamily("kraken_serving_snapshots_loaded", "full snapshots loaded",

@@ -271,3 +271,38 @@ def test_shard_streams_against_a_reference(ops: list[tuple[str, int, set[int]]])
     assert sorted(keys.tolist()) == sorted([*truth[0], *truth[1]])
     np.testing.assert_array_equal(replica.lookup("emb", keys)[:, 3],
                                   [{**truth[0], **truth[1]}[int(k)] for k in keys])
+
+
+def test_http_api_names_the_version_vector_and_each_shards_lag(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # starlette's TestClient prefers "httpx2"; httpx works
+        warnings.simplefilter("ignore", UserWarning)
+        from fastapi.testclient import TestClient
+
+    from kraken.serving import create_app
+
+    tr, pub, shards = _setup(tmp_path, lambda v: None, n_records=2000)
+    tr.run()
+    replica = Replica(clock=lambda: 5000.0)
+    follower = DirectoryFollower(replica, tmp_path)
+    follower.poll()
+    client = TestClient(create_app(replica, clock=lambda: 5000.0,
+                                   sync_status=lambda: {"gaps": follower.gaps,
+                                                        "shard_gaps": follower.shard_gaps}))
+    vector = [sp.version for sp in shards]
+    r = client.post("/v1/predict", json={"instances": RECORDS[:3]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["shard_versions"] == vector and body["version"] == pub.version
+    info = client.get("/v1/model").json()
+    assert [s["version"] for s in info["shards"]] == vector
+    for i, (s, sp) in enumerate(zip(info["shards"], shards, strict=True)):
+        deltas, _ = scan_versions(shard_dir(tmp_path, i))
+        published = ModelVersion.read(deltas[sp.version]).publish_time
+        assert s["published_at"] == published and s["lag_s"] == 5000.0 - published
+        assert s["history"][-1] == [sp.version, published, 5000.0]
+    text = client.get("/metrics").text
+    for k, v in enumerate(vector):
+        assert f'kraken_serving_shard_version{{shard="{k}"}} {float(v)}' in text
+    assert 'kraken_serving_shard_lag_seconds{shard="1"}' in text
