@@ -134,8 +134,7 @@ class ShardPublisher:
         if info.checkpoint != self._checkpoint:  # restored: the cursors mean nothing now
             self._checkpoint, self._since = info.checkpoint, None
         delta = None if self._since is None else self._delta(self._since)
-        snap = (full or delta is None or self.transport.wants_snapshot()
-                or (self.snapshot_every > 0 and self._deltas >= self.snapshot_every))
+        snap = full or delta is None or self.transport.wants_snapshot()
         out = None
         if delta is not None and any(len(t) for t in delta[0].values()):
             self.version += 1
@@ -143,6 +142,7 @@ class ShardPublisher:
             self._since = delta[1]
             self._deltas += 1
             self._send(out)
+            snap = snap or 0 < self.snapshot_every <= self._deltas
         elif snap:
             self.version += 1
         if snap:

@@ -306,3 +306,77 @@ def test_http_api_names_the_version_vector_and_each_shards_lag(tmp_path: Path) -
     for k, v in enumerate(vector):
         assert f'kraken_serving_shard_version{{shard="{k}"}} {float(v)}' in text
     assert 'kraken_serving_shard_lag_seconds{shard="1"}' in text
+
+
+def test_shard_publisher_cadence_requests_and_restores(tmp_path: Path) -> None:
+    from kraken.ps.shard import Shard
+    from kraken.table import TableConfig
+
+    shard = Shard({"emb": TableConfig(dim=4, capacity=100)}, index=1, of=2)
+    clock = _Clock()
+    written: list[ModelVersion] = []
+    sp = ShardPublisher(shard, tmp_path, sync_interval=1.0, snapshot_every=3, clock=clock,
+                        on_publish=written.append)
+
+    def step(keys: list[int], now: int = 5) -> None:
+        k = np.array(keys, dtype=np.int64)
+        shard.pull({"emb": k}, train=True, now=now)
+        shard.push({"emb": (k, np.ones((k.size, 4), np.float32))}, now=now)
+
+    assert sp.maybe_publish() is not None  # the first snapshot, even of an empty shard
+    assert [(v.kind, v.version, v.shard, v.shards) for v in written] == [("snapshot", 1, 1, 2)]
+    step([1, 2])
+    clock.t += 0.5
+    assert sp.maybe_publish() is None  # not due yet
+    clock.t += 0.5
+    v = sp.maybe_publish()
+    assert v is not None and (v.kind, v.base) == ("delta", 1)
+    assert sorted(v.tables["emb"].keys.tolist()) == [1, 2] and v.max_event_time == 5
+    clock.t += 1.0
+    assert sp.maybe_publish() is None and len(written) == 2  # nothing changed: no version
+    for keys in ([3], [4]):  # the 3rd delta since the snapshot brings the next snapshot
+        step(keys)
+        clock.t += 1.0
+        sp.maybe_publish()
+    assert [(v.kind, v.version) for v in written[2:]] == [("delta", 3), ("delta", 4),
+                                                           ("snapshot", 4)]
+    assert sorted(written[-1].tables["emb"].keys.tolist()) == [1, 2, 3, 4]
+    (shard_dir(tmp_path, 1) / REQUEST).touch()  # a follower asks: a snapshot at once
+    clock.t += 1.0
+    v = sp.maybe_publish()
+    assert v is not None and (v.kind, v.version) == ("snapshot", 5)
+    assert not (shard_dir(tmp_path, 1) / REQUEST).exists()
+    shard.checkpoint = "ckpt-7"  # restored from a checkpoint: its cursors mean nothing now
+    clock.t += 1.0
+    v = sp.maybe_publish()
+    assert v is not None and (v.kind, v.version) == ("snapshot", 6)
+    again = ShardPublisher(shard, tmp_path, clock=clock)  # a restarted shard process
+    assert again.version == 6 and again.lineage != sp.lineage
+    v = again.publish()
+    assert v is not None and (v.kind, v.version) == ("snapshot", 7)
+
+
+def test_a_restarted_trainer_keeps_the_shards_rows_another_model_reloads_them(
+        tmp_path: Path) -> None:
+    tr, pub, shards = _setup(tmp_path, lambda v: None, n_records=2000)
+    tr.run()
+    replica = Replica()
+    follower = DirectoryFollower(replica, tmp_path)
+    follower.poll()
+    vector, keys = replica.shard_versions, sorted(replica.keys("emb").tolist())
+    again = Publisher(tr.ps, tr.model, spec_of(tr), tmp_path, rows=False)
+    again.publish()  # a new trainer run: its first version is a snapshot of the same spec
+    follower.poll()
+    assert replica.version == again.version and replica.lineage == again.lineage
+    assert replica.shard_versions == vector and sorted(replica.keys("emb").tolist()) == keys
+    np.testing.assert_array_equal(replica.predict_records(RECORDS).scores,
+                                  reference_scores(tr, RECORDS))
+    fm = sharded_trainer(2, n_records=600, model="fm")  # another model, same tables
+    Publisher(fm.ps, fm.model, spec_of(fm), tmp_path, rows=False).publish()
+    follower._dense.poll()  # the trainer's stream alone: a new store, no shard rows yet
+    assert replica.spec.model == "fm" and replica.shard_versions == (0, 0)
+    assert not replica.ready and replica.keys("emb").size == 0
+    follower.poll()  # every shard's snapshot, then its deltas
+    assert replica.ready and replica.shard_versions == vector
+    assert sorted(replica.keys("emb").tolist()) == keys
+    assert follower.gaps == 0
