@@ -12,6 +12,15 @@ AdaGrad, count-min admission (threshold 2) and LRU eviction, plus the dim-1 wide
         batch: time from its push on the trainer to the moment the server applied the first
         version that contains it (server clock = trainer clock: one host).
 
+    python benchmarks/serving.py freshness --seconds 20 --shards 2
+        The same with the tables on 2 shards that publish their own rows (a
+        ``ShardPublisher`` per shard, rows every 1 s, the threads ``kraken ps --publish``
+        runs; the shards are in the trainer's process, so a push is not a network call) and
+        the trainer publishing only the dense weights (every 60 s). For every batch: time
+        from its push to the moment the server applied, for every shard, the first version
+        of that shard that contains it (``ShardPublisher.next_version()`` at push time, an
+        upper bound: a publication in progress at that moment may already hold the push).
+
     python benchmarks/serving.py latency --seconds 10
         A trainer process (warmed up, then throttled to 2 batches/s at the lowest CPU
         priority, standing in for a trainer on another host) publishes a version every
@@ -136,7 +145,108 @@ class _Recording:
         return self.pub.publish(dense=dense, full=full)
 
 
+class _RecordingShards:
+    """Wraps the dense-only Publisher: after each batch's push, records (wall time, the
+    version of every shard that will carry it)."""
+
+    def __init__(self, pub: Any, shards: list[Any]) -> None:
+        self.pub, self.shards = pub, shards
+        self.pushes: list[tuple[float, list[int]]] = []
+
+    def maybe_publish(self, event_time: int | None = None) -> Any:
+        t = time.time()
+        self.pushes.append((t, [sp.next_version() for sp in self.shards]))
+        return self.pub.maybe_publish(event_time)
+
+    def publish(self, *, dense: bool = False, full: bool = False) -> Any:
+        return self.pub.publish(dense=dense, full=full)
+
+
+def freshness_shards(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    from kraken.nn.embedding import EmbeddingLayer
+    from kraken.ps import ShardedPS
+    from kraken.serving import ModelSpec, Publisher, ShardPublisher
+    from kraken.train import Trainer
+    from kraken.train.config import build_run
+
+    with tempfile.TemporaryDirectory(prefix="kraken-fresh-shards-") as tmp:
+        model_dir = Path(tmp)
+        cfg = run_config(None)
+        run = build_run(cfg)
+        ps = ShardedPS.in_process(cfg.tables, args.shards, evict_every=cfg.ps.evict_every)
+        emb = EmbeddingLayer(ps, run.stream.schema, table="emb",
+                             wide_table="wide" if run.model.needs_wide else None,
+                             sequence_fields=run.model.sequence_fields,
+                             **dataclasses.asdict(cfg.embedding))
+        run = dataclasses.replace(run, ps=ps, embedding=emb)
+        pub = Publisher(ps, run.model, ModelSpec.from_run(run), model_dir, rows=False)
+        shards = [ShardPublisher(ep, model_dir) for ep in ps.endpoints]
+        pub.publish()  # the spec and dense weights
+        for sp in shards:
+            sp.publish()  # each shard's first snapshot
+            sp.start()
+        tr = Trainer(model=run.model, embedding=emb, ps=ps, stream=run.stream,
+                     config=cfg.trainer)
+        rec = _RecordingShards(pub, shards)
+        tr.publisher = rec
+        proc, url = start_server(model_dir)
+        history: list[dict[int, float]] = [{} for _ in shards]
+        stop = threading.Event()
+
+        def collect() -> None:
+            for i, s in enumerate(get_json(url, "/v1/model")["shards"]):
+                for v, _p, a in s["history"]:
+                    history[i][v] = a
+
+        def collector() -> None:
+            while not stop.wait(5.0):
+                collect()
+
+        th = threading.Thread(target=collector, daemon=True)
+        th.start()
+        timer = threading.Timer(args.seconds, tr.request_stop, args=("time",))
+        timer.start()
+        try:
+            summary = tr.run()
+            for sp in shards:
+                sp.stop()  # joins the thread, publishes the last rows
+            want = [sp.version for sp in shards]
+            deadline = time.time() + 30
+            while ([s["version"] for s in get_json(url, "/v1/model")["shards"]] != want
+                   and time.time() < deadline):
+                time.sleep(0.05)
+            stop.set()
+            collect()
+            info = get_json(url, "/v1/model")
+        finally:
+            timer.cancel()
+            stop.set()
+            for sp in shards:
+                sp.stop()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    fresh = []
+    for t, vs in rec.pushes[:-1]:
+        seen = [min((a for v, a in history[i].items() if v >= vs[i]), default=None)
+                for i in range(len(shards))]
+        if all(a is not None for a in seen):
+            fresh.append(max(seen) - t)  # type: ignore[type-var]
+    doc = {"transport": "directory", "shards": args.shards, "seconds": summary.seconds,
+           "samples": summary.samples, "samples_per_s": summary.samples / summary.seconds,
+           "batches": summary.batches, "shard_versions": want,
+           "server_gaps": info["sync"]["gaps"], "server_shard_gaps": info["sync"]["shard_gaps"],
+           "push_to_visible_s": {"n": len(fresh), "p50": pct(fresh, 50), "p99": pct(fresh, 99),
+                                 "max": max(fresh) if fresh else None}}
+    print(json.dumps(doc, indent=2))
+    save(f"freshness-shards{args.shards}", doc)
+    return doc
+
+
 def freshness(args: argparse.Namespace) -> dict[str, Any]:
+    if args.shards:
+        return freshness_shards(args)
     with tempfile.TemporaryDirectory(prefix="kraken-fresh-") as tmp:
         model_dir = Path(tmp)
         if args.transport == "push":
@@ -422,6 +532,8 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--seconds", type=float, default=60.0)
     f.add_argument("--transport", choices=["directory", "push"], default="directory")
+    f.add_argument("--shards", type=int, default=0,
+                   help="tables on N shards that publish their own rows (directory only)")
     lat = sub.add_parser("latency")
     lat.add_argument("--seconds", type=float, default=10.0)
     lat.add_argument("--warmup", type=int, default=300_000, help="samples before serving")

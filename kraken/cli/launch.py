@@ -44,6 +44,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-restarts", type=int, default=3,
                    help="restarts of shards and trainer after a shard failure")
     p.add_argument("--max-samples", type=int, default=None, help="as for `kraken train`")
+    p.add_argument("--publish", default=None, metavar="MODEL_DIR",
+                   help="serve from the shards: every shard publishes its rows into "
+                        "MODEL_DIR (`kraken ps --publish`), the trainer the dense weights "
+                        "(`kraken train --publish --rows-from-shards`)")
     p.add_argument("--ready-timeout", type=float, default=120.0,
                    help="seconds to wait for the shards to start")
     p.set_defaults(run=run)
@@ -73,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     restarts = 0
     while True:
         shards = ShardProcesses(resolved, args.shards, timeout=args.ready_timeout,
-                                extra=["--checkpoint-root", str(run_dir)], echo=True)
+                                extra=["--checkpoint-root", str(run_dir),
+                                       *(["--publish", args.publish] if args.publish else [])],
+                                echo=True)
         try:
             print(f"kraken launch: {args.shards} shard(s) ready on "
                   f"{', '.join(shards.addresses)}", flush=True)
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                    "--ps-shards", ",".join(shards.addresses)]
             if resume:
                 cmd.append("--resume")
+            if args.publish:
+                cmd += ["--publish", args.publish, "--rows-from-shards"]
             if args.max_samples is not None:
                 cmd += ["--max-samples", str(args.max_samples)]
             trainer[:] = [subprocess.Popen(cmd, text=True)]

@@ -8,6 +8,11 @@ ready::
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; any other address needs
 ``--token-file`` (and takes ``--tls-cert``/``--tls-key``).
+
+With ``--publish MODEL_DIR`` the shard also publishes its own rows for serving, every
+``--sync-interval`` seconds, under ``MODEL_DIR/shards/shard-<I>/`` (a snapshot at start
+and every ``--snapshot-every`` deltas; see :mod:`kraken.serving.shard_publisher`); the
+trainer then publishes only the dense weights (``kraken train --rows-from-shards``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tls-cert", default=None,
                    help="PEM certificate: serve over gRPC TLS (default: ps.tls_cert)")
     p.add_argument("--tls-key", default=None, help="PEM key of --tls-cert (default: ps.tls_key)")
+    p.add_argument("--publish", default=None, metavar="MODEL_DIR",
+                   help="publish this shard's rows for `kraken serve --model-dir MODEL_DIR "
+                        "--follow` (the trainer publishes the dense weights with "
+                        "`kraken train --publish MODEL_DIR --rows-from-shards`)")
+    p.add_argument("--sync-interval", type=float, default=1.0,
+                   help="seconds between row deltas (with --publish)")
+    p.add_argument("--snapshot-every", type=int, default=300,
+                   help="row deltas between two snapshots of this shard (with --publish; "
+                        "0: only at start and when a server asks)")
     p.set_defaults(run=run)
 
 
@@ -90,11 +104,19 @@ def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:
                          security=sec,
                          checkpoint_root=Path(args.checkpoint_root) if args.checkpoint_root
                          else None).start()
+    publisher = None
+    if args.publish:
+        from kraken.serving.shard_publisher import ShardPublisher  # noqa: PLC0415 - torch
+
+        publisher = ShardPublisher(shard, args.publish, sync_interval=args.sync_interval,
+                                   snapshot_every=args.snapshot_every).start()
     print(f"kraken ps: shard {args.shard} of {n} ready on {server.address}", flush=True)
     try:
         stop.wait()
     finally:
         server.stop()
+        if publisher is not None:
+            publisher.stop()
     print(f"kraken ps: shard {args.shard} stopped", flush=True)
     return 0
 

@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     def status() -> dict[str, Any]:
         return {"following": args.follow, "model_dir": str(args.model_dir),
-                "gaps": follower.gaps, "errors": follower.errors,
+                "gaps": follower.gaps, "shard_gaps": follower.shard_gaps,
+                "errors": follower.errors,
                 "last_error": follower.last_error}
 
     app = create_app(replica, sync_status=status, max_body_bytes=args.max_body_bytes,

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kraken.cli.progress import ProgressPrinter, summary_table
-from kraken.errors import CorruptCheckpointError
+from kraken.errors import ConfigError, CorruptCheckpointError
+from kraken.ps import LocalPS
 from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher
 from kraken.train.config import RunConfig, build_run, load_config
 from kraken.train.trainer import RunSummary, Trainer
@@ -44,6 +45,10 @@ def add_parser(sub: Any) -> None:
                    help="seconds between row deltas (with --publish / --push)")
     p.add_argument("--dense-sync-interval", type=float, default=60.0,
                    help="seconds between dense-weight syncs (with --publish / --push)")
+    p.add_argument("--rows-from-shards", action="store_true",
+                   help="the parameter-server shards publish the rows themselves (`kraken ps "
+                        "--publish MODEL_DIR`): publish only the dense weights and the spec, "
+                        "every --dense-sync-interval (needs remote shards)")
     p.set_defaults(run=run)
 
 
@@ -51,7 +56,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      resume_from: str | None = None,
                      title: str = "kraken train", publish_dir: Path | None = None,
                      push: list[str] | None = None, sync_interval: float = 1.0,
-                     dense_sync_interval: float = 60.0,
+                     dense_sync_interval: float = 60.0, publish_rows: bool = True,
                      progress_extra: Callable[[], str] | None = None,
                      summary_extra: Callable[[], list[tuple[str, str]]] | None = None,
                      auc_ceiling: Callable[[int], float] | None = None,
@@ -67,8 +72,13 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     (``host:port`` of servers) it pushes them over gRPC; both may be given. ``shards``
     (``host:port`` of ``kraken ps`` shards) puts the tables there instead of in process.
     ``push_security`` (a :class:`kraken.ps.wire.Security`: token, TLS root) protects pushes.
+    ``publish_rows=False``: the shards publish the rows (``kraken ps --publish``), the
+    trainer only the dense weights.
     """
     built = build_run(config, shards)
+    if not publish_rows and isinstance(built.ps, LocalPS):
+        raise ConfigError("--rows-from-shards: the tables are in this process; only shard "
+                          "processes (`kraken ps --publish`) publish their own rows")
     publisher = None
     transports: list[Any] = [DirectoryTransport(publish_dir)] if publish_dir else []
     if push:
@@ -79,7 +89,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         transport = transports[0] if len(transports) == 1 else FanoutTransport(transports)
         publisher = Publisher(built.ps, built.model, ModelSpec.from_run(built), transport,
                               sync_interval=sync_interval,
-                              dense_sync_interval=dense_sync_interval)
+                              dense_sync_interval=dense_sync_interval, rows=publish_rows)
     trainer = Trainer(model=built.model, embedding=built.embedding, ps=built.ps,
                       stream=built.stream, config=config.trainer, run_dir=run_dir,
                       on_record=ProgressPrinter(extra=progress_extra),
@@ -170,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
                      publish_dir=Path(args.publish) if args.publish else None, push=args.push,
                      sync_interval=args.sync_interval,
                      dense_sync_interval=args.dense_sync_interval,
+                     publish_rows=not args.rows_from_shards,
                      shards=args.ps_shards.split(",") if args.ps_shards else None,
                      push_security=push_security)
     return 0

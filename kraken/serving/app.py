@@ -100,6 +100,9 @@ class PredictResponse(BaseModel):
     scores: list[float]
     version: int = Field(description="the model version that produced every score")
     dense_version: int = Field(description="the version of the dense weights used")
+    shard_versions: list[int] = Field(
+        default_factory=list,
+        description="the version of each shard's rows used, when shards publish the rows")
     model: str
 
 
@@ -133,6 +136,12 @@ class ModelInfo(BaseModel):
     features: dict[str, Any]
     history: list[tuple[int, float, float]] = Field(
         description="recent (version, published_at, applied_at)")
+    shards: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="when shards publish the rows, per shard: version, lineage, "
+                    "published_at, applied_at, lag_s (now - published_at), max_event_time, "
+                    "versions_applied, snapshots_loaded, history (the last 256 "
+                    "[version, published_at, applied_at])")
 
 
 def _error(status: int, detail: Any) -> JSONResponse:
@@ -258,6 +267,17 @@ class _ReplicaCollector:
         for name, t in info.tables.items():
             rows.add_metric([name], t["rows"])
         yield rows
+        if info.shards:  # the rows come from shards: one series per shard
+            sv = GaugeMetricFamily("kraken_serving_shard_version",
+                                   "version of each shard's rows served", labels=["shard"])
+            sl = GaugeMetricFamily("kraken_serving_shard_lag_seconds",
+                                   "now - publish time of each shard's rows served",
+                                   labels=["shard"])
+            for k, st in enumerate(info.shards):
+                sv.add_metric([str(k)], st.version)
+                sl.add_metric([str(k)], now - st.publish_time if st.version else math.nan)
+            yield sv
+            yield sl
         yield CounterMetricFamily("kraken_serving_versions_applied", "versions applied",
                                   value=info.versions_applied)
         yield CounterMetricFamily("kraken_serving_snapshots_loaded", "full snapshots loaded",
@@ -311,7 +331,15 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
             event_lag_s=(now - i.max_event_time) if i.ready else -1.0,
             versions_applied=i.versions_applied, snapshots_loaded=i.snapshots_loaded,
             sync=status_of(), tables=i.tables, memory_bytes=i.memory_bytes,
-            features=replica.spec.features.to_dict() if i.ready else {}, history=i.history)
+            features=replica.spec.features.to_dict() if i.ready else {}, history=i.history,
+            shards=[{"shard": k, "version": st.version, "lineage": st.lineage,
+                     "published_at": st.publish_time, "applied_at": st.applied_time,
+                     "lag_s": (now - st.publish_time) if st.version else -1.0,
+                     "max_event_time": st.max_event_time,
+                     "versions_applied": st.versions_applied,
+                     "snapshots_loaded": st.snapshots_loaded,
+                     "history": [list(h) for h in st.history]}
+                    for k, st in enumerate(i.shards)])
 
     @app.get("/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
@@ -360,7 +388,9 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
                                  "msg": str(exc)}])
         counters["scored"] += len(records)
         return PredictResponse(scores=pred.scores.tolist(), version=pred.version,
-                               dense_version=pred.dense_version, model=replica.spec.model)
+                               dense_version=pred.dense_version,
+                               shard_versions=list(pred.shard_versions),
+                               model=replica.spec.model)
 
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
     app.add_middleware(_Metrics, registry=registry)  # type: ignore[arg-type]

@@ -11,6 +11,11 @@ on the training thread, between batches, so every version is a consistent cut)::
     (300 s), when a transport asks,    the same version, for servers that start late or
     or when a delta is impossible      fall behind
 
+With ``rows=False`` the parameter-server shards publish the rows themselves
+(:class:`~kraken.serving.shard_publisher.ShardPublisher`, ``kraken ps --publish``) and this
+publisher writes only the dense weights: a version (tables empty, ``shards = N``) every
+``dense_sync_interval``, and snapshots holding the spec and the dense weights.
+
 Versions count up from the transport's newest one, so a restarted trainer continues the
 numbering; its first publication is a snapshot with no delta of the same number, which a
 follower sees as a gap and heals by loading that snapshot.
@@ -96,13 +101,17 @@ class Publisher:
         snapshot_interval: seconds between full snapshots.
         clock: wall clock (unix seconds), injectable for tests.
         on_publish: called with each published version, on the training thread.
+        rows: publish the tables' rows (default). False when the ``ps.n_shards`` shards
+            publish them on their own: versions then carry only the dense weights (and the
+            spec in snapshots), on the ``dense_sync_interval`` cadence.
     """
 
     def __init__(self, ps: ParameterServer, model: nn.Module, spec: ModelSpec,
                  transport: Transport | str | os.PathLike[str], *, sync_interval: float = 1.0,
                  dense_sync_interval: float = 60.0, snapshot_interval: float = 300.0,
                  clock: Callable[[], float] = time.time,
-                 on_publish: Callable[[ModelVersion], None] | None = None) -> None:
+                 on_publish: Callable[[ModelVersion], None] | None = None,
+                 rows: bool = True) -> None:
         check_number("sync_interval", sync_interval, lo=0.0)
         check_number("dense_sync_interval", dense_sync_interval, lo=0.0)
         check_number("snapshot_interval", snapshot_interval, lo=0.0)
@@ -114,6 +123,8 @@ class Publisher:
         self.snapshot_interval = float(snapshot_interval)
         self.clock = clock
         self.on_publish = on_publish
+        self.rows = bool(rows)
+        self.shards = 0 if self.rows else int(ps.n_shards)
         self.lineage = uuid.uuid4().hex[:12]
         self.version = self.transport.latest_version()
         self.dense_version = 0
@@ -137,7 +148,8 @@ class Publisher:
         """
         if event_time is not None:
             self.max_event_time = max(self.max_event_time, int(event_time))
-        if self.clock() - self._last < self.sync_interval and self._since is not None:
+        interval = self.sync_interval if self.rows else self.dense_sync_interval
+        if self.clock() - self._last < interval and self._since is not None:
             return None
         return self.publish()
 
@@ -175,7 +187,7 @@ class Publisher:
             out = ModelVersion(version=self.version, base=self.version - 1, publish_time=now,
                                max_event_time=self.max_event_time, lineage=self.lineage,
                                tables=delta[0], dense=dense_arrays,
-                               dense_version=self.dense_version)
+                               dense_version=self.dense_version, shards=self.shards)
             self._since = delta[1]
             self._send(out)
         elif snap:
@@ -205,6 +217,8 @@ class Publisher:
         shard), and the new vectors; None when a shard no longer retains what is needed
         (a snapshot must follow)."""
         tables, since = {}, {}
+        if not self.rows:
+            return tables, since
         try:
             for name in self.ps.tables:
                 tables[name], since[name] = _merge(self.ps.delta(name, base[name]))
@@ -217,7 +231,7 @@ class Publisher:
 
     def _snapshot(self, now: float) -> ModelVersion:
         tables, since = {}, {}
-        for name in self.ps.tables:
+        for name in self.ps.tables if self.rows else ():
             tables[name], since[name] = _merge(self.ps.snapshot(name))
         self._since = since
         self._last_snapshot = now
@@ -225,7 +239,7 @@ class Publisher:
         return ModelVersion(version=self.version, base=None, publish_time=now,
                             max_event_time=self.max_event_time, lineage=self.lineage,
                             tables=tables, dense=self._dense(), dense_version=self.version,
-                            spec=self._spec_dict)
+                            spec=self._spec_dict, shards=self.shards)
 
 
 def _merge(parts: tuple[TableDelta, ...]) -> tuple[TableUpdate, tuple[int, ...]]:

@@ -10,6 +10,18 @@ swapped in under it); a snapshot builds a complete new store and model off to th
 and swaps them in. A prediction looks up every row it needs and takes the dense model
 under the same lock, so it is answered by exactly one version: rows of version ``v`` and
 the dense weights of the newest dense sync at or before ``v``.
+
+**Rows from shards.** When the trainer's versions say ``shards = N`` (the shards publish
+the rows), the replica's state is a version vector: the trainer's (dense) version plus
+one version per shard, each stream applied on its own. A shard's delta applies when its
+``base`` equals the replica's entry for that shard (and comes from the same shard run);
+otherwise it is a gap for that shard only, healed by that shard's snapshot, which
+replaces exactly the rows that shard wrote (the store records each row's shard) and
+leaves the other shards' rows alone. A trainer snapshot with the same spec keeps the
+rows; one with another spec starts an empty store, so every shard must load a snapshot
+again. The replica is ready once it holds a dense version and a version of every shard;
+a prediction reports the whole vector (``version``, ``dense_version``,
+``shard_versions``), read under the same lock as its rows.
 """
 
 from __future__ import annotations
@@ -36,18 +48,36 @@ from kraken.serving.version import ModelVersion
 from kraken.table import TableConfig
 from kraken.types import F32, Keys
 
-__all__ = ["Prediction", "Replica", "ReplicaInfo"]
+__all__ = ["Prediction", "Replica", "ReplicaInfo", "ShardState"]
 
 HISTORY = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """Click probabilities ``scores float32[B]`` and the version that produced them."""
+    """Click probabilities ``scores float32[B]`` and the versions that produced them
+    (``shard_versions``: one per shard when the shards publish the rows, else empty)."""
 
     scores: np.ndarray
     version: int
     dense_version: int
+    shard_versions: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass
+class ShardState:
+    """Where a replica stands on one shard's row stream (times are unix seconds)."""
+
+    version: int = 0
+    lineage: str = ""
+    publish_time: float = 0.0
+    applied_time: float = 0.0
+    max_event_time: int = 0
+    versions_applied: int = 0
+    snapshots_loaded: int = 0
+    history: deque[tuple[int, float, float]] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=HISTORY))
+    """The last 256 ``(version, publish_time, applied_time)`` of this shard."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +97,7 @@ class ReplicaInfo:
     tables: dict[str, dict[str, Any]]
     memory_bytes: int
     history: list[tuple[int, float, float]]
+    shards: list[ShardState] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -101,10 +132,26 @@ class Replica:
         self.versions_applied = 0
         self.snapshots_loaded = 0
         self._history: deque[tuple[int, float, float]] = deque(maxlen=HISTORY)
+        self._shards: list[ShardState] = []
 
     @property
     def ready(self) -> bool:
+        return self._m is not None and all(s.version > 0 for s in self._shards)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a model (spec and dense weights) is loaded; rows may still be missing."""
         return self._m is not None
+
+    @property
+    def n_shards(self) -> int:
+        """Shard streams that publish the rows (0: the trainer's versions carry them)."""
+        return len(self._shards)
+
+    @property
+    def shard_versions(self) -> tuple[int, ...]:
+        """The replica's version of each shard's rows (0: none loaded yet)."""
+        return tuple(s.version for s in self._shards)
 
     @property
     def spec(self) -> ModelSpec:
@@ -119,8 +166,12 @@ class Replica:
 
         Raises :class:`VersionGapError` for a delta whose ``base`` is not the current
         version, :class:`CheckpointMismatchError` for one that does not fit the model;
-        either way the replica is unchanged.
+        either way the replica is unchanged. A shard's row version (``v.shard`` set) is
+        applied to that shard's entry of the version vector (see the module docstring).
         """
+        if v.shard is not None:
+            self._apply_shard(v)
+            return
         if v.is_snapshot:
             self._load_snapshot(v)
             return
@@ -130,10 +181,10 @@ class Replica:
                                   f"{v.base}, the replica is at "
                                   f"{self.version if m is not None else 'no version'} "
                                   f"(run {self.lineage or '-'})")
-        for name, t in v.tables.items():
-            if name not in m.store.tables:
-                raise CheckpointMismatchError(f"delta {v.version}: unknown table {name!r}")
-            m.store.check(name, t.keys, t.weights)
+        if v.shards != len(self._shards):
+            raise CheckpointMismatchError(f"delta {v.version}: rows from {v.shards} shards, "
+                                          f"the replica follows {len(self._shards)}")
+        self._check_tables(m, v)
         dense = self._build_dense(m.spec, v.dense) if v.dense is not None else None
         with self._lock:
             if v.base != self.version or self._m is not m:
@@ -156,11 +207,21 @@ class Replica:
         else:
             spec = ModelSpec.from_dict(v.spec)
             layout = spec.build_layout()
-        missing = sorted(set(spec.tables) - set(v.tables))
-        if missing:
-            raise CheckpointMismatchError(f"snapshot {v.version} lacks table(s) {missing}")
-        store = WeightStore({n: self._store_table(c) for n, c in spec.tables.items()},
-                            capacity=sum(c.capacity for c in spec.tables.values()))
+        if v.shards == 0:
+            missing = sorted(set(spec.tables) - set(v.tables))
+            if missing:
+                raise CheckpointMismatchError(f"snapshot {v.version} lacks table(s) {missing}")
+        elif v.tables:
+            raise CheckpointMismatchError(f"snapshot {v.version}: rows come from {v.shards} "
+                                          "shards, yet it carries rows itself")
+        keep = (v.shards > 0 and m is not None and m.spec_dict == v.spec
+                and len(self._shards) == v.shards)
+        if keep and m is not None:
+            store = m.store
+        else:
+            store = WeightStore({n: self._store_table(c) for n, c in spec.tables.items()},
+                                capacity=sum(c.capacity for c in spec.tables.values()),
+                                owners=v.shards > 0)
         for name, t in v.tables.items():
             if name not in spec.tables:
                 raise CheckpointMismatchError(f"snapshot {v.version}: unknown table {name!r}")
@@ -168,9 +229,57 @@ class Replica:
         dense = self._build_dense(spec, v.dense)
         new = _Model(spec=spec, spec_dict=v.spec, store=store, layout=layout, dense=dense)
         with self._lock:
+            if keep and self._m is not m:
+                raise VersionGapError(f"snapshot {v.version}: the replica moved meanwhile")
             self._m = new
+            if not keep:
+                self._shards = [ShardState() for _ in range(v.shards)]
             self.snapshots_loaded += 1
             self._advance(v)
+
+    def _check_tables(self, m: _Model, v: ModelVersion) -> None:
+        for name, t in v.tables.items():
+            if name not in m.store.tables:
+                raise CheckpointMismatchError(f"{v.kind} {v.version}: unknown table {name!r}")
+            m.store.check(name, t.keys, t.weights)
+
+    def _apply_shard(self, v: ModelVersion) -> None:
+        m, i = self._m, int(v.shard or 0)
+        if m is None or not self._shards:
+            raise VersionGapError(f"shard {i} {v.kind} {v.version}: the replica has no model "
+                                  "whose rows come from shards yet")
+        if v.shards != len(self._shards):
+            raise CheckpointMismatchError(f"shard {i} {v.kind} {v.version}: a layout of "
+                                          f"{v.shards} shards, the model has "
+                                          f"{len(self._shards)}")
+        st = self._shards[i]
+        if not v.is_snapshot and (v.base != st.version or v.lineage != st.lineage):
+            raise VersionGapError(f"shard {i} delta {v.version} (run {v.lineage}) follows "
+                                  f"{v.base}, the replica is at {st.version} "
+                                  f"(run {st.lineage or '-'})")
+        if v.is_snapshot:
+            missing = sorted(set(m.store.tables) - set(v.tables))
+            if missing:
+                raise CheckpointMismatchError(f"shard {i} snapshot {v.version} lacks "
+                                              f"table(s) {missing}")
+        self._check_tables(m, v)
+        with self._lock:
+            if self._m is not m or self._shards[i] is not st or (
+                    not v.is_snapshot and v.base != st.version):
+                raise VersionGapError(f"shard {i} {v.kind} {v.version}: the replica moved "
+                                      "meanwhile")
+            for name, t in v.tables.items():
+                gone = m.store.owned(name, i) if v.is_snapshot else t.evicted
+                m.store.delete(name, gone)
+                m.store.upsert(name, t.keys, t.weights, owner=i)
+            now = self.clock()
+            st.version, st.lineage = v.version, v.lineage
+            st.publish_time, st.applied_time = v.publish_time, now
+            st.max_event_time = (v.max_event_time if v.is_snapshot
+                                 else max(st.max_event_time, v.max_event_time))
+            st.versions_applied += 1
+            st.snapshots_loaded += int(v.is_snapshot)
+            st.history.append((v.version, v.publish_time, now))
 
     def _store_table(self, c: TableConfig) -> StoreTable:
         return StoreTable(dim=c.dim, precision=self.precision or c.precision,
@@ -226,6 +335,8 @@ class Replica:
             m = self._m
             if m is None:
                 raise NotReadyError("no model loaded yet: waiting for the first snapshot")
+            if not self.ready:
+                raise NotReadyError("waiting for a snapshot of every shard's rows")
             prepared = m.layout.prepare(make_batch(m.spec))
             with self._lock:
                 cur = self._m
@@ -236,11 +347,13 @@ class Replica:
                 rows = {n: cur.store.lookup(n, prepared.keys) for n in cur.layout.tables}
                 dense, layout = cur.dense, cur.layout
                 version, dense_version = self.version, self.dense_version
+                shard_versions = self.shard_versions
             with torch.inference_mode():
                 inputs, _ = layout.inputs(Pulled(prepared=prepared, rows=rows))
                 logits = dense(inputs)
                 scores = torch.sigmoid(logits).numpy().astype(np.float32, copy=False)
-            return Prediction(scores=scores, version=version, dense_version=dense_version)
+            return Prediction(scores=scores, version=version, dense_version=dense_version,
+                              shard_versions=shard_versions)
         raise NotReadyError("the model kept changing while this request was prepared")
 
     def info(self) -> ReplicaInfo:
@@ -250,10 +363,12 @@ class Replica:
                 n: {"rows": m.store.rows(n), "dim": t.dim, "precision": t.precision.value}
                 for n, t in m.store.tables.items()}
             return ReplicaInfo(
-                ready=m is not None, version=self.version, dense_version=self.dense_version,
+                ready=self.ready, version=self.version, dense_version=self.dense_version,
                 lineage=self.lineage, model="" if m is None else m.spec.model,
                 publish_time=self.publish_time, applied_time=self.applied_time,
                 max_event_time=self.max_event_time, versions_applied=self.versions_applied,
                 snapshots_loaded=self.snapshots_loaded, tables=tables,
                 memory_bytes=0 if m is None else m.store.memory_bytes,
-                history=list(self._history))
+                history=list(self._history),
+                shards=[dataclasses.replace(s, history=deque(s.history))
+                        for s in self._shards])

@@ -9,6 +9,10 @@ so the store keeps **one** index for all tables and one row per key::
     weights[t][r]   D_t values of table t, fp32 / fp16 / bf16 (stored as uint16)
     present[r]      bit t set <=> table t holds the key (an absent table reads as default)
 
+With ``owners=True`` every row also records the parameter-server shard that last wrote it
+(``owner[r]``, uint16), so one shard's rows can be replaced from that shard's snapshot
+without touching the others' (:meth:`owned`).
+
 A key's row is freed when no table holds it any more; freed rows are reused first.
 Columns are reserved for ``capacity`` rows (the sum of the trainer's table budgets, an
 upper bound of distinct live keys) as ``MAP_NORESERVE`` memory, so only rows in use cost
@@ -43,7 +47,8 @@ class StoreTable:
 class WeightStore:
     """Rows of several tables keyed by int64 feature IDs (see the module docstring)."""
 
-    def __init__(self, tables: dict[str, StoreTable], capacity: int) -> None:
+    def __init__(self, tables: dict[str, StoreTable], capacity: int, *,
+                 owners: bool = False) -> None:
         if not 1 <= len(tables) <= 64:
             raise InputError(f"a store holds 1 to 64 tables, got {len(tables)}")
         self.tables = dict(tables)
@@ -54,6 +59,7 @@ class WeightStore:
         self._weights = {n: reserve_array((self.capacity, t.dim), STORAGE[t.precision])
                          for n, t in tables.items()}
         self._present = reserve_array((self.capacity,), self._mask_dtype)
+        self._owner = reserve_array((self.capacity,), np.uint16) if owners else None
         self._free: list[np.ndarray] = []
         self._n_free = 0
         self._high = 0
@@ -74,7 +80,7 @@ class WeightStore:
     def memory_bytes(self) -> int:
         """Index plus the rows used so far (all columns) plus the free list."""
         per_row = sum(t.dim * t.precision.itemsize for t in self.tables.values())
-        per_row += np.dtype(self._mask_dtype).itemsize
+        per_row += np.dtype(self._mask_dtype).itemsize + (2 if self._owner is not None else 0)
         return int(self._index.nbytes + self._high * per_row + 8 * self._n_free)
 
     def lookup(self, table: str, keys: Keys) -> F32:
@@ -95,6 +101,16 @@ class WeightStore:
         keys, rows = self._index.items()
         return keys[(self._present[rows] & self._mask_dtype(self._bit[table])) != 0]
 
+    def owned(self, table: str, owner: int) -> Keys:
+        """Every key ``table`` holds that shard ``owner`` wrote last (a store with owners)."""
+        if self._owner is None:
+            raise InputError("this store does not record owners")
+        self._table(table)
+        keys, rows = self._index.items()
+        sel = (self._present[rows] & self._mask_dtype(self._bit[table])) != 0
+        sel &= self._owner[rows] == owner
+        return keys[sel]
+
     def _table(self, table: str) -> StoreTable:
         t = self.tables.get(table)
         if t is None:
@@ -112,8 +128,9 @@ class WeightStore:
             raise ShapeError(f"{table}: weights must be float32[{keys.shape[0]}, {d}], "
                              f"got {weights.dtype}{list(weights.shape)}")
 
-    def upsert(self, table: str, keys: Keys, weights: F32) -> None:
-        """Set the rows of distinct ``keys`` in ``table`` (adding keys as needed)."""
+    def upsert(self, table: str, keys: Keys, weights: F32, owner: int | None = None) -> None:
+        """Set the rows of distinct ``keys`` in ``table`` (adding keys as needed); with
+        ``owner`` (a store with owners), record that shard as their writer."""
         self.check(table, keys, weights)
         if keys.shape[0] == 0:
             return
@@ -131,6 +148,8 @@ class WeightStore:
         self._present[rows] |= bit
         t = self.tables[table]
         self._weights[table][rows] = encode(weights, t.precision)
+        if owner is not None and self._owner is not None:
+            self._owner[rows] = owner
 
     def delete(self, table: str, keys: Keys) -> None:
         """Remove ``keys`` from ``table`` (absent ones are ignored)."""

@@ -12,6 +12,13 @@ Each poll (every ``poll_interval`` seconds, in a background thread, or ``poll()`
 
 A file that vanishes while being read (pruned) is simply rescanned; a corrupt one counts
 as a gap. Errors never stop the thread: they are counted and the last one is kept.
+
+When the trainer's versions say the rows come from ``N`` shards, the follower follows
+``N + 1`` streams with these same rules, each on its own: the trainer's (dense weights
+and spec) under ``DIR/versions`` and shard ``i``'s rows under
+``DIR/shards/shard-<i>/versions``. A gap in shard ``i``'s stream loads that shard's
+newest snapshot (or asks that shard for one, ``DIR/shards/shard-<i>/SNAPSHOT_REQUEST``)
+and leaves the other streams alone.
 """
 
 from __future__ import annotations
@@ -19,10 +26,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from kraken.errors import CheckpointError, KrakenError, LifecycleError, VersionGapError
-from kraken.serving.directory import request_snapshot, scan_versions
+from kraken.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    KrakenError,
+    LifecycleError,
+    VersionGapError,
+)
+from kraken.serving.directory import request_snapshot, scan_versions, shard_dir
 from kraken.serving.replica import Replica
 from kraken.serving.version import ModelVersion
 
@@ -31,58 +45,57 @@ __all__ = ["DirectoryFollower"]
 _REQUEST_EVERY_S = 1.0
 
 
-class DirectoryFollower:
-    """Applies the versions published in ``model_dir`` to ``replica`` (see the module)."""
+class _Stream:
+    """One numbered stream of versions in ``folder`` (the rules of the module docstring).
 
-    def __init__(self, replica: Replica, model_dir: str | os.PathLike[str], *,
-                 poll_interval: float = 0.05) -> None:
-        self.replica = replica
-        self.model_dir = Path(model_dir)
-        self.poll_interval = poll_interval
-        self.gaps = 0  # gaps detected (each healed by a snapshot)
-        self.errors = 0
-        self.last_error = ""
+    ``current()`` is the replica's version in this stream (None: nothing loaded yet);
+    ``shard`` the shard whose rows the stream carries (None: the trainer's stream).
+    """
+
+    def __init__(self, follower: DirectoryFollower, folder: Path,
+                 current: Callable[[], int | None], shard: int | None = None) -> None:
+        self.follower, self.folder, self.current, self.shard = follower, folder, current, shard
+        self.gaps = 0
         self._bad: set[Path] = set()
         self._in_gap = False
         self._last_request = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- one step ------------------------------------------------------------------------
 
     def poll(self) -> int:
-        """Apply every version that can be applied now; returns how many were."""
         applied = 0
-        deltas, snapshots = scan_versions(self.model_dir)
+        deltas, snapshots = scan_versions(self.folder)
         newest = max([0, *deltas, *snapshots])
-        r = self.replica
-        if not r.ready or r.version > newest > 0:
+        cur = self.current()
+        if cur is None or cur > newest > 0:
             applied += self._load_newest_snapshot(snapshots, after=-1)
-        while r.ready and not self._stop.is_set():
-            nxt = r.version + 1
+        while not self.follower._stop.is_set():
+            cur = self.current()
+            if cur is None:
+                break
+            nxt = cur + 1
             path = deltas.get(nxt) or snapshots.get(nxt)
             if path is not None and path not in self._bad:
                 ok = self._apply(path)
                 if ok is None:  # vanished (pruned): rescan
-                    deltas, snapshots = scan_versions(self.model_dir)
+                    deltas, snapshots = scan_versions(self.folder)
                     continue
                 if ok:
                     applied += 1
                     continue
-            if newest <= r.version:
+            if newest <= cur:
                 break
             # a gap: version + 1 is missing (or unusable) but newer versions exist
             if not self._in_gap:
                 self.gaps += 1
+                self.follower.gaps += 1
                 self._in_gap = True
-            got = self._load_newest_snapshot(snapshots, after=r.version)
+            got = self._load_newest_snapshot(snapshots, after=cur)
             if got:
                 self._in_gap = False
                 applied += got
                 continue
             now = time.monotonic()
             if now - self._last_request >= _REQUEST_EVERY_S:
-                request_snapshot(self.model_dir)
+                request_snapshot(self.folder)
                 self._last_request = now
             break
         return applied
@@ -102,17 +115,63 @@ class DirectoryFollower:
         """True if applied, False if unusable (remembered), None if the file vanished."""
         try:
             version = ModelVersion.read(path)
-            self.replica.apply(version)
+            if version.shard != self.shard:
+                raise CheckpointMismatchError(f"{path}: a version of shard {version.shard} "
+                                              f"in the stream of shard {self.shard}")
+            self.follower.replica.apply(version)
             return True
         except FileNotFoundError:
             return None
         except VersionGapError as exc:
-            self._note(exc)
+            self.follower._note(exc)
             return False
         except (CheckpointError, KrakenError, OSError) as exc:
             self._bad.add(path)
-            self._note(exc)
+            self.follower._note(exc)
             return False
+
+
+class DirectoryFollower:
+    """Applies the versions published in ``model_dir`` to ``replica`` (see the module)."""
+
+    def __init__(self, replica: Replica, model_dir: str | os.PathLike[str], *,
+                 poll_interval: float = 0.05) -> None:
+        self.replica = replica
+        self.model_dir = Path(model_dir)
+        self.poll_interval = poll_interval
+        self.gaps = 0  # gaps detected in every stream (each healed by a snapshot)
+        self.errors = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._dense = _Stream(self, self.model_dir,
+                              lambda: self.replica.version if self.replica.loaded else None)
+        self._shards: list[_Stream] = []
+
+    @property
+    def shard_gaps(self) -> list[int]:
+        """Gaps detected in each shard's row stream (empty: the rows are not sharded)."""
+        return [s.gaps for s in self._shards]
+
+    # -- one step ------------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Apply every version that can be applied now, in every stream; returns how many."""
+        applied = self._dense.poll()
+        n = self.replica.n_shards if self.replica.loaded else 0
+        while len(self._shards) < n:
+            self._shards.append(self._shard_stream(len(self._shards)))
+        del self._shards[n:]
+        for stream in self._shards:
+            applied += stream.poll()
+        return applied
+
+    def _shard_stream(self, i: int) -> _Stream:
+        def current() -> int | None:
+            v = self.replica.shard_versions
+            return v[i] if self.replica.loaded and i < len(v) and v[i] > 0 else None
+
+        return _Stream(self, shard_dir(self.model_dir, i), current, shard=i)
 
     def _note(self, exc: BaseException) -> None:
         self.errors += 1

@@ -13,6 +13,13 @@ any other replica must load a snapshot first. Per table::
 Every version carries ``publish_time`` (the trainer's wall clock, unix seconds) and
 ``max_event_time`` (the newest event time trained into it) so freshness is measured.
 
+**Rows from shards.** When parameter-server shards publish their own rows, two kinds of
+stream share a model directory: the trainer's versions carry no rows (``tables`` empty)
+and ``shards = N``, the number of shard streams that carry them; shard ``i``'s versions
+carry only rows (no dense weights, no spec), ``shard = i`` and ``shards = N``, and are
+numbered per shard (``base`` is the previous version of the same shard). A trainer
+version with ``shards = 0`` (the default) carries its rows itself.
+
 On disk and on a wire a version is one :mod:`kraken.arrayfile` container (checksummed, no
 pickle): arrays ``t/<table>/keys|weights|evicted`` and ``dense/<parameter>``, the rest in
 the JSON header.
@@ -54,7 +61,9 @@ class ModelVersion:
     ``dense`` maps parameter names to arrays (``None`` in a delta without dense weights);
     ``dense_version`` is the version whose dense weights a replica holds after applying
     this one; ``spec`` is the model spec (``ModelSpec.to_dict()``), set in snapshots;
-    ``lineage`` names the publisher run that wrote it.
+    ``lineage`` names the publisher run that wrote it. ``shard`` is the index of the
+    parameter-server shard that published this row-only version (None: the trainer);
+    ``shards`` the number of shard streams that publish the rows (0: this stream does).
     """
 
     version: int
@@ -66,6 +75,8 @@ class ModelVersion:
     dense: dict[str, np.ndarray] | None = None
     dense_version: int = 0
     spec: dict[str, Any] | None = None
+    shard: int | None = None
+    shards: int = 0
 
     @property
     def is_snapshot(self) -> bool:
@@ -87,7 +98,7 @@ class ModelVersion:
                 "publish_time": self.publish_time, "max_event_time": self.max_event_time,
                 "lineage": self.lineage, "dense_version": self.dense_version,
                 "tables": sorted(self.tables), "has_dense": self.dense is not None,
-                "spec": self.spec}
+                "spec": self.spec, "shard": self.shard, "shards": self.shards}
         arrays: dict[str, np.ndarray] = {}
         for name, t in self.tables.items():
             arrays[f"t/{name}/keys"] = t.keys
@@ -143,11 +154,15 @@ class ModelVersion:
             dense = ({k[len("dense/"):]: v for k, v in arrays.items() if k.startswith("dense/")}
                      if meta["has_dense"] else None)
             base = meta["base"]
+            shard, shards = meta.get("shard"), int(meta.get("shards", 0))
+            if shards < 0 or (shard is not None and not 0 <= int(shard) < shards):
+                raise CorruptCheckpointError(f"{where}: shard {shard!r} of {shards}")
             return cls(version=int(meta["version"]), base=None if base is None else int(base),
                        publish_time=float(meta["publish_time"]),
                        max_event_time=int(meta["max_event_time"]), lineage=str(meta["lineage"]),
                        tables=tables, dense=dense, dense_version=int(meta["dense_version"]),
-                       spec=meta.get("spec"))
+                       spec=meta.get("spec"), shard=None if shard is None else int(shard),
+                       shards=shards)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(f"{where}: unreadable model version: "
                                          f"{type(exc).__name__}: {exc}") from exc

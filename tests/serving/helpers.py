@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from kraken.data.featurize import featurize
+from kraken.nn.embedding import EmbeddingLayer
 from kraken.serving import ModelSpec, ModelVersion, Publisher
 from kraken.train import Trainer
 from tests.train.helpers import make_trainer
@@ -56,3 +57,17 @@ def reference_scores(tr: Trainer, records: list[dict[str, Any]]) -> np.ndarray:
     finally:
         tr.model.train(was)
         tr.embedding.train(was)
+
+
+def sharded_trainer(n_shards: int = 2, *, n_records: int = 6000, seed: int = 0,
+                    **trainer_kw: Any) -> Trainer:
+    """``make_trainer``'s model and stream with its tables on ``n_shards`` in-process
+    shards (each a :class:`kraken.ps.shard.Shard`, reachable as ``tr.ps.endpoints``)."""
+    from kraken.ps import ShardedPS  # noqa: PLC0415
+
+    base = make_trainer(None, n_records=n_records, seed=seed, **trainer_kw)
+    ps = ShardedPS.in_process(base.ps.tables, shards=n_shards, evict_every=3)
+    layer = EmbeddingLayer(ps, base.stream.schema,
+                           wide_table="wide" if base.model.needs_wide else None)
+    return Trainer(model=base.model, embedding=layer, ps=ps, stream=base.stream,
+                   config=base.config)
