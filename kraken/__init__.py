@@ -4,7 +4,7 @@ The public API is what this module exports; submodules are implementation detail
 unless documented.
 """
 
-from kraken.config import Precision
+from kraken.config import Pooling, Precision
 from kraken.errors import (
     CapacityError,
     CheckpointError,
@@ -69,6 +69,7 @@ __all__ = [
     "NonFiniteError",
     "Normal",
     "NotReadyError",
+    "Pooling",
     "Precision",
     "Probabilistic",
     "RAdaGrad",
