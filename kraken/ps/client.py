@@ -11,7 +11,9 @@ answers (bad input, unknown table, ...) are raised at once as their own
 
 from __future__ import annotations
 
+import itertools
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,6 +53,12 @@ class RemoteShard:
             timeout, retries, backoff, save_timeout)
         self._client = ByteClient(address, SERVICE, timeout=timeout, security=security)
         self._incarnation: str | None = None
+        self._client_id = uuid.uuid4().hex[:12]
+        self._seq = itertools.count()
+
+    def _request_id(self) -> str:
+        """A new id for a call that changes state; every retry of that call reuses it."""
+        return f"{self._client_id}-{next(self._seq)}"
 
     @property
     def name(self) -> str:
@@ -93,6 +101,8 @@ class RemoteShard:
     def pull(self, keys: Mapping[str, Keys], *, train: bool = False, now: int | None = None,
              request_id: str | None = None) -> dict[str, F32]:
         names = list(keys)
+        if train and request_id is None:
+            request_id = self._request_id()
         payload = codec.encode({"tables": names, "train": train, "now": now,
                                 "request_id": request_id},
                                {f"keys/{n}": _keys(k) for n, k in keys.items()})
@@ -105,7 +115,8 @@ class RemoteShard:
         for n, (k, g) in grads.items():
             arrays[f"keys/{n}"], arrays[f"grads/{n}"] = _keys(k), g
         self._call("Push", codec.encode({"tables": list(grads), "now": now,
-                                         "request_id": request_id}, arrays))
+                                         "request_id": request_id or self._request_id()},
+                                        arrays))
 
     def evict(self, now: int | None = None) -> dict[str, int]:
         return dict(self._call("Evict", codec.encode({"now": now})).meta["evicted"])

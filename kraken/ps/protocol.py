@@ -9,9 +9,11 @@ in-process shards or over shard processes reached by gRPC. A contract suite
 
 - ``pull({table: keys}, train=, now=) -> {table: float32[N, D]}``: the row of each key
   (the table's default vector for keys without a row). With ``train`` absent keys go
-  through admission and every key counts as an access at ``now``. Safe to retry: each
-  training pull carries a request id and a shard answers a repeated id from its window
-  of recent replies without executing it again (see :mod:`kraken.ps.shard`).
+  through admission and every key counts as an access at ``now``. Safe to retry: a
+  remote shard's client gives each training pull a request id, reused by its retries,
+  and a shard answers a repeated id from its window of recent replies without executing
+  it again (see :mod:`kraken.ps.shard`; in process nothing is retried, so no id is sent
+  and no reply is kept).
 - ``push({table: (keys, grads)}, now)``: one optimizer step per table; duplicate keys are
   summed, keys without a row are dropped. Applied wholly or not at all *per shard* (not
   across shards). Pushes from many writers are all applied, in arrival order per shard,

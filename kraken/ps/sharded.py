@@ -22,10 +22,8 @@ a background push is raised by the next call.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import shutil
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -108,8 +106,6 @@ class ShardedPS:
         self._push_queues = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ps-push{i}")
                              for i in range(n)] if (n > 1 or push_staleness) else []
         self._in_flight: deque[list[Future[None]]] = deque()
-        self._client = uuid.uuid4().hex[:12]
-        self._seq = itertools.count()
         self._closed = False
 
     @classmethod
@@ -183,12 +179,11 @@ class ShardedPS:
         self._raise_push_errors()
         for name in keys:
             self._check_table(name)
-        rid = self._request_id() if train else None
         if self.n_shards == 1:
-            return self._endpoints[0].pull(keys, train=train, now=now, request_id=rid)
+            return self._endpoints[0].pull(keys, train=train, now=now)
         plans, parts = self._split({n: _flat_keys(k) for n, k in keys.items()})
-        replies = self._fan(lambda e, i: e.pull(parts[i], train=train, now=now,
-                                                request_id=rid) if parts[i] else {},
+        replies = self._fan(lambda e, i: e.pull(parts[i], train=train, now=now)
+                            if parts[i] else {},
                             indexed=True)
         out = {}
         for name, (order, bounds) in plans.items():
@@ -204,9 +199,8 @@ class ShardedPS:
         self._raise_push_errors()
         for name in grads:
             self._check_table(name)
-        rid = self._request_id()
         if not self._push_queues:
-            self._endpoints[0].push(grads, now, request_id=rid)
+            self._endpoints[0].push(grads, now)
             return
         if self.n_shards == 1:
             parts: list[dict[str, tuple[Keys, F32]]] = [dict(grads)]
@@ -222,8 +216,7 @@ class ShardedPS:
                 for i in range(self.n_shards):
                     if bounds[i + 1] > bounds[i]:
                         parts[i][name] = (ks[bounds[i]:bounds[i + 1]], gs[bounds[i]:bounds[i + 1]])
-        batch = [self._push_queues[i].submit(self._endpoints[i].push, parts[i], now,
-                                             request_id=rid)
+        batch = [self._push_queues[i].submit(self._endpoints[i].push, parts[i], now)
                  for i in range(self.n_shards) if parts[i]]
         self._in_flight.append(batch)
         while len(self._in_flight) > self.push_staleness:
@@ -340,9 +333,6 @@ class ShardedPS:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
-
-    def _request_id(self) -> str:
-        return f"{self._client}-{next(self._seq)}"
 
     def _check_table(self, name: str) -> None:
         if name not in self._tables:
