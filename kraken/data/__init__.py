@@ -8,7 +8,7 @@ numpy and pandas only.
 """
 
 from kraken.data.avazu import AvazuStream
-from kraken.data.base import Batch, Jagged, Schema, Stream, validate_batch
+from kraken.data.base import Batch, Jagged, LogStream, Schema, Stream, validate_batch
 from kraken.data.criteo import CriteoStream
 from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
 from kraken.data.featurize import check_records, featurize
@@ -27,6 +27,7 @@ __all__ = [
     "FeatureKind",
     "FeatureSpec",
     "Jagged",
+    "LogStream",
     "MovieLensStream",
     "Schema",
     "Stream",

@@ -31,7 +31,7 @@ from kraken.errors import InputError, ShapeError
 if TYPE_CHECKING:  # features.py builds on Schema, defined here
     from kraken.data.features import FeatureSpec
 
-__all__ = ["Batch", "Jagged", "Schema", "Stream", "validate_batch"]
+__all__ = ["Batch", "Jagged", "LogStream", "Schema", "Stream", "validate_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +91,26 @@ class Batch:
     event_time: np.ndarray
     jagged: dict[str, Jagged] = dataclasses.field(default_factory=dict)
     offset: int = 0
+    prior: np.ndarray | None = None
+    """``float32[B]`` or None: the model's click probability for each sample when its
+    impression was first seen (NaN where unknown); progressive evaluation scores it
+    instead of the training forward's where it is finite (delayed-label streams)."""
+    fresh: Batch | None = None
+    """None, or impressions first seen with this batch, whose labels are not known yet:
+    the trainer predicts them with the model of this moment (no learning) and hands the
+    probabilities back to the stream (:meth:`LogStream.scored`), which returns them as
+    ``prior`` when the labelled sample comes."""
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
     def slice(self, start: int, stop: int) -> Batch:
         """Samples ``[start, stop)``; ``offset`` is left as the whole batch's."""
+        prior = self.prior[start:stop] if self.prior is not None else None
         return Batch(keys=self.keys[start:stop], dense=self.dense[start:stop],
                      label=self.label[start:stop], event_time=self.event_time[start:stop],
                      jagged={k: v.slice(start, stop) for k, v in self.jagged.items()},
-                     offset=self.offset)
+                     offset=self.offset, prior=prior)
 
 
 def validate_batch(batch: Batch, schema: Schema) -> None:
@@ -152,4 +162,42 @@ class Stream(Protocol):
     @property
     def skipped(self) -> int:
         """Malformed records skipped by the latest ``batches`` iteration (MovieLens: at load)."""
+        ...
+
+
+@runtime_checkable
+class LogStream(Stream, Protocol):
+    """A stream whose position is a state rather than a record count: a log's last entry
+    id per partition, a joiner's pending impressions.
+
+    The trainer checkpoints it at a quiet point of its input pipeline: it stops reading
+    ahead, trains every batch already read, then takes ``position()``, which therefore
+    describes exactly the batches trained. Resuming calls ``seek(state)`` before
+    ``batches`` (whose ``start`` must then be 0). Once the checkpoint holding a state is
+    committed, ``commit(state)`` lets the log forget what it covers (``XACK``); nothing is
+    acknowledged before.
+
+    While caught up a log stream yields *empty* batches (``len(batch) == 0``) after each
+    blocking read that timed out, so the trainer keeps publishing, logging, checkpointing
+    and hearing stop requests while idle. ``offset`` counts entries consumed (reporting).
+    """
+
+    def position(self) -> dict[str, np.ndarray]:
+        """State after the last batch yielded (valid only while no read is in progress)."""
+        ...
+
+    def seek(self, state: dict[str, np.ndarray]) -> None:
+        """Make the next ``batches`` iteration continue right after ``state``."""
+        ...
+
+    def commit(self, state: dict[str, np.ndarray]) -> None:
+        """A checkpoint holding ``state`` is durable: acknowledge what it covers."""
+        ...
+
+    def scored(self, fresh: Batch, probability: np.ndarray) -> None:
+        """The model's probabilities ``float32[len(fresh)]`` for ``batch.fresh``."""
+        ...
+
+    def lag(self) -> dict[str, float]:
+        """Consumer lag now: ``{"entries": ..., "seconds": ...}`` (0 when caught up)."""
         ...
