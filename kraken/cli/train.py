@@ -51,6 +51,10 @@ def add_parser(sub: Any) -> None:
                    help="the parameter-server shards publish the rows themselves (`kraken ps "
                         "--publish MODEL_DIR`): publish only the dense weights and the spec, "
                         "every --dense-sync-interval (needs remote shards)")
+    p.add_argument("--ordered", action="store_true",
+                   help="with several workers (torchrun): pull and push in rank order, so a "
+                        "run is reproducible and a resumed run ends as an uninterrupted one "
+                        "(2 W barriers per step)")
     p.add_argument("--trace-blocks", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
@@ -67,6 +71,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      push_security: Any = None,
                      group: WorkerGroup | None = None,
                      on_block: Callable[[int, int], None] | None = None,
+                     ordered: bool = False,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -81,7 +86,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     trainer only the dense weights.
     ``group``: this process is one of ``group.world`` workers (under torchrun): the tables
     must be on shards; rank 0 alone publishes and prints (see
-    :class:`~kraken.train.distributed.DistributedTrainer`, which calls ``on_block``).
+    :class:`~kraken.train.distributed.DistributedTrainer`, which calls ``on_block``;
+    ``ordered``: the workers call the shards in rank order).
     """
     lead = group is None or group.leader
     say = print if lead else _quiet
@@ -114,7 +120,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     else:
         from kraken.train.distributed import DistributedTrainer  # noqa: PLC0415 - torch.distributed
 
-        trainer = DistributedTrainer(group=group, on_block=on_block, **parts)
+        trainer = DistributedTrainer(group=group, on_block=on_block, ordered=ordered,
+                                     **parts)
     if resume or resume_from is not None:
         if _resume(trainer, resume_from):
             say(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
@@ -213,5 +220,6 @@ def run(args: argparse.Namespace) -> int:
                          dense_sync_interval=args.dense_sync_interval,
                          publish_rows=not args.rows_from_shards,
                          shards=args.ps_shards.split(",") if args.ps_shards else None,
-                         push_security=push_security, group=group, on_block=on_block)
+                         push_security=push_security, group=group, on_block=on_block,
+                         ordered=args.ordered)
     return 0

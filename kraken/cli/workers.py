@@ -50,7 +50,17 @@ def worker_group(timeout_s: float = 600.0) -> Iterator[WorkerGroup | None]:
     if missing:
         raise ConfigError(f"WORLD_SIZE={_world()} but {', '.join(missing)} not set: start "
                           "the workers with torchrun (or `kraken launch --workers W`)")
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    rank, world = int(os.environ["RANK"]), _world()
+    # torchrun's agent hosts the store and keeps it across restarts: without a prefix of
+    # our own, a restarted group reads the dead group's addresses and cannot connect
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world_size=world, is_master=not agent and rank == 0,
+                          timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group("gloo", store=dist.PrefixStore(f"kraken/attempt-{attempt}", store),
+                            rank=rank, world_size=world, timeout=timeout)
     try:
         yield WorkerGroup()
     finally:

@@ -28,8 +28,10 @@ dense state; the stream re-splits from the checkpoint's offset among the current
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +101,25 @@ class DistributedTrainer(Trainer):
     end)``, when given, is called with the record range ``[start, end)`` of every block
     this rank trains (for drills that count records trained twice). ``pipeline`` is not
     used: every pull happens in the step.
+
+    ``ordered``: the ranks pull, then push, one after another in rank order (a barrier
+    between turns; pushes flushed in the turn), so the shards see one fixed interleaving
+    and a run is a pure function of (config, data, seed, W): a resumed run ends with the
+    same model as an uninterrupted one. Costs ``2 W`` barriers per step; without it the
+    ranks' calls interleave as they come (pulls of a step still follow every push of
+    the step before, with ``push_staleness = 0``).
     """
 
     def __init__(self, *, group: WorkerGroup,
-                 on_block: Callable[[int, int], None] | None = None, **kwargs: Any) -> None:
+                 on_block: Callable[[int, int], None] | None = None, ordered: bool = False,
+                 **kwargs: Any) -> None:
         if isinstance(kwargs.get("stream"), LogStream):
             raise ConfigError("a log stream (its consumer position) cannot be split among "
                               "workers yet; train it with one worker")
         super().__init__(**kwargs)
         self.group = group
         self.on_block = on_block
+        self.ordered = ordered
         self.times = WorkerTimes()
         if group.rank:  # each rank its own draws; rank 0 those of a single worker
             derived = int(np.random.SeedSequence([self.config.seed, group.rank]
@@ -253,11 +264,14 @@ class DistributedTrainer(Trainer):
             batch = item.batch
             now = _batch_now(batch) or now
             t0 = time.perf_counter()
-            pulled: Pulled = self.embedding.pull(item, train=True, now=now)
+            with self._turn():
+                pulled: Pulled = self.embedding.pull(item, train=True, now=now)
             times.pull += time.perf_counter() - t0
             inputs = self.embedding(pulled)
             weight = len(batch) * g.world / ctl.samples
         else:
+            with self._turn():
+                pass
             inputs = self._idle_inputs()
             weight = 0.0
         with generator_scope(self.generator):
@@ -278,6 +292,8 @@ class DistributedTrainer(Trainer):
         self._window_samples += ctl.samples
         times.steps += 1
         if item is None:
+            with self._turn():
+                pass
             return now
         grads = self.embedding.pending_grads()
         if weight != 1.0:
@@ -287,10 +303,15 @@ class DistributedTrainer(Trainer):
                 all(bool(torch.isfinite(gr).all()) for gr in grads):
             self.evaluation.update(item.batch.label, torch.sigmoid(logits.detach()).numpy())
             t0 = time.perf_counter()
-            self.embedding.push(now)
+            with self._turn():
+                self.embedding.push(now)
+                if self.ordered:
+                    self.ps.flush()
             times.push += time.perf_counter() - t0
             self._bad_in_a_row = 0
         else:
+            with self._turn():
+                pass
             self.embedding.discard()
             self.nonfinite_batches += 1
             self._bad_in_a_row += 1
@@ -304,6 +325,17 @@ class DistributedTrainer(Trainer):
         if self.publisher is not None and g.leader:
             self.publisher.maybe_publish(now)
         return now
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """With ``ordered``: run the body when it is this rank's turn (rank order)."""
+        if not self.ordered:
+            yield
+            return
+        for r in range(self.group.world):
+            if r == self.group.rank:
+                yield
+            self.group.barrier()
 
     def _idle_inputs(self) -> ModelInputs:
         """Inputs for a zero-weighted step: the last batch's, or one all-zero sample."""
@@ -327,7 +359,7 @@ class DistributedTrainer(Trainer):
         win = g.merged(self.evaluation.window)
         own = self.evaluation.cumulative.get()
         per = g.gather([own["samples"], own["auc"], own["logloss"], own["calibration"],
-                        float(self.offset), float(self.times.steps)])
+                        float(self.offset), float(_digest(self.model))])
         rate = samples / seconds if seconds > 0 else float("nan")
         rec = {"kind": kind, "samples": self.samples, "batches": self.batches,
                "samples_per_s": rate, "window": win.get(), "cumulative": merged.get(),
@@ -336,11 +368,19 @@ class DistributedTrainer(Trainer):
                "skipped": int(self.stream.skipped), "time": time.time(),
                "world": g.world,
                "workers": [{"rank": r, "samples": int(v[0]), "auc": v[1], "logloss": v[2],
-                            "calibration": v[3], "offset": int(v[4])}
+                            "calibration": v[3], "offset": int(v[4]), "dense_crc32": int(v[5])}
                            for r, v in enumerate(per)]}
         if window:
             rec["window_samples"] = win.samples
         return rec
+
+
+def _digest(model: torch.nn.Module) -> int:
+    """crc32 of every dense weight's bytes: equal on every rank when DDP keeps them equal."""
+    crc = 0
+    for t in model.state_dict().values():
+        crc = zlib.crc32(t.detach().contiguous().numpy().tobytes(), crc)
+    return crc
 
 
 def _detached(inputs: ModelInputs) -> ModelInputs:
