@@ -58,6 +58,7 @@ def add_parser(sub: Any) -> None:
                    help="serve from the shards: every shard publishes its rows into "
                         "MODEL_DIR (`kraken ps --publish`), the trainer the dense weights "
                         "(`kraken train --publish --rows-from-shards`)")
+    p.add_argument("--trace-blocks", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ready-timeout", type=float, default=120.0,
                    help="seconds to wait for the shards to start")
     p.set_defaults(run=run)
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
                 cmd += ["--publish", args.publish, "--rows-from-shards"]
             if args.max_samples is not None:
                 cmd += ["--max-samples", str(args.max_samples)]
+            if args.trace_blocks is not None:
+                cmd += ["--trace-blocks", args.trace_blocks]
             # its own session: a terminal's Ctrl-C reaches torchrun only through us
             trainer[:] = [subprocess.Popen(cmd, text=True, start_new_session=True)]
             shard_died = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 from collections.abc import Callable, Iterator
 
 from kraken.errors import ConfigError
@@ -68,14 +69,15 @@ def worker_group(timeout_s: float = 600.0) -> Iterator[WorkerGroup | None]:
 
 
 def block_tracer(path: str | None, rank: int) -> Callable[[int, int], None] | None:
-    """A callback appending ``attempt rank start end`` for every block a worker trains
-    to ``path`` (for failure drills that count records trained twice)."""
+    """A callback appending ``attempt rank start end unix_time`` for every block a worker
+    trains to ``path`` (for failure drills that count records trained twice and time
+    the recovery)."""
     if path is None:
         return None
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
     def trace(start: int, end: int) -> None:
         with open(path, "a") as f:
-            f.write(f"{attempt} {rank} {start} {end}\n")
+            f.write(f"{attempt} {rank} {start} {end} {time.time():.3f}\n")
 
     return trace

@@ -222,7 +222,8 @@ def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(
     assert resumed > 2 * 2 * BLOCK and resumed % (2 * BLOCK) == 0  # a cut after a step
     assert _final(run_dir)["samples"] == N
 
-    rows = [tuple(int(x) for x in line.split()) for line in trace.read_text().splitlines()]
+    rows = [tuple(int(x) for x in line.split()[:4])
+            for line in trace.read_text().splitlines()]
     first = sorted((s, e) for att, _, s, e in rows if att == 0)
     second = sorted((s, e) for att, _, s, e in rows if att == 1)
     # the restarted group trains [resumed, N) exactly once, block after block
