@@ -19,6 +19,9 @@ Modes:
   quality     cumulative progressive AUC of W = 1, 2, 4 workers (``kraken launch
               --workers W``) on the synthetic drifting stream and, when the data exists
               (``--data``), MovieLens-1M with DeepFM.
+  allreduce   the gloo all-reduce alone between W processes on this machine, for sizes
+              from 4 KB to 16 MB: seconds per call, hence a latency and a per-byte cost
+              (the inputs of docs/scaling.md's projection for many workers).
   recovery    SIGKILL one worker (torchrun restarts the group) or one shard (``kraken
               launch`` restarts shards and workers) after the first checkpoint: seconds
               from the kill to the first block trained again, and samples trained twice.
@@ -29,6 +32,7 @@ within a repetition.
     python benchmarks/workers.py throughput --reps 3
     python benchmarks/workers.py quality --reps 1
     python benchmarks/workers.py recovery --reps 3
+    python benchmarks/workers.py allreduce --workers 2,4 --steps 20
     python benchmarks/workers.py throughput --quick      # a tiny smoke run
 """
 
@@ -185,6 +189,66 @@ def throughput(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# -- allreduce ---------------------------------------------------------------------------
+
+SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20)
+
+
+def child_allreduce(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world_size=int(os.environ["WORLD_SIZE"]), is_master=False)
+    dist.init_process_group("gloo", store=dist.PrefixStore("bench", store),
+                            rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]))
+    out = {}
+    for size in SIZES:
+        t = torch.ones(size // 4)
+        for _ in range(3):
+            dist.all_reduce(t)
+        times = []
+        for _ in range(args.steps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            times.append(time.perf_counter() - t0)
+        out[size] = statistics.median(times)
+    if dist.get_rank() == 0:
+        Path(args.out, "allreduce.json").write_text(json.dumps(out))
+    dist.destroy_process_group()
+
+
+def allreduce(args: argparse.Namespace) -> None:
+    rows: dict[int, dict[int, list[float]]] = {}
+    for w in [w for w in args.workers if w > 1]:
+        rows[w] = {size: [] for size in SIZES}
+        for _ in range(args.reps):
+            tmp = Path(tempfile.mkdtemp())
+            cmd = torchrun(w, __file__, "--child", "allreduce", "--steps", str(args.steps),
+                           "--out", str(tmp))
+            done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT)
+            if done.returncode != 0:
+                sys.exit(f"allreduce W={w} failed:\n{done.stderr[-4000:]}")
+            for size, sec in json.loads((tmp / "allreduce.json").read_text()).items():
+                rows[w][int(size)].append(sec)
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n$ {' '.join(sys.argv)}")
+    print(f"gloo all_reduce (sum, float32) between W processes on this machine; median of "
+          f"{args.steps} calls per run, median [min-max] of {args.reps} runs, milliseconds")
+    print(f"{'W':>2} " + " ".join(f"{f'{s >> 10} KB':>20}" for s in SIZES)
+          + f" {'latency ms':>11} {'ns/byte':>8}")
+    for w, by in rows.items():
+        med = {s: statistics.median(v) for s, v in by.items()}
+        per_byte = (med[SIZES[-1]] - med[SIZES[-2]]) / (SIZES[-1] - SIZES[-2])
+        latency = med[SIZES[0]] - per_byte * SIZES[0]
+        print(f"{w:>2} " + " ".join(f"{summary([x * 1e3 for x in by[s]], '.2f'):>20}"
+                                    for s in SIZES)
+              + f" {latency * 1e3:>11.3f} {per_byte * 1e9:>8.2f}")
+
+
 # -- quality -------------------------------------------------------------------------------
 
 def run_config(name: str, data: Path, n: int) -> dict[str, Any] | None:
@@ -253,11 +317,12 @@ def recovery_config(n: int) -> dict[str, Any]:
     return doc
 
 
-def _blocks(trace: Path) -> list[tuple[float, int, int]]:
+def _blocks(trace: Path) -> list[tuple[float, int, int, int]]:
+    """``(unix time, start, end, pid)`` of every block trained, in trace order."""
     out = []
     for line in trace.read_text().splitlines() if trace.is_file() else []:
-        _, _, start, end, t = line.split()
-        out.append((float(t), int(start), int(end)))
+        _, _, start, end, t, pid = line.split()
+        out.append((float(t), int(start), int(end), int(pid)))
     return out
 
 
@@ -316,12 +381,13 @@ def recovery(args: argparse.Namespace) -> None:
             if proc.returncode != 0 or not killed:
                 sys.exit(f"recovery ({what}) failed:\n{err[-4000:]}")
             blocks = _blocks(trace)
-            after = [b for b in blocks if b[0] > killed[0]]
+            old = {pid for t, _, _, pid in blocks if t <= killed[0]}
             seen: dict[tuple[int, int], int] = {}
-            for _, s, e in blocks:
+            for _, s, e, _ in blocks:
                 seen[(s, e)] = seen.get((s, e), 0) + 1
             twice = sum(e - s for (s, e), k in seen.items() if k > 1)
-            restart = min(t for t, _, _ in after) - killed[0]
+            # training again: the first block trained by a process started after the kill
+            restart = min(t for t, _, _, pid in blocks if pid not in old) - killed[0]
             results[what].append((restart, twice))
             print(f"rep {rep} {what} killed: training again after {restart:.1f} s, "
                   f"{twice:,} samples trained twice", flush=True)
@@ -339,7 +405,7 @@ def recovery(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", choices=("throughput", "quality", "recovery"),
+    p.add_argument("mode", nargs="?", choices=("throughput", "quality", "allreduce", "recovery"),
                    default="throughput")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--shards", type=int, default=2)
@@ -363,12 +429,16 @@ def main() -> None:
     if args.child == "throughput":
         child_throughput(args)
         return
+    if args.child == "allreduce":
+        child_allreduce(args)
+        return
     args.workers = [int(w) for w in args.workers.split(",")]
     if args.quick:
         args.reps, args.steps, args.warmup, args.batch, args.vocab, args.capacity = (
             1, 6, 2, 256, 5000, 20_000)
         args.records, args.workers = 30_000, [1, 2]
-    {"throughput": throughput, "quality": quality, "recovery": recovery}[args.mode](args)
+    {"throughput": throughput, "quality": quality, "allreduce": allreduce,
+     "recovery": recovery}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def worker_group(timeout_s: float = 600.0) -> Iterator[WorkerGroup | None]:
 
 
 def block_tracer(path: str | None, rank: int) -> Callable[[int, int], None] | None:
-    """A callback appending ``attempt rank start end unix_time`` for every block a worker
+    """A callback appending ``attempt rank start end unix_time pid`` for every block a worker
     trains to ``path`` (for failure drills that count records trained twice and time
     the recovery)."""
     if path is None:
@@ -78,6 +78,6 @@ def block_tracer(path: str | None, rank: int) -> Callable[[int, int], None] | No
 
     def trace(start: int, end: int) -> None:
         with open(path, "a") as f:
-            f.write(f"{attempt} {rank} {start} {end} {time.time():.3f}\n")
+            f.write(f"{attempt} {rank} {start} {end} {time.time():.3f} {os.getpid()}\n")
 
     return trace
