@@ -91,13 +91,14 @@ def child_throughput(args: argparse.Namespace) -> None:
     dist.init_process_group("gloo", store=dist.PrefixStore("bench", store),
                             rank=int(os.environ["RANK"]),
                             world_size=int(os.environ["WORLD_SIZE"]))
+    from train_throughput import _ListStream, build_dense_model, make_batches
+
     from kraken.nn import EmbeddingLayer
     from kraken.ps import Router, ShardedPS
     from kraken.ps.client import RemoteShard
     from kraken.train import TrainerConfig
     from kraken.train.distributed import DistributedTrainer
     from kraken.train.group import WorkerGroup
-    from train_throughput import _ListStream, build_dense_model, make_batches
 
     group = WorkerGroup()
     # every worker generates the same stream and keeps its own blocks (not timed)

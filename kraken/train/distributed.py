@@ -52,8 +52,14 @@ from kraken.train.randomness import generator_scope, training_generator
 from kraken.train.records import RecordLog
 from kraken.train.split import split_batches
 from kraken.train.state import dense_state, load_dense_state
-from kraken.train.trainer import (_MAX_BAD_IN_A_ROW, RunSummary, Trainer, _batch_now, _rss_mb,
-                                  _table_summary)
+from kraken.train.trainer import (
+    _MAX_BAD_IN_A_ROW,
+    RunSummary,
+    Trainer,
+    _batch_now,
+    _rss_mb,
+    _table_summary,
+)
 
 __all__ = ["DistributedTrainer", "WorkerTimes"]
 
