@@ -11,14 +11,16 @@ Modes:
   throughput  W = 1, 2, 4 workers (``--workers``) with ``--shards`` shard processes on
               train_throughput.py's DLRM stream (13 dense + 26 Zipf(1.05) fields, dim 16,
               batch 4096, row-wise AdaGrad, count-min admission, LRU eviction): total
-              samples/s (all workers, steady state) and its ratio to W = 1, bytes sent per
+              samples/s (all workers, steady state) and its ratio to W = 1 (every worker
+              trains ``--batch`` records a step, so a step holds W x batch), bytes sent per
               sample (PS requests + gradient all-reduce), and per worker the seconds spent
               in the gradient all-reduce (bucket latency, summed), pulls, pushes and the
               per-step control all-reduce. Every W runs under torchrun, W = 1 included
               (a world of one: its collectives are local no-ops).
   quality     cumulative progressive AUC of W = 1, 2, 4 workers (``kraken launch
               --workers W``) on the synthetic drifting stream and, when the data exists
-              (``--data``), MovieLens-1M with DeepFM.
+              (``--data``), MovieLens-1M with DeepFM; the run's ``batch_size`` is the
+              step's batch over all workers (each takes batch_size / W).
   allreduce   the gloo all-reduce alone between W processes on this machine, for sizes
               from 4 KB to 16 MB: seconds per call, hence a latency and a per-byte cost
               (the inputs of docs/scaling.md's projection for many workers).
@@ -119,7 +121,9 @@ def child_throughput(args: argparse.Namespace) -> None:
     ps = ShardedPS(shards, Router.uniform(len(shards)), push_staleness=args.staleness)
     stream = _ListStream(batches)
     stamps: list[float] = []
-    cfg = TrainerConfig(batch_size=args.batch, dense_lr=1e-3, log_every_s=1e9, window=10**12)
+    # ``batch_size`` is a step's batch over all workers: each worker trains --batch a step
+    cfg = TrainerConfig(batch_size=args.batch * group.world, dense_lr=1e-3, log_every_s=1e9,
+                        window=10**12)
     tr = DistributedTrainer(group=group, model=build_dense_model(),
                             embedding=EmbeddingLayer(ps, stream.schema), ps=ps, stream=stream,
                             config=cfg, on_block=lambda s, e: stamps.append(time.perf_counter()))

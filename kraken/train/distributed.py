@@ -1,7 +1,10 @@
 """Many workers training one model from one stream: the trainer's loop under torchrun.
 
 Every worker (rank ``r`` of ``W``) runs this loop on its own blocks of the stream
-(:mod:`~kraken.train.split`); the dense model is wrapped in
+(:mod:`~kraken.train.split`), ``ceil(batch_size / W)`` records each: ``batch_size`` is the
+batch of one step over all workers, so ``W`` workers take the dense steps one worker
+would take on the same records (raise ``batch_size`` to grow the step with ``W``). The
+dense model is wrapped in
 ``DistributedDataParallel`` (gloo), so after every step every rank holds the same dense
 weights; rows go through each worker's own client of the shared PS shards (pulls and
 pushes asynchronous across workers, ``push_staleness`` per worker)::
@@ -133,6 +136,8 @@ class DistributedTrainer(Trainer):
             self.generator = training_generator(derived)
         self.ddp = DistributedDataParallel(self.model)
         self.ddp.register_comm_hook(None, _timed_allreduce_hook(self.times, group.world))
+        self.block = -(-self.config.batch_size // group.world)
+        """Records per worker per step: ``batch_size`` is the step's batch over all workers."""
         self.origin = 0
         self._last_inputs: ModelInputs | None = None
         self._window_samples = 0
@@ -151,7 +156,7 @@ class DistributedTrainer(Trainer):
             arrays, dmeta = dense_state(self.model, self.optimizer)
             rng = {("generator" if r == 0 else f"generator.{r}"):
                    np.frombuffer(b, dtype=np.uint8).copy() for r, b in enumerate(rngs)}
-            workers = {"world": g.world, "block": self.config.batch_size,
+            workers = {"world": g.world, "block": self.block,
                        "origin": self.origin, "offsets": offsets}
             path = self.store.save(step=self.batches, samples=self.samples,
                                    stream_offset=max(offsets), ps=self.ps,
@@ -215,7 +220,7 @@ class DistributedTrainer(Trainer):
         self.embedding.train()
         lead = g.leader
         path = self.run_dir / "metrics.jsonl" if self.run_dir is not None and lead else None
-        blocks = split_batches(self.stream, c.batch_size, origin=self.origin, rank=g.rank,
+        blocks = split_batches(self.stream, self.block, origin=self.origin, rank=g.rank,
                                world=g.world)
         with RecordLog(path, self.on_record if lead else None) as records, \
                 Prefetcher(blocks, self.embedding.prepare, c.prefetch) as items:

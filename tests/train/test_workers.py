@@ -1,7 +1,8 @@
 """Many workers under real torchrun (gloo) on real shard processes: one model, one stream.
 
-Small synthetic runs: 2 shards, 2 workers, 500-record blocks, a stream whose length is not
-a multiple of the blocks of one step (so the ranks run out one step apart).
+Small synthetic runs: 2 shards, 2 workers, batch 1000 per step (500-record blocks per
+worker), a stream whose length is not a multiple of the step (so the ranks run out one
+step apart).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ capacity = 20000
 optimizer = {{ type = "rowwise_adagrad", lr = 0.05 }}
 
 [trainer]
-batch_size = {BLOCK}
+batch_size = {2 * BLOCK}
 window = 1000000
 log_every_s = 600
 checkpoint_every_samples = {every}
