@@ -158,25 +158,43 @@ def round_trip(j: Joiner) -> Joiner:
     return fresh
 
 
-RIDS = [*range(8), 2**63 + 5, 2**64 - 1]
+RIDS = [*range(10), 2**63 + 5, 2**64 - 1]
 rid_s = st.sampled_from(RIDS)
-lag_s = st.integers(-2, 14)  # event time of an entry relative to the op's clock
 
 
 @st.composite
-def ops_s(draw: st.DrawFn) -> list[tuple]:
-    """Operations on a clock that moves forward 0..6 s per op; entries lag it a little."""
-    ops, clock = [], 100
+def scenario_s(draw: st.DrawFn) -> tuple[JoinConfig, list[tuple]]:
+    """A config and operations on a clock that moves 0..6 s per op. Impressions lag the
+    clock by up to 14 s; an action either follows an earlier impression after a delay of
+    0..(2 W + C) s (often exactly W, the window's edge) or names any rid."""
+    w = draw(st.integers(1, 12))
+    config = JoinConfig(window_s=w, max_pending=draw(st.integers(1, 8)),
+                        label_actions=draw(st.sampled_from([("click",), ("click", "buy")])),
+                        action_types=("click", "view", "buy"),
+                        correction_s=draw(st.integers(0, 12)), max_recent=draw(st.integers(0, 8)))
+    delay_s = st.one_of(st.just(w), st.just(w - 1), st.integers(0, 2 * w + config.correction_s))
+    ops: list[tuple] = []
+    shown: list[tuple[int, int]] = []
+    clock = 100
     for _ in range(draw(st.integers(0, 30))):
         clock += draw(st.integers(0, 6))
-        what = draw(st.sampled_from(["imp", "imp", "act", "act", "adv", "score", "emit",
-                                     "state"]))
+        what = draw(st.sampled_from(["imp", "imp", "act", "act", "act", "adv", "score",
+                                     "emit", "state"]))
         if what == "imp":
-            ops.append(("imp", draw(st.lists(st.tuples(rid_s, lag_s.map(lambda d: clock - d)),
-                                             max_size=6))))
+            batch = [(draw(rid_s), clock - draw(st.integers(-2, 14)))
+                     for _ in range(draw(st.integers(0, 6)))]
+            shown += batch
+            ops.append(("imp", batch))
         elif what == "act":
-            ops.append(("act", draw(st.lists(st.tuples(rid_s, lag_s.map(lambda d: clock - d),
-                                                       st.integers(0, 2)), max_size=6))))
+            acts = []
+            for _ in range(draw(st.integers(0, 6))):
+                kind = draw(st.integers(0, 2))
+                if shown and draw(st.booleans()):
+                    r, t = draw(st.sampled_from(shown[-12:]))
+                    acts.append((r, t + draw(delay_s), kind))
+                else:
+                    acts.append((draw(rid_s), clock - draw(st.integers(-2, 14)), kind))
+            ops.append(("act", acts))
         elif what == "adv":
             ops.append(("adv", clock))
         elif what == "score":
@@ -184,22 +202,17 @@ def ops_s(draw: st.DrawFn) -> list[tuple]:
                                                max_size=4))))
         else:
             ops.append((what,))
-    return ops
-
-
-config_s = st.builds(JoinConfig, window_s=st.integers(1, 12), max_pending=st.integers(1, 8),
-                     label_actions=st.sampled_from([("click",), ("click", "buy")]),
-                     action_types=st.just(("click", "view", "buy")),
-                     correction_s=st.integers(0, 12), max_recent=st.integers(0, 8))
+    return config, ops
 
 
 def u64(xs: list[int]) -> np.ndarray:
     return np.array(xs, dtype=np.uint64)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=config_s, ops=ops_s())
-def test_joiner_matches_the_reference_with_and_without_state_round_trips(config, ops) -> None:
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenario_s())
+def test_joiner_matches_the_reference_with_and_without_state_round_trips(scenario) -> None:
+    config, ops = scenario
     ref, j = RefJoiner(config), Joiner(config)
     for op in ops:
         if op[0] == "imp":
