@@ -144,3 +144,7 @@ def test_cli_replays_a_config_file(redis_server, tmp_path: Path, capsys) -> None
     assert "replayed 120 impressions" in out and 'categorical = ["c0", "c1"]' in out
     assert main(["replay", "--config", str(cfg), "--rate", "0"]) == 2
     assert "replay.rate: must be > 0" in capsys.readouterr().err
+    example = Path(__file__).resolve().parents[2] / "examples" / "realtime" / "replay.toml"
+    assert main(["replay", "--config", str(example), "--url", redis_server.url,
+                 "--limit", "30", "--quiet"]) == 0
+    assert client.xlen("kraken:impressions:0") == 30
