@@ -35,7 +35,11 @@ from kraken.config import check_int, check_positive
 from kraken.data.raw import RawChunk
 from kraken.errors import ConfigError
 
-__all__ = ["Entries", "Pacer", "ReplayConfig", "ReplayStats", "log_entries", "replay"]
+__all__ = ["RESERVED", "Entries", "Pacer", "ReplayConfig", "ReplayStats", "log_entries",
+           "replay"]
+
+RESERVED = ("rid", "ts", "type")
+"""Field names of log entries themselves; a dataset column may not take them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +114,10 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
     held_rid, held_ts = np.empty(0, np.uint64), np.empty(0, np.int64)
     newest = np.iinfo(np.int64).min
     for chunk in chunks:
+        taken = sorted(set(chunk.columns) & set(RESERVED))
+        if taken:
+            raise ConfigError(f"replay.data: column(s) {taken} clash with the log's own "
+                              f"fields {list(RESERVED)}; rename them")
         if left is not None:
             if left <= 0:
                 break

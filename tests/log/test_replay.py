@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from kraken.cli.main import main
-from kraken.data import SyntheticConfig, SyntheticStream
+from kraken.data import MovieLensStream, SyntheticConfig, SyntheticStream
 from kraken.data.base import Batch
 from kraken.data.join import JoinConfig, Joiner
-from kraken.data.raw import raw_chunks
+from kraken.data.raw import RawChunk, raw_chunks
 from kraken.data.replay import Pacer, ReplayConfig, log_entries, replay
+from kraken.errors import ConfigError
+from tests.data.fixtures import movielens_tables, write_ml100k
 
 redis = pytest.importorskip("redis")
 
@@ -90,6 +92,20 @@ def test_joining_the_written_log_gives_back_the_datasets_labels(redis_server) ->
     assert [got[r] for r in range(N)] == labels().tolist()
 
 
+def test_movielens_ratings_of_4_and_more_become_clicks_and_maxlen_trims(
+        redis_server, tmp_path: Path) -> None:
+    tables = movielens_tables(300, seed=5)
+    stream = MovieLensStream(write_ml100k(tmp_path / "ml", tables), "ml-100k")
+    client = redis.Redis.from_url(redis_server.url)
+    stats = replay(client, raw_chunks(stream), ReplayConfig(prefix="ml", maxlen=50))
+    assert stats.impressions == 300
+    assert stats.actions == sum(r[2] >= 4 for r in tables["ratings"]) > 0
+    assert client.xlen("ml:impressions:0") < 300  # trimmed near 50 (MAXLEN ~)
+    (_, first), = client.xrevrange("ml:impressions:0", count=1)
+    assert first[b"genres"] is not None and int(first[b"ts"]) == max(r[3] for r in
+                                                                      tables["ratings"])
+
+
 def test_rate_limit_holds_loosely(redis_server) -> None:
     client = redis.Redis.from_url(redis_server.url)
     rate = 2000.0
@@ -122,6 +138,10 @@ def test_speedup_paces_by_event_time_with_an_injected_clock() -> None:
                       for r, t in zip(e.rid.tolist(), e.ts.tolist(), strict=True))
 
     assert written(50) == written(170)  # lags do not depend on the chunking
+    clash = RawChunk({"ts": np.array(["1"], object)}, np.ones(1, np.float32),
+                     np.zeros(1, np.int64))
+    with pytest.raises(ConfigError, match="clash"):
+        list(log_entries([clash], ReplayConfig()))
     # An action goes out once an impression at least as late as it has (or at the end).
     newest, runs = -1, list(log_entries(raw_chunks(STREAM, 64), ReplayConfig(lag_mean_s=30)))
     for i, e in enumerate(runs):
