@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
                     "Redis log of [log] (url, prefix, partitions): one impression per record "
                     "and, for a clicked record, a click action a drawn lag later. Knobs of a "
                     "[replay] section: lag_mean_s, lag_max_s, seed, rid_base, maxlen, "
-                    "pipeline. Prints the [log] schema matching the written columns.")
+                    "pipeline, reconnect_s. Prints the [log] schema matching the written "
+                    "columns.")
     p.add_argument("--config", required=True, help="TOML file with [log] and the dataset")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, default=None,
@@ -85,13 +86,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stats = replay(client, raw_chunks(stream), config, progress=show)
-    except redis.exceptions.ConnectionError as exc:
-        raise TransportError(f"log.url: lost the Redis server at {url}: {exc}") from exc
     finally:
         client.close()
     if not args.quiet:
         print(file=sys.stderr)
     span = "" if stats.first_ts is None else f", event time {stats.first_ts}..{stats.last_ts}"
+    if stats.outages:
+        span += (f"; the server was unreachable {stats.outages} time(s): entries written "
+                 f"around an outage may appear twice (the join drops duplicates)")
     print(f"replayed {stats.impressions} impressions and {stats.actions} '{config.action}' "
           f"actions into {url} ({config.prefix}:*, {config.partitions} partition(s)) in "
           f"{stats.seconds:.1f} s{span}")

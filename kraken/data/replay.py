@@ -19,11 +19,18 @@ the server takes them. Entries are written in pipelined groups of up to ``pipeli
 ``XADD`` commands (smaller groups at low rates, so pacing stays smooth); ``maxlen``
 caps each stream (``MAXLEN ~``). The clock and sleep are injected, so the core is
 tested without waiting.
+
+A lost connection (the server restarting) is retried with backoff (0.05 s doubling to
+2 s) for up to ``reconnect_s`` seconds, and counted in ``ReplayStats.outages``; the
+group being written is written again, so an entry the server had taken before the
+failure appears twice (at least once, never lost): the joiner counts and drops the
+duplicate impression or action.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from kraken.config import check_int, check_positive
+from kraken.config import check_int, check_number, check_positive
 from kraken.data.raw import RawChunk
-from kraken.errors import ConfigError
+from kraken.errors import ConfigError, TransportError
 
 __all__ = ["RESERVED", "Entries", "Pacer", "ReplayConfig", "ReplayStats", "log_entries",
            "replay"]
@@ -63,6 +70,7 @@ class ReplayConfig:
     rid_base: int = 0
     maxlen: int | None = None
     pipeline: int = 1000
+    reconnect_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix:
@@ -85,6 +93,7 @@ class ReplayConfig:
         if self.maxlen is not None:
             check_int("maxlen", self.maxlen, lo=1)
         check_int("pipeline", self.pipeline, lo=1)
+        check_number("reconnect_s", self.reconnect_s, lo=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,10 +196,12 @@ class Pacer:
 
 @dataclasses.dataclass
 class ReplayStats:
-    """What a replay wrote: entries per stream, seconds it took (wall clock)."""
+    """What a replay wrote: entries per stream, seconds it took (wall clock), and how
+    many times the connection was lost and found again (``outages``)."""
 
     impressions: int = 0
     actions: int = 0
+    outages: int = 0
     seconds: float = 0.0
     first_ts: int | None = None
     last_ts: int | None = None
@@ -204,11 +215,17 @@ class ReplayStats:
 def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
            clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep,
-           progress: Callable[[ReplayStats], None] | None = None) -> ReplayStats:
+           progress: Callable[[ReplayStats], None] | None = None,
+           retry_on: tuple[type[BaseException], ...] | None = None) -> ReplayStats:
     """Write ``chunks`` into the log through ``client`` (a ``redis.Redis``); see the module.
 
-    ``progress(stats)`` is called after each pipelined group.
+    ``progress(stats)`` is called after each pipelined group. ``retry_on``: the errors
+    of a lost connection (default: redis-py's ``ConnectionError`` and ``TimeoutError``);
+    past ``reconnect_s`` of failures a :class:`TransportError` is raised.
     """
+    if retry_on is None:
+        import redis  # noqa: PLC0415 - the log extra; only a replay needs it here
+        retry_on = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
     pacer = Pacer(config.rate, config.speedup, clock, sleep)
     size = pacer.group_size(config.pipeline)
     stats = ReplayStats()
@@ -221,8 +238,9 @@ def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
         for a in range(0, len(entries), size):
             group = entries.slice(a, a + size)
             pacer.wait(int(group.ts[0]), len(group))
-            _write(client, group, imp_keys if group.columns is not None else act_keys,
-                   config.action, trim)
+            keys = imp_keys if group.columns is not None else act_keys
+            _with_retry(functools.partial(_write, client, group, keys, config.action, trim),
+                        retry_on, config.reconnect_s, stats, clock, sleep)
             if group.columns is not None:
                 stats.impressions += len(group)
             else:
@@ -235,6 +253,29 @@ def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
                 progress(stats)
     stats.seconds = clock() - begin
     return stats
+
+
+def _with_retry(write: Callable[[], None], retry_on: tuple[type[BaseException], ...],
+                budget_s: float, stats: ReplayStats, clock: Callable[[], float],
+                sleep: Callable[[float], None]) -> None:
+    """``write()``, again after each lost connection, backing off, for ``budget_s``."""
+    lost_at: float | None = None
+    wait = 0.05
+    while True:
+        try:
+            write()
+        except retry_on as exc:
+            now = clock()
+            if lost_at is None:
+                lost_at = now
+                stats.outages += 1
+            if now - lost_at >= budget_s:
+                raise TransportError(f"replay: the log server stayed unreachable for "
+                                     f"{now - lost_at:.1f} s: {exc}") from exc
+            sleep(wait)
+            wait = min(2.0 * wait, 2.0)
+            continue
+        return
 
 
 def _write(client: Any, group: Entries, keys: list[str], action: str,

@@ -3,6 +3,7 @@ of what it wrote giving back the dataset's labels."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from kraken.data.base import Batch
 from kraken.data.join import JoinConfig, Joiner
 from kraken.data.raw import RawChunk, raw_chunks
 from kraken.data.replay import Pacer, ReplayConfig, log_entries, replay
-from kraken.errors import ConfigError
+from kraken.errors import ConfigError, TransportError
 from tests.data.fixtures import movielens_tables, write_ml100k
 
 redis = pytest.importorskip("redis")
@@ -168,3 +169,50 @@ def test_cli_replays_a_config_file(redis_server, tmp_path: Path, capsys) -> None
     assert main(["replay", "--config", str(example), "--url", redis_server.url,
                  "--limit", "30", "--quiet"]) == 0
     assert client.xlen("kraken:impressions:0") == 30
+
+
+def test_a_server_restart_loses_no_entry(redis_server) -> None:
+    """The server stops and comes back (append-only file) while the replay writes: every
+    record's impression and every click is in the log afterwards, some maybe twice."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            done["stats"] = replay(client, raw_chunks(STREAM, 50),
+                                   ReplayConfig(rate=1500.0, reconnect_s=20))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            done["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        time.sleep(0.15)
+        redis_server.stop()
+        time.sleep(0.3)
+        redis_server.start()
+    finally:
+        thread.join(timeout=30)
+    assert "error" not in done, done.get("error")
+    stats = done["stats"]
+    assert stats.outages >= 1
+    entries = read_log(client, "kraken", 1)
+    imps = {int(f["rid"]) for _, w, f in entries if w == "impressions"}
+    acts = {int(f["rid"]) for _, w, f in entries if w == "actions"}
+    assert imps == set(range(N))
+    assert acts == set(np.flatnonzero(labels()).tolist())
+
+
+def test_reconnection_gives_up_after_its_budget_with_a_transport_error() -> None:
+    now = [0.0]
+
+    class Down:
+        def pipeline(self, transaction: bool) -> None:
+            raise ConnectionRefusedError("down")
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    with pytest.raises(TransportError, match="unreachable for 5"):
+        replay(Down(), raw_chunks(STREAM, 50), ReplayConfig(reconnect_s=5.0),
+               clock=lambda: now[0], sleep=sleep, retry_on=(ConnectionRefusedError,))
