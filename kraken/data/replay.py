@@ -15,9 +15,10 @@ goes to partition ``rid mod partitions``: keys ``{prefix}:impressions:{p}`` and
 
 Pacing (:class:`Pacer`): ``rate`` entries per second (impressions and actions
 together), or ``speedup`` times the dataset's own event-time speed, or as fast as
-the server takes them. Entries are written in pipelined groups of up to ``pipeline``
-``XADD`` commands (smaller groups at low rates, so pacing stays smooth); ``maxlen``
-caps each stream (``MAXLEN ~``). The clock and sleep are injected, so the core is
+the server takes them. Entries are written in groups of up to ``pipeline`` entries, one
+server call each (a script running the group's XADD commands, :mod:`kraken.data._xadd`;
+smaller groups at low rates, so pacing stays smooth); ``maxlen`` caps each stream
+(``MAXLEN ~``). The clock and sleep are injected, so the core is
 tested without waiting.
 
 A lost connection (the server restarting) is retried with backoff (0.05 s doubling to
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from kraken.config import check_int, check_number, check_positive
+from kraken.data._xadd import GroupWriter
 from kraken.data.raw import RawChunk
 from kraken.errors import ConfigError, TransportError
 
@@ -233,13 +235,13 @@ def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
     p = config.partitions
     imp_keys = [f"{config.prefix}:impressions:{i}" for i in range(p)]
     act_keys = [f"{config.prefix}:actions:{i}" for i in range(p)]
-    trim = {} if config.maxlen is None else {"maxlen": config.maxlen, "approximate": True}
+    writer = GroupWriter(client, config.maxlen)
     for entries in log_entries(chunks, config):
         for a in range(0, len(entries), size):
             group = entries.slice(a, a + size)
             pacer.wait(int(group.ts[0]), len(group))
             keys = imp_keys if group.columns is not None else act_keys
-            _with_retry(functools.partial(_write, client, group, keys, config.action, trim),
+            _with_retry(functools.partial(_write, writer, group, keys, config.action),
                         retry_on, config.reconnect_s, stats, clock, sleep)
             if group.columns is not None:
                 stats.impressions += len(group)
@@ -278,21 +280,14 @@ def _with_retry(write: Callable[[], None], retry_on: tuple[type[BaseException], 
         return
 
 
-def _write(client: Any, group: Entries, keys: list[str], action: str,
-           trim: dict[str, Any]) -> None:
-    """One pipeline of ``XADD`` commands (no transaction) for ``group``."""
-    rid = group.rid.tolist()
-    ts = group.ts.tolist()
+def _write(writer: GroupWriter, group: Entries, keys: list[str], action: str) -> None:
+    """One server call for ``group`` (see :mod:`kraken.data._xadd`)."""
+    rid = list(map(str, group.rid.tolist()))
+    ts = list(map(str, group.ts.tolist()))
     part = (group.rid % np.uint64(len(keys))).astype(np.int64).tolist()
-    pipe = client.pipeline(transaction=False)
     if group.columns is None:
-        for r, t, k in zip(rid, ts, part, strict=True):
-            pipe.xadd(keys[k], {"rid": r, "ts": t, "type": action}, **trim)
+        names, cols = ["rid", "ts", "type"], [rid, ts, [action] * len(rid)]
     else:
-        names = list(group.columns)
-        cols = [group.columns[c].tolist() for c in names]
-        for i, (r, t, k) in enumerate(zip(rid, ts, part, strict=True)):
-            fields = {"rid": r, "ts": t}
-            fields.update(zip(names, (c[i] for c in cols)))
-            pipe.xadd(keys[k], fields, **trim)
-    pipe.execute()
+        names = ["rid", "ts", *group.columns]
+        cols = [rid, ts, *(c.tolist() for c in group.columns.values())]
+    writer.write(keys, names, part, cols)

@@ -12,6 +12,7 @@ import pytest
 
 from kraken.cli.main import main
 from kraken.data import MovieLensStream, SyntheticConfig, SyntheticStream
+from kraken.data._xadd import GroupWriter
 from kraken.data.base import Batch
 from kraken.data.join import JoinConfig, Joiner
 from kraken.data.raw import RawChunk, raw_chunks
@@ -207,7 +208,7 @@ def test_reconnection_gives_up_after_its_budget_with_a_transport_error() -> None
     now = [0.0]
 
     class Down:
-        def pipeline(self, transaction: bool) -> None:
+        def script_load(self, script: str) -> None:
             raise ConnectionRefusedError("down")
 
     def sleep(s: float) -> None:
@@ -216,3 +217,17 @@ def test_reconnection_gives_up_after_its_budget_with_a_transport_error() -> None
     with pytest.raises(TransportError, match="unreachable for 5"):
         replay(Down(), raw_chunks(STREAM, 50), ReplayConfig(reconnect_s=5.0),
                clock=lambda: now[0], sleep=sleep, retry_on=(ConnectionRefusedError,))
+
+
+def test_a_group_is_written_again_after_the_servers_script_cache_is_flushed(
+        redis_server) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    writer = GroupWriter(client, maxlen=None)
+    assert writer.write(["k:0", "k:1"], ["a", "b"], [0, 1, 1],
+                        [["x", "y", "é"], ["", "z", "w"]]) == 3
+    client.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    assert writer.write(["k:0", "k:1"], ["a", "b"], [0], [["u"], ["v"]]) == 1
+    assert [f for _, f in client.xrange("k:0")] == [{b"a": b"x", b"b": b""},
+                                                   {b"a": b"u", b"b": b"v"}]
+    assert [f for _, f in client.xrange("k:1")] == [{b"a": b"y", b"b": b"z"},
+                                                   {b"a": "é".encode(), b"b": b"w"}]
