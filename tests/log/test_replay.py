@@ -170,6 +170,16 @@ def test_cli_replays_a_config_file(redis_server, tmp_path: Path, capsys) -> None
     assert main(["replay", "--config", str(example), "--url", redis_server.url,
                  "--limit", "30", "--quiet"]) == 0
     assert client.xlen("kraken:impressions:0") == 30
+    # A trainer's run file reading the log ([log] only), the dataset from another file.
+    run = tmp_path / "run.toml"
+    run.write_text(f'[log]\nurl = "{redis_server.url}"\nprefix = "two"\npartitions = 3\n'
+                   '[log.schema]\ncategorical = ["c0", "c1"]\n')
+    data = tmp_path / "data.toml"
+    data.write_text('[data]\nsource = "synthetic"\nn_records = 90\nn_fields = 2\n')
+    assert main(["replay", "--config", str(run), "--data", str(data), "--rid-base", "7",
+                 "--seed", "4", "--lag-max-s", "9", "--quiet"]) == 0
+    rids = [int(f[b"rid"]) for p in range(3) for _, f in client.xrange(f"two:impressions:{p}")]
+    assert sorted(rids) == list(range(7, 97))
 
 
 def test_a_server_restart_loses_no_entry(redis_server) -> None:
