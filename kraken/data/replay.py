@@ -23,9 +23,9 @@ tested without waiting.
 
 A lost connection (the server restarting) is retried with backoff (0.05 s doubling to
 2 s) for up to ``reconnect_s`` seconds, and counted in ``ReplayStats.outages``; the
-group being written is written again, so an entry the server had taken before the
-failure appears twice (at least once, never lost): the joiner counts and drops the
-duplicate impression or action.
+group being written is written again. A group is written whole or not at all, but one
+whose reply was lost in the failure appears twice (at least once, never lost): the
+joiner counts and drops the duplicate impressions and actions.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ReplayConfig:
 
     ``rate`` (entries/s) and ``speedup`` exclude each other; neither: as fast as
     possible. ``limit``: stop after this many impressions. ``maxlen``: approximate
-    cap of each stream's length (None: unbounded).
+    cap of each stream's length (None: unbounded). ``pipeline``: entries per server
+    call. ``reconnect_s``: how long a lost server is waited for.
     """
 
     prefix: str = "kraken"
