@@ -312,7 +312,11 @@ class DistributedTrainer(Trainer):
                 grad.div_(weight)
         if dense_ok and bool(torch.isfinite(loss)) and \
                 all(bool(torch.isfinite(gr).all()) for gr in grads):
-            self.evaluation.update(item.batch.label, torch.sigmoid(logits.detach()).numpy())
+            p = torch.sigmoid(logits.detach()).numpy()
+            prior = item.batch.prior
+            if prior is not None:  # scored when the impression was first seen
+                p = np.where(np.isfinite(prior), prior, p).astype(np.float32)
+            self.evaluation.update(item.batch.label, p)
             t0 = time.perf_counter()
             with self._turn():
                 self.embedding.push(now)
