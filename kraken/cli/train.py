@@ -160,6 +160,9 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     for n, t in s.tables.items():
         rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "
                                    f"{t['evicted']:,} evicted, {t['memory_bytes'] / 2**20:.1f} MB"))
+    for w in getattr(trainer, "workers", []):  # several workers: each one's own figures
+        rows.append((f"worker {w['rank']}", f"{w['samples']:,} samples, AUC {w['auc']:.4f}, "
+                                            f"logloss {w['logloss']:.4f}"))
     rows.append(("skipped records", f"{s.skipped:,} malformed"))
     rows.append(("checkpoint", s.checkpoint or "-"))
     if publisher is not None:

@@ -140,6 +140,8 @@ class DistributedTrainer(Trainer):
         """Records per worker per step: ``batch_size`` is the step's batch over all workers."""
         self.origin = 0
         self._last_inputs: ModelInputs | None = None
+        self.workers: list[dict[str, Any]] = []
+        """Each worker's own figures in the final record (rank, samples, auc, ...)."""
         self._window_samples = 0
 
     # -- checkpoints --------------------------------------------------------------------
@@ -261,6 +263,7 @@ class DistributedTrainer(Trainer):
                 ckpt_path = self.checkpoint()
             elapsed = self.cadence.elapsed()
             final = self._record("final", elapsed, self.samples - self.cadence.start_samples)
+            self.workers = final["workers"]
             records.emit(final)
         return RunSummary(samples=self.samples, batches=self.batches, seconds=elapsed,
                           metrics=final["cumulative"], tables=final["tables"],

@@ -24,7 +24,7 @@ class _Listed:
         return self.inner.batches(batch_size, start)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(n=st.integers(0, 3000), block=st.integers(1, 700), world=st.integers(1, 4),
        origin=st.integers(0, 3000))
 def test_blocks_cover_the_stream_from_origin_once_and_round_robin(
