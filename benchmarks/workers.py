@@ -13,7 +13,8 @@ Modes:
               batch 4096, row-wise AdaGrad, count-min admission, LRU eviction): total
               samples/s (all workers, steady state) and its ratio to W = 1 (every worker
               trains ``--batch`` records a step, so a step holds W x batch), bytes sent per
-              sample (PS requests + gradient all-reduce), and per worker the seconds spent
+              sample (PS requests; the gradient all-reduce as a ring sends it), and per
+              worker the seconds spent
               in the gradient all-reduce (bucket latency, summed), pulls, pushes and the
               per-step control all-reduce. Every W runs under torchrun, W = 1 included
               (a world of one: its collectives are local no-ops).
@@ -169,7 +170,8 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"DLRM, batch {args.batch} per worker, 26 fields x {args.vocab:,} IDs Zipf(1.05), "
           f"dim 16, {args.shards} shards, push_staleness {args.staleness}, {args.steps} steps "
           f"per worker ({args.warmup} warm-up), {args.reps} reps; median [min-max]")
-    head = (f"{'W':>2} {'samples/s':>24} {'x W=1':>18} {'B/sample':>10} {'allreduce s':>12} "
+    head = (f"{'W':>2} {'samples/s':>24} {'x W=1':>18} {'PS B/smp':>9} {'AR B/smp':>9} "
+            f"{'allreduce s':>12} "
             f"{'pull s':>8} {'push s':>8} {'control s':>10} {'AR MB/step':>10}")
     print(head)
     base = [r[0]["samples_per_s"] for r in results[args.workers[0]]]
@@ -177,18 +179,23 @@ def throughput(args: argparse.Namespace) -> None:
         reps = results[w]
         rates = [r[0]["samples_per_s"] for r in reps]
         ratio = [a / b for a, b in zip(rates, base, strict=True)]
-        per_sample = [sum(x["ps_bytes"] + x["allreduce_bytes"] for x in r) / r[0]["samples"]
-                      for r in reps]
+        ps_bytes = [sum(x["ps_bytes"] for x in r) / r[0]["samples"] for r in reps]
+        # a ring all-reduce sends 2 (W-1)/W of the reduced bytes from every worker
+        ar_bytes = [sum(x["allreduce_bytes"] for x in r) * 2 * (w - 1) / w / r[0]["samples"]
+                    for r in reps]
         ar = [statistics.median(x["allreduce_s"] for x in r) for r in reps]
         pull = [statistics.median(x["pull_s"] for x in r) for r in reps]
         push = [statistics.median(x["push_s"] for x in r) for r in reps]
         ctl = [statistics.median(x["control_s"] for x in r) for r in reps]
         mb = reps[0][0]["allreduce_bytes"] / max(reps[0][0]["steps"], 1) / 2**20
         print(f"{w:>2} {summary(rates):>24} {summary(ratio, '.2f'):>18} "
-              f"{statistics.median(per_sample):>10,.0f} {statistics.median(ar):>12.2f} "
+              f"{statistics.median(ps_bytes):>9,.0f} {statistics.median(ar_bytes):>9,.0f} "
+              f"{statistics.median(ar):>12.2f} "
               f"{statistics.median(pull):>8.2f} {statistics.median(push):>8.2f} "
               f"{statistics.median(ctl):>10.2f} {mb:>10.3f}")
-    print("per-worker seconds: medians over workers of the whole run (warm-up included)")
+    print("bytes sent per sample: PS requests (all workers), all-reduce as a ring sends it "
+          "(2 (W-1)/W x the dense bytes per worker per step); per-worker seconds: medians "
+          "over workers of the whole run (warm-up included)")
     if args.json:
         Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -196,6 +203,7 @@ def throughput(args: argparse.Namespace) -> None:
 
 # -- allreduce ---------------------------------------------------------------------------
 
+CASES = "synthetic,ml-1m"
 SIZES = (4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20)
 
 
@@ -423,7 +431,7 @@ def main() -> None:
     p.add_argument("--staleness", type=int, default=0)
     p.add_argument("--records", type=int, default=1_000_000,
                    help="records of the synthetic stream (quality, recovery)")
-    p.add_argument("--cases", default="synthetic,ml-1m")
+    p.add_argument("--cases", default=CASES)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None)
@@ -442,6 +450,8 @@ def main() -> None:
         args.reps, args.steps, args.warmup, args.batch, args.vocab, args.capacity = (
             1, 6, 2, 256, 5000, 20_000)
         args.records, args.workers = 30_000, [1, 2]
+        if args.cases == CASES:
+            args.cases = "synthetic"
     {"throughput": throughput, "quality": quality, "allreduce": allreduce,
      "recovery": recovery}[args.mode](args)
 
