@@ -239,13 +239,14 @@ class DistributedTrainer(Trainer):
                     and self.cadence.checkpoint_due(self.samples),
                     log=self.cadence.log_due())
                 self.times.control += time.perf_counter() - t0
-                if ctl.checkpoint and self.store is not None:
+                ending = ctl.stop or ctl.active == 0
+                if ctl.checkpoint and not ending and self.store is not None:  # (else: final)
                     self.checkpoint()
                     self.cadence.checkpointed(self.samples)
                 if ctl.log:
                     records.emit(self._record("progress", *self.cadence.since_log(self.samples)))
                     self.cadence.logged(self.samples)
-                if ctl.stop or ctl.active == 0:
+                if ending:
                     if ctl.stop and not self._stop.is_set():
                         self._stop_reason = ("max_samples reached" if c.max_samples is not None
                                              and self.samples >= c.max_samples
