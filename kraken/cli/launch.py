@@ -58,6 +58,9 @@ def add_parser(sub: Any) -> None:
                    help="serve from the shards: every shard publishes its rows into "
                         "MODEL_DIR (`kraken ps --publish`), the trainer the dense weights "
                         "(`kraken train --publish --rows-from-shards`)")
+    p.add_argument("--ordered", action="store_true",
+                   help="with --workers: the workers call the shards in rank order "
+                        "(reproducible runs; see `kraken train --ordered`)")
     p.add_argument("--trace-blocks", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ready-timeout", type=float, default=120.0,
                    help="seconds to wait for the shards to start")
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                 cmd += ["--publish", args.publish, "--rows-from-shards"]
             if args.max_samples is not None:
                 cmd += ["--max-samples", str(args.max_samples)]
+            if args.ordered and args.workers > 1:
+                cmd.append("--ordered")
             if args.trace_blocks is not None:
                 cmd += ["--trace-blocks", args.trace_blocks]
             # its own session: a terminal's Ctrl-C reaches torchrun only through us

@@ -26,7 +26,9 @@ from kraken.checkpoint.manifest import Manifest
 from kraken.errors import KrakenError
 from tests.ps.cluster import ROOT, Cluster
 
-N, BLOCK = 7_300, 500  # 15 blocks: rank 0 trains 8 (the last one 300 records), rank 1 7
+N, BLOCK = 11_300, 500  # 23 blocks: rank 0 trains 12 (the last one 300 records), rank 1 11
+STEPS = 12
+KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
@@ -104,7 +106,7 @@ def test_two_workers_train_one_model_over_the_whole_stream(straight: Path) -> No
     final = _final(straight)
     assert final["samples"] == N and final["cumulative"]["samples"] == N
     workers = final["workers"]
-    assert [w["samples"] for w in workers] == [8 * BLOCK - 200, 7 * BLOCK]  # uneven end
+    assert [w["samples"] for w in workers] == [12 * BLOCK - 200, 11 * BLOCK]  # uneven end
     assert workers[0]["dense_crc32"] == workers[1]["dense_crc32"]  # one dense model
     assert final["world"] == 2
     # the merged AUC is over every prediction of both ranks: between the two of them
@@ -175,73 +177,113 @@ def _cut(run_dir: Path) -> int | None:
         return None
 
 
-def test_a_killed_worker_restarts_the_group_from_the_last_checkpoint(
-        tmp_path: Path, shards: list[str], straight: Path) -> None:
-    """SIGKILL rank 1 once it trains past a checkpoint: torchrun restarts both workers,
-    which resume from the last complete checkpoint. Every record is trained; the records
-    trained twice are exactly those the first attempt trained after that checkpoint; and
-    (ordered workers) the run ends with the model of the run that was never killed."""
+def _shards_of(run_dir: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "ps" in cmd and "--checkpoint-root" in cmd and str(run_dir) in cmd:
+            out.append(p)
+    return out
+
+
+def _attempts(trace: Path) -> list[list[tuple[int, int]]]:
+    """The blocks ``(start, end)`` each group of worker processes trained, sorted, groups
+    in the order they started (a restarted group has new processes)."""
+    first: dict[int, float] = {}
+    blocks: dict[int, list[tuple[int, int]]] = {}
+    for line in trace.read_text().splitlines():
+        _, _, start, end, t, pid = line.split()
+        first.setdefault(int(pid), float(t))
+        blocks.setdefault(int(pid), []).append((int(start), int(end)))
+    pids = sorted(first, key=first.__getitem__)
+    groups = [pids[i:i + 2] for i in range(0, len(pids), 2)]
+    return [sorted(b for pid in g for b in blocks[pid]) for g in groups]
+
+
+def test_killed_workers_and_shards_restart_from_the_last_checkpoint(
+        tmp_path: Path, straight: Path) -> None:
+    """The drills, through `kraken launch --workers 2`: SIGKILL rank 1 once it trains past
+    a checkpoint (torchrun restarts both workers), later SIGKILL a shard (launch restarts
+    shards and workers); each time the group resumes from the last complete checkpoint.
+    Every record is trained; the records trained twice are exactly those trained after
+    the checkpoint resumed from; and (ordered workers) the run ends with the model of the
+    run that was never killed."""
     cfg, run_dir = _config(tmp_path), tmp_path / "run"
     trace = tmp_path / "blocks.txt"
-    # start from the straight run's first checkpoint: the shards hold what it says
-    start = straight / "checkpoints" / "ckpt-000000000002"
+    start = straight / "checkpoints" / "ckpt-000000000002"  # the shards it holds: known
     (run_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(start, run_dir / "checkpoints" / start.name)
     (run_dir / "checkpoints" / "LATEST").write_text(start.name)
-    proc = subprocess.Popen(_torchrun(cfg, run_dir, shards, "--ordered", "--resume",
-                                      "--trace-blocks", str(trace), restarts=1),
+    proc = subprocess.Popen([*KRAKEN, "launch", "--config", str(cfg), "--shards", "2",
+                             "--workers", "2", "--ordered", "--resume", "--max-restarts", "2",
+                             "--run-dir", str(run_dir), "--trace-blocks", str(trace)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env=ENV)
-    killed: list[int] = []
+    killed: list[str] = []
 
-    def kill_past_a_checkpoint() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            cut = _cut(run_dir)
-            lines = trace.read_text().splitlines() if trace.is_file() else []
-            if cut is not None and cut > 2 * 2 * BLOCK and \
-                    any(int(x.split()[2]) >= cut for x in lines):
+    def past_a_new_checkpoint(after: int) -> bool:
+        cut = _cut(run_dir)
+        lines = trace.read_text().splitlines() if trace.is_file() else []
+        return cut is not None and cut > after and \
+            any(int(x.split()[2]) >= cut for x in lines)
+
+    def drill() -> None:
+        deadline = time.monotonic() + 240
+        phase, cut0 = 0, 0
+        while time.monotonic() < deadline and proc.poll() is None and phase < 2:
+            if phase == 0 and past_a_new_checkpoint(2 * 2 * BLOCK):
                 victim = _workers(proc).get(1)
                 if victim is not None:
+                    cut0 = _cut(run_dir) or 0
                     victim.send_signal(signal.SIGKILL)
-                    killed.append(victim.pid)
-                    return
+                    killed.append("worker")
+                    phase = 1
+            elif phase == 1 and past_a_new_checkpoint(cut0 + 2 * 2 * BLOCK):
+                shards = _shards_of(run_dir)
+                if shards:
+                    shards[-1].send_signal(signal.SIGKILL)
+                    killed.append("shard")
+                    phase = 2
             time.sleep(0.02)
 
-    killer = threading.Thread(target=kill_past_a_checkpoint)
+    killer = threading.Thread(target=drill)
     killer.start()
     try:
-        out, err = proc.communicate(timeout=180)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         killer.join()
-    assert killed, "no worker was killed (training ended before a checkpoint?)"
+    assert killed == ["worker", "shard"], (killed, err[-4000:])
     assert proc.returncode == 0, err[-8000:]
-    resumed = int(out.split("resumed at ")[-1].split(" samples")[0].replace(",", ""))
-    assert resumed > 2 * 2 * BLOCK and resumed % (2 * BLOCK) == 0  # a cut after a step
+    assert "restart 1/2 from the last complete checkpoint" in err  # launch, after the shard
+    assert not _shards_of(run_dir), "shards outlived the launch"
+    resumed = [int(x.split(" samples")[0].replace(",", "")) for x in out.split("resumed at ")[1:]]
+    assert len(resumed) == 3 and resumed[0] == 2 * 2 * BLOCK
+    assert all(r % (2 * BLOCK) == 0 for r in resumed)  # every cut after a whole step
+    assert resumed[0] < resumed[1] < resumed[2]
     assert _final(run_dir)["samples"] == N
 
-    rows = [tuple(int(x) for x in line.split()[:4])
-            for line in trace.read_text().splitlines()]
-    first = sorted((s, e) for att, _, s, e in rows if att == 0)
-    second = sorted((s, e) for att, _, s, e in rows if att == 1)
-    # the restarted group trains [resumed, N) exactly once, block after block
-    assert second[0][0] == resumed and second[-1][1] == N
-    assert all(x[1] == y[0] for x, y in zip(second, second[1:], strict=False))
-    # the first attempt trained [2000, resumed) exactly once, then more
-    before = [b for b in first if b[1] <= resumed]
-    assert before[0][0] == 2 * 2 * BLOCK and before[-1][1] == resumed
-    assert all(x[1] == y[0] for x, y in zip(before, before[1:], strict=False))
-    twice = [b for b in first if b[1] > resumed]
-    assert twice and all(s >= resumed for s, _ in twice)  # only records after the cut
-    print(f"records trained twice: {sum(e - s for s, e in twice)} "
-          f"(after the checkpoint at {resumed})")
+    attempts = _attempts(trace)
+    assert len(attempts) == 3
+    twice = 0
+    for i, blocks in enumerate(attempts):
+        # each group trains from its checkpoint on, block after block, no gap, no overlap
+        assert blocks[0][0] == resumed[i]
+        assert all(x[1] == y[0] for x, y in zip(blocks, blocks[1:], strict=False))
+        if i + 1 < len(attempts):
+            assert blocks[-1][1] > resumed[i + 1]  # killed after the next checkpoint
+            again = [b for b in blocks if b[1] > resumed[i + 1]]
+            assert all(s >= resumed[i + 1] for s, _ in again)  # only after the cut
+            twice += sum(e - s for s, e in again)
+        else:
+            assert blocks[-1][1] == N
+    print(f"records trained twice: {twice} (cuts {resumed})")
 
-    # nothing of the killed attempt after the cut survives in the model
-    end_a = straight / "checkpoints" / "ckpt-000000000008"
-    end_b = run_dir / "checkpoints" / "ckpt-000000000008"
+    # nothing the killed groups did after their cut survives in the model
+    end_a = straight / "checkpoints" / f"ckpt-{STEPS:012d}"
+    end_b = run_dir / "checkpoints" / f"ckpt-{STEPS:012d}"
     for k, v in _part(end_a, "dense").items():
         np.testing.assert_array_equal(v, _part(end_b, "dense")[k], err_msg=k)
     metrics_a, metrics_b = _part(end_a, "metrics"), _part(end_b, "metrics")
