@@ -8,8 +8,11 @@ distribution of mean ``lag_mean_s``, clipped to ``[1, lag_max_s]``. Lags are dra
 record order from one generator seeded with ``seed``, so a replay is reproducible
 whatever its chunking. Request ids are ``rid_base + i`` for the ``i``-th record.
 
-Entries go out in event-time order across both streams: an action is written once
-an impression at least as late as it has been written (all at the end). Each entry
+Entries go out in event-time order across both streams, to within ``lag_mean_s``: the
+impressions are written in pieces of at most that many seconds of event time, and an
+action right after the piece in which it falls due (all remaining ones at the end), so a
+chunk spanning a day of event time (MovieLens) does not hold its clicks back past the
+join window. Each entry
 goes to partition ``rid mod partitions``: keys ``{prefix}:impressions:{p}`` and
 ``{prefix}:actions:{p}``, the format of docs/streaming.md.
 
@@ -125,6 +128,7 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
     next_rid, left = config.rid_base, config.limit
     held_rid, held_ts = np.empty(0, np.uint64), np.empty(0, np.int64)
     newest = np.iinfo(np.int64).min
+    span = max(1, math.ceil(config.lag_mean_s))
     for chunk in chunks:
         taken = sorted(set(chunk.columns) & set(RESERVED))
         if taken:
@@ -140,20 +144,32 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
         n = len(chunk)
         if n == 0:
             continue
+        a_written = 0
         rid = np.arange(next_rid, next_rid + n, dtype=np.uint64)
         next_rid += n
         clicked = chunk.label >= 0.5
-        lag = np.clip(np.ceil(rng.exponential(config.lag_mean_s, int(clicked.sum()))),
-                      1, config.lag_max_s).astype(np.int64)
-        held_rid = np.concatenate([held_rid, rid[clicked]])
-        held_ts = np.concatenate([held_ts, chunk.ts[clicked] + lag])
-        yield Entries(rid, chunk.ts, chunk.columns)
-        newest = max(newest, int(chunk.ts.max()))
-        due = held_ts <= newest
-        if due.any():
-            order = np.argsort(held_ts[due], kind="stable")
-            yield Entries(held_rid[due][order], held_ts[due][order], None)
-            held_rid, held_ts = held_rid[~due], held_ts[~due]
+        lag = np.zeros(n, dtype=np.int64)
+        lag[clicked] = np.clip(np.ceil(rng.exponential(config.lag_mean_s, int(clicked.sum()))),
+                               1, config.lag_max_s).astype(np.int64)
+        # Pieces of at most `span` seconds of event time; the actions due by a piece's end
+        # go out right after it (pieces with none due are written together).
+        bounds = [*(np.flatnonzero(np.diff(chunk.ts // span)) + 1).tolist(), n]
+        a = 0
+        for b in bounds:
+            held_rid = np.concatenate([held_rid, rid[a:b][clicked[a:b]]])
+            held_ts = np.concatenate([held_ts, (chunk.ts[a:b] + lag[a:b])[clicked[a:b]]])
+            newest_here = max(newest, int(chunk.ts[a_written:b].max()))
+            due = held_ts <= newest_here
+            if not due.any() and b < n:
+                a = b
+                continue
+            yield Entries(rid[a_written:b], chunk.ts[a_written:b],
+                          {k: v[a_written:b] for k, v in chunk.columns.items()})
+            newest, a_written, a = newest_here, b, b
+            if due.any():
+                order = np.argsort(held_ts[due], kind="stable")
+                yield Entries(held_rid[due][order], held_ts[due][order], None)
+                held_rid, held_ts = held_rid[~due], held_ts[~due]
     if held_rid.shape[0]:
         order = np.argsort(held_ts, kind="stable")
         yield Entries(held_rid[order], held_ts[order], None)

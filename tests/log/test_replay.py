@@ -152,6 +152,17 @@ def test_speedup_paces_by_event_time_with_an_injected_clock() -> None:
         elif any(r.columns is not None for r in runs[i:]):
             assert int(e.ts.max()) <= newest
     assert runs[-1].columns is None and int(runs[-1].ts.max()) > newest
+    # ...and no later than one piece (lag_mean_s of event time) after it fell due, even
+    # when one chunk spans days (MovieLens): clicks stay inside their join windows.
+    day = RawChunk({"c": np.array(["a"] * 400, object)}, np.ones(400, np.float32),
+                   np.arange(400, dtype=np.int64) * 900)  # 400 records over ~4 days
+    written_at = -1
+    for e in log_entries([day], ReplayConfig(lag_mean_s=30, lag_max_s=60)):
+        if e.columns is not None:
+            written_at = int(e.ts.max())
+        else:
+            assert written_at - int(e.ts.max()) <= 30 + 900
+            assert written_at - int(e.ts.min()) <= 30 + 900
 
 
 def test_cli_replays_a_config_file(redis_server, tmp_path: Path, capsys) -> None:
