@@ -28,13 +28,15 @@ class PullGate:
 
     ``pull(j)`` may start once batch ``j - 2`` is fully pushed, and
     ``push(j)`` waits until ``pull(j + 1)`` is done or the stream has ended: every pull
-    of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``.
+    of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``. While the
+    reader is held (a log stream's checkpoint) pushes do not wait: the pull of the next
+    batch then follows them.
     """
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
         self.pushed = self.pulled = -1
-        self.ended = self.stopped = False
+        self.ended = self.stopped = self.parked = False
 
     def _set(self, **kw: Any) -> None:
         with self._cv:
@@ -48,13 +50,18 @@ class PullGate:
 
     def before_push(self, j: int) -> None:
         with self._cv:
-            self._cv.wait_for(lambda: self.pulled >= j + 1 or self.ended or self.stopped)
+            self._cv.wait_for(lambda: self.pulled >= j + 1 or self.ended or self.stopped
+                              or self.parked)
 
     def after_pull(self, j: int) -> None:
         self._set(pulled=j)
 
     def after_push(self, j: int) -> None:
         self._set(pushed=j)
+
+    def park(self, parked: bool) -> None:
+        """The reader is held (no pull comes until it is released) or reads again."""
+        self._set(parked=parked)
 
     def end(self) -> None:
         """No more pulls will come (the stream ended or failed)."""
@@ -71,6 +78,10 @@ class Prefetcher:
     Iterating yields ``Prepared`` items (``Pulled`` ones with a gate) in stream order; an
     exception in the thread is re-raised in the iterating thread. ``close`` stops the
     thread; call it on every path out (``with Prefetcher(...) as items``).
+
+    ``hold``/``quiet``/``release`` quiesce it: after ``hold`` the reader parks before its
+    next read, and once ``quiet()`` is True every batch it read has been handed out, so
+    the stream's own position describes exactly the batches consumed.
     """
 
     _END = object()
@@ -80,6 +91,8 @@ class Prefetcher:
                  gate: PullGate | None = None) -> None:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._cv = threading.Condition()
+        self._held = self._parked = self._done = False
         self.gate = gate
         self._thread = threading.Thread(target=self._run, args=(batches, prepare, pull),
                                         name="kraken-prefetch", daemon=True)
@@ -88,7 +101,14 @@ class Prefetcher:
     def _run(self, batches: Iterator[Any], prepare: Callable[[Any], Prepared],
              pull: Callable[[Prepared], Pulled] | None) -> None:
         try:
-            for j, b in enumerate(batches):
+            it = iter(batches)
+            j = 0
+            while True:
+                if not self._wait_while_held():
+                    return
+                b = next(it, self._END)
+                if b is self._END:
+                    break
                 item: Any = prepare(b)
                 if pull is not None and self.gate is not None:
                     self.gate.before_pull(j)
@@ -96,6 +116,7 @@ class Prefetcher:
                         return
                     item = pull(item)
                     self.gate.after_pull(j)
+                j += 1
                 while not self._stop.is_set():
                     try:
                         self._q.put(item, timeout=0.1)
@@ -104,12 +125,59 @@ class Prefetcher:
                         continue
                 if self._stop.is_set():
                     return
+                self._notify()
             self._q.put(self._END)
         except BaseException as exc:  # surfaced in the main thread
             self._q.put(exc)
         finally:
             if self.gate is not None:
                 self.gate.end()
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def _wait_while_held(self) -> bool:
+        """Park between batches while held; False when the prefetcher is closing."""
+        with self._cv:
+            if self._held:
+                self._parked = True
+                if self.gate is not None:
+                    self.gate.park(True)
+                self._cv.notify_all()
+                while self._held and not self._stop.is_set():
+                    self._cv.wait(0.1)
+                self._parked = False
+                if self.gate is not None:
+                    self.gate.park(False)
+        return not self._stop.is_set()
+
+    def _notify(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    # -- quiescing (checkpoints of streams whose position is a state) -------------------
+
+    def hold(self) -> None:
+        """Stop reading after the batch being read now; batches already read stay queued."""
+        with self._cv:
+            self._held = True
+
+    def release(self) -> None:
+        """Read again after :meth:`hold`."""
+        with self._cv:
+            self._held = False
+            self._cv.notify_all()
+
+    def quiet(self) -> bool:
+        """After :meth:`hold`: wait until the reader is parked (or done) with nothing queued
+        (True), or until a batch is queued for the caller to train first (False)."""
+        with self._cv:
+            while True:
+                if not self._q.empty():
+                    return False
+                if self._parked or self._done:
+                    return True
+                self._cv.wait(0.1)
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -128,6 +196,7 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
+        self._notify()
         if self.gate is not None:
             self.gate.stop()
         self._thread.join(timeout=5)

@@ -32,11 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
 from kraken.checkpoint import CheckpointStore
-from kraken.data.base import Stream
+from kraken.data.base import Batch, LogStream, Stream
 from kraken.errors import CheckpointError, TrainingDivergedError
 from kraken.nn.embedding import EmbeddingLayer, Prepared, Pulled
 from kraken.nn.models.base import RankingModel
@@ -121,6 +122,11 @@ class Trainer:
         self._bad_in_a_row = 0
         self._stop = threading.Event()
         self._stop_reason = "end of stream"
+        self.log = stream if isinstance(stream, LogStream) else None
+        """The stream as a :class:`LogStream` (a checkpoint quiesces the reader and stores
+        its position; commit acknowledges), or None for streams resumed by offset."""
+        self._quiescing = False
+        self._ckpt_waiting = False
         self.store = (CheckpointStore(self.run_dir / "checkpoints", keep=config.keep_checkpoints,
                                       full_every=config.checkpoint_full_every)
                       if self.run_dir is not None else None)
@@ -163,20 +169,35 @@ class Trainer:
         if "rng.kdat" in manifest.files:  # absent from checkpoints of older versions
             rng = self.store.load_part(path, "rng")["generator"]
             self.generator.set_state(torch.from_numpy(rng.copy()))
+        if self.log is not None:
+            if "stream.kdat" not in manifest.files:
+                raise CheckpointError(f"{path}: no stream position in this checkpoint; it "
+                                      "was not written by a run reading this log")
+            self.log.seek(self.store.load_part(path, "stream"))
         self.samples, self.batches = manifest.samples, manifest.step
         self.offset = manifest.stream_offset
         return True
 
     def checkpoint(self) -> Path | None:
-        """Write a checkpoint now (between batches, so every part is consistent)."""
+        """Write a checkpoint now (between batches, so every part is consistent).
+
+        A :class:`LogStream`'s position is stored with it, and acknowledged to the log
+        only once the checkpoint is committed; the caller makes sure no read is in
+        progress (``run`` quiesces its reader first)."""
         if self.store is None:
             return None
         arrays, dmeta = dense_state(self.model, self.optimizer)
         rng = {"generator": self.generator.get_state().numpy().copy()}
         parts = {"dense": arrays, "metrics": self.evaluation.state(), "rng": rng}
-        return self.store.save(step=self.batches, samples=self.samples,
+        position = self.log.position() if self.log is not None else None
+        if position is not None:
+            parts["stream"] = position
+        path = self.store.save(step=self.batches, samples=self.samples,
                                stream_offset=self.offset, ps=self.ps, parts=parts,
                                meta={**self.meta, "dense": dmeta})
+        if position is not None:
+            self.log.commit(position)  # type: ignore[union-attr]
+        return path
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -186,7 +207,15 @@ class Trainer:
         Records (``metrics.jsonl`` and ``on_record``): ``progress`` every ``log_every_s``,
         ``window`` after every ``window`` samples, one ``final``; each holds samples,
         batches, samples/s, window and cumulative metrics, per-table stats (live rows,
-        admitted, evicted, ``memory_bytes``), peak RSS and ``skipped`` records.
+        admitted, evicted, ``memory_bytes``), peak RSS and ``skipped`` records; reading
+        a :class:`LogStream`, also its consumer ``lag`` (entries, seconds).
+
+        A log stream is checkpointed at a quiet point of the reader: when a checkpoint is
+        due the reader stops reading ahead, the batches it already read are trained, then
+        the checkpoint stores the log's position (and :meth:`LogStream.commit` follows
+        the save). A stop (request, ``max_samples``) likewise trains what was read first.
+        Empty batches (an idle log) train nothing but keep records, publishing and
+        checkpoints going.
         """
         c = self.config
         self.cadence.start(self.samples)
@@ -197,28 +226,36 @@ class Trainer:
         self.embedding.train()
         path = self.run_dir / "metrics.jsonl" if self.run_dir is not None else None
         with RecordLog(path, self.on_record) as records:
-            with Prefetcher(self.stream.batches(c.batch_size, start=self.offset),
+            start = 0 if self.log is not None else self.offset  # a log seeks on resume
+            with Prefetcher(self.stream.batches(c.batch_size, start=start),
                             self.embedding.prepare, c.prefetch, gate=gate,
-                            pull=lambda p: self.embedding.pull(p, train=True,
-                                                               now=_batch_now(p.batch))
-                            ) as items:
+                            pull=self._pull_ahead) as items:
                 for j, item in enumerate(items):
                     batch = item.prepared.batch if isinstance(item, Pulled) else item.batch
-                    if c.max_samples is not None and self.samples >= c.max_samples:
+                    if c.max_samples is not None and self.samples >= c.max_samples \
+                            and not self._quiescing:
                         self._stop_reason = "max_samples reached"
-                        break
-                    now = _batch_now(batch) or now
-                    self._learn(item, now)
+                        if not self._quiesce(items):
+                            break
+                    if len(batch):
+                        now = _batch_now(batch) or now
+                        self._learn(item, now)
                     if gate is not None:
                         gate.before_push(j)
-                    self.embedding.push(now)
+                    if len(batch):
+                        self.embedding.push(now)
+                    if batch.fresh is not None and len(batch.fresh):
+                        self._score_fresh(batch.fresh, now)
                     self.offset = batch.offset
                     if self.publisher is not None:
                         self.publisher.maybe_publish(now)
                     if gate is not None:
                         gate.after_push(j)
-                    self._after_batch(records)
-                    if self._stop.is_set():
+                    self._after_batch(records, items)
+                    if self._stop.is_set() and not self._quiescing:
+                        if not self._quiesce(items):
+                            break
+                    if self._quiescing and items.quiet():
                         break
             if self.publisher is not None:
                 self.publisher.publish(dense=True)
@@ -233,7 +270,39 @@ class Trainer:
                           checkpoint=str(ckpt_path) if ckpt_path else None,
                           skipped=final["skipped"])
 
-    def _after_batch(self, records: RecordLog) -> None:
+    def _pull_ahead(self, prepared: Prepared) -> Pulled:
+        """The prefetch thread's pull (an idle log's empty batch admits nothing)."""
+        now = _batch_now(prepared.batch)
+        return self.embedding.pull(prepared, train=now is not None, now=now)
+
+    def _quiesce(self, items: Prefetcher) -> bool:
+        """Stopping: a log stream's reader is held and the batches it already read are
+        trained before the loop ends (True); other streams stop at once (False)."""
+        if self.log is None:
+            return False
+        self._quiescing = True
+        items.hold()
+        return True
+
+    def _score_fresh(self, fresh: Batch, now: int) -> None:
+        """Predict impressions whose labels are not known yet, with the model of this
+        moment (no admission, no learning), and hand the probabilities to the stream."""
+        if self.log is None:
+            return
+        was_training = self.model.training
+        self.model.eval()
+        self.embedding.eval()
+        try:
+            with torch.no_grad():
+                pulled = self.embedding.pull(self.embedding.prepare(fresh), train=False,
+                                             now=now)
+                p = torch.sigmoid(self.model(self.embedding(pulled))).numpy()
+        finally:
+            self.model.train(was_training)
+            self.embedding.train(was_training)
+        self.log.scored(fresh, p.astype("float32", copy=False))
+
+    def _after_batch(self, records: RecordLog, items: Prefetcher | None = None) -> None:
         """Window and progress records, and a checkpoint, when due."""
         cad = self.cadence
         cad.tick()
@@ -243,9 +312,29 @@ class Trainer:
         if cad.log_due():
             records.emit(self._record("progress", *cad.since_log(self.samples)))
             cad.logged(self.samples)
-        if cad.checkpoint_due(self.samples):
+        if self._ckpt_waiting and items is not None:
+            self._checkpoint_when_quiet(items)
+        elif cad.checkpoint_due(self.samples):
+            if self.samples == cad.ckpt_samples:
+                cad.checkpointed(self.samples)  # nothing trained since the last one
+            elif self.log is not None and items is not None:
+                if not self._quiescing:  # (a stopping run checkpoints at the end anyway)
+                    items.hold()  # a log's position is the reader's: quiesce, then save
+                    self._ckpt_waiting = True
+                    self._checkpoint_when_quiet(items)
+            else:
+                self.checkpoint()
+                cad.checkpointed(self.samples)
+
+    def _checkpoint_when_quiet(self, items: Prefetcher) -> None:
+        """Save once the held reader is quiet, every batch it took trained (else try again
+        after the next batch); then let it read on, unless the run is stopping."""
+        if items.quiet():
+            self._ckpt_waiting = False
             self.checkpoint()
-            cad.checkpointed(self.samples)
+            if not self._quiescing:
+                items.release()
+            self.cadence.checkpointed(self.samples)
 
     def _learn(self, item: Prepared | Pulled, now: int) -> None:
         """Pull (unless pipelined), score, then learn one batch; the row push follows."""
@@ -262,7 +351,10 @@ class Trainer:
         if torch.isfinite(loss):
             loss.backward()
             if self._grads_finite():
-                self.evaluation.update(batch.label, torch.sigmoid(logits.detach()).numpy())
+                p = torch.sigmoid(logits.detach()).numpy()
+                if batch.prior is not None:  # scored when the impression was first seen
+                    p = np.where(np.isfinite(batch.prior), batch.prior, p).astype(np.float32)
+                self.evaluation.update(batch.label, p)
                 self.optimizer.step()
                 self._bad_in_a_row = 0
                 return
@@ -285,7 +377,8 @@ class Trainer:
     def _record(self, kind: str, seconds: float, samples: int) -> dict[str, Any]:
         """One record; the only place the trainer asks the PS for its stats."""
         rate = samples / seconds if seconds > 0 else math.nan
-        return {"kind": kind, "samples": self.samples, "batches": self.batches,
+        lag = {"lag": self.log.lag()} if self.log is not None else {}
+        return {**lag, "kind": kind, "samples": self.samples, "batches": self.batches,
                 "samples_per_s": rate, "window": self.window.get(),
                 "cumulative": self.cumulative.get(), "rss_mb": _rss_mb(),
                 "tables": _table_summary(self.ps.stats()),
