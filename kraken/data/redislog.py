@@ -633,10 +633,12 @@ class _Audit:
     ``Y <rid>:<kind> ...`` request id and SampleKind (0 negative, 1 positive, 2 correction)
                            of every sample of a batch, when yielded (it may not be
                            trained yet)
-    ``P <token> <n>``      position ``n`` of this process was handed out (every batch
+    ``P <token> <n> <t>``  position ``n`` of this process was handed out (every batch
                            yielded before it was trained: the trainer drains first)
-    ``S <token> <n>``      this process resumed from position ``n`` of process ``token``
-    ``C <token> <n>``      position ``n`` was committed
+    ``S <token> <n> <t>``  this process resumed from position ``n`` of process ``token``
+    ``C <token> <n> <t>``  position ``n`` was committed
+
+    (``<t>``: unix time of the line).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -651,7 +653,7 @@ class _Audit:
 
     def position(self) -> dict[str, np.ndarray]:
         self.n += 1
-        self.file.write(f"P {self.token} {self.n}\n")
+        self.file.write(f"P {self.token} {self.n} {time.time():.3f}\n")
         return {"audit.token": np.frombuffer(self.token.encode(), dtype=np.uint8).copy(),
                 "audit.n": np.array([self.n], dtype=np.int64)}
 
@@ -661,7 +663,7 @@ class _Audit:
         return f"{bytes(state['audit.token']).decode()} {int(state['audit.n'][0])}"
 
     def seek(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"S {self._tag(state)}\n")
+        self.file.write(f"S {self._tag(state)} {time.time():.3f}\n")
 
     def commit(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"C {self._tag(state)}\n")
+        self.file.write(f"C {self._tag(state)} {time.time():.3f}\n")
