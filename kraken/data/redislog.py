@@ -199,6 +199,12 @@ class RedisLogStream:
         join = {f"join_{k}": int(v) for k, v in dict(self.joiner.counters).items()}
         return {**self._counters, **join}
 
+    @property
+    def outage_s(self) -> float:
+        """Seconds the server has been unreachable so far; 0.0 while it answers."""
+        since = self._outage_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def lag(self) -> dict[str, float]:
         """``entries``: added to the owned keys but not yet fed to the joiner, as of the
         last read; ``seconds``: how long the oldest of them has waited (by its entry id,
