@@ -357,7 +357,16 @@ class RedisLogStream:
         the entries consumed, across resumes."""
         check_batch_args(batch_size, start)
         self._skipped = self._reported = 0
-        self._connect_until_up()
+        while True:  # connect and position the groups; empty batches while the server is down
+            try:
+                self._prepare()
+                self._back_up()
+                break
+            except _DOWN as exc:
+                self._went_down(exc)
+                yield dataclasses.replace(empty_batch(self.schema),
+                                          offset=self._counters["entries"])
+                time.sleep(self._backoff())
         while True:
             while self._ready:
                 batch = self._take_ready(batch_size)
@@ -396,17 +405,6 @@ class RedisLogStream:
             self._read_script = raw.register_script(_READ)
             self._raw_client = raw
         return self._client
-
-    def _connect_until_up(self) -> None:
-        """Connect and position the groups, retrying (without yielding) while down."""
-        while True:
-            try:
-                self._prepare()
-                self._back_up()
-                return
-            except _DOWN as exc:
-                self._went_down(exc)
-                time.sleep(self._backoff())
 
     def _went_down(self, exc: Exception) -> None:
         if self._outage_since is None:
