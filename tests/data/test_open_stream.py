@@ -32,6 +32,7 @@ EXPECTED_ALL = [
     "MovieLensStream", "Schema", "Stream", "SyntheticConfig", "SyntheticStream",
     "TabularSchema", "TabularStream", "feature_ids", "open_stream", "validate_batch",
     "DenseTransform", "FeatureKind", "FeatureSpec", "check_records", "featurize",
+    "LogStream", "JoinConfig", "Joiner",
 ]
 
 
