@@ -507,7 +507,7 @@ class RedisLogStream:
     # -- reading ------------------------------------------------------------------------
 
     def _read_round(self) -> int:
-        """One transaction over every key with buffer room; returns entries delivered."""
+        """One script call per key with buffer room, pipelined; returns entries delivered."""
         c = self.config
         want = {k.name: max(c.read_count - k.buffered, c.read_count if k.stuck else 0)
                 for k in self._keys}
