@@ -316,7 +316,8 @@ class RedisLogStream:
             for k, (ms, seq), r in zip(self._keys, ids, reads, strict=True):
                 k.pos, k.read = (int(ms), int(seq)), int(r)
                 k.reset()
-            self._counters = dict(zip(_COUNTERS, counters, strict=False))
+            self._counters = {**dict.fromkeys(_COUNTERS, 0),
+                              **dict(zip(_COUNTERS, counters, strict=False))}
             self.joiner.load_state(join)
             self._ready = [ready] if len(ready.batch) else []
             self._scored.clear()
