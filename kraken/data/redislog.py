@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from kraken.data._assemble import check_batch_args
 from kraken.data._batchstate import (
@@ -77,6 +79,13 @@ _ACK_COUNT = 10_000
 _MIN_SERVER = (7, 0)  # XINFO STREAM's entries-added
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _COUNTERS = ("entries", "malformed", "lost", "outages", "claimed")
+
+
+def _no_retry() -> Retry:
+    """redis-py retries nothing by itself: a lost connection reaches the stream, which
+    reports the outage and puts the groups back at its position once the server answers
+    (a server restarted from its append-only file may remember an older delivery)."""
+    return Retry(NoBackoff(), 0)
 
 
 def _raw(response: Any, **_: Any) -> Any:
@@ -112,6 +121,11 @@ class _Chunk:
 
 
 _READ = """
+local moved = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[4])
+if type(moved) == 'table' and moved.err then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[4], 'MKSTREAM')
+end
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local length, added, first, last = 0, 0, '', '0-0'
 for i = 1, #info, 2 do
@@ -144,12 +158,14 @@ if r then
   end
 end
 return {length, added, first, last, table.concat(parts), table.concat(lens, ','),
-        table.concat(counts, ',')}
+        table.concat(counts, ','), run}
 """
-"""One read of one key, atomic: the stream's counters (length, entries ever added, first
-and last id) and ``XREADGROUP ... >``, its entries flattened into one string with the
-lengths of the elements, so the client parses a handful of values instead of every
-field of every entry."""
+"""One read of one key, atomic: put the group right after the entries this consumer
+holds (ARGV[4]; creating the group if the server lost it), whatever the server
+remembers; the stream's counters (length, entries ever added, first and last id);
+``XREADGROUP ... >``, its entries flattened into one string with the lengths of the
+elements, so the client parses a handful of values instead of every field of every
+entry; and the server's run id, which changes when it restarts."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +254,7 @@ class RedisLogStream:
         self._lag = {"entries": 0.0, "seconds": 0.0}
         self._uncommitted: dict[str, np.ndarray] | None = None
         self._outage_since: float | None = None
+        self._run_id = ""
         self._attempts = 0
         self._audit = _Audit(Path(config.audit)) if config.audit else None
 
@@ -396,13 +413,13 @@ class RedisLogStream:
             c = self.config
             client = redis.Redis.from_url(
                 c.url, protocol=2, decode_responses=True, socket_connect_timeout=2.0,
-                socket_timeout=c.block_ms / 1000 + 5.0, retry_on_timeout=False)
+                socket_timeout=c.block_ms / 1000 + 5.0, retry=_no_retry())
             client.set_response_callback("XREAD", _raw)
             client.set_response_callback("XAUTOCLAIM", _raw)
             self._client = client
             raw = redis.Redis.from_url(
                 c.url, protocol=2, decode_responses=False, socket_connect_timeout=2.0,
-                socket_timeout=c.block_ms / 1000 + 5.0, retry_on_timeout=False)
+                socket_timeout=c.block_ms / 1000 + 5.0, retry=_no_retry())
             self._read_script = raw.register_script(_READ)
             self._raw_client = raw
         return self._client
@@ -414,6 +431,7 @@ class RedisLogStream:
             LOGGER.warning("log: server %s unreachable (%s); reconnecting with backoff",
                            self.config.url, exc)
         self._attempts += 1
+        self._run_id = ""  # this outage is counted when the server is back, not again
         for k in self._keys:
             k.reset()
 
@@ -517,13 +535,15 @@ class RedisLogStream:
             return 0
         self._redis()
         pipe = self._raw_client.pipeline(transaction=False)
+        keys = {k.name: k for k in self._keys}
         for name, n in want.items():
-            self._read_script(keys=[name], args=[c.group, c.consumer, n], client=pipe)
+            self._read_script(keys=[name], args=[c.group, c.consumer, n,
+                                                 format_id(*keys[name].dpos)], client=pipe)
         replies = pipe.execute()
         total = 0
-        keys = {k.name: k for k in self._keys}
+        self._check_run(replies[0][7].decode())
         for (name, n), reply in zip(want.items(), replies, strict=True):
-            length, added, first, last, blob, lens, counts = reply
+            length, added, first, last, blob, lens, counts, _ = reply
             keys[name].stuck = False
             total += self._deliver(keys[name], int(length), int(added), first.decode(),
                                    last.decode(), EntryBlock.from_reply(blob, lens, counts), n)
@@ -555,6 +575,18 @@ class RedisLogStream:
         k.chunks.append(_Chunk(block, ms, seq, counts))
         k.dpos, k.dread = (int(ms[-1]), int(seq[-1])), int(counts[-1])
         return n
+
+    def _check_run(self, run_id: str) -> None:
+        """A server that restarted between two reads (the connection came back at once)
+        is an outage too: reported and counted, the pending acknowledgement retried."""
+        if self._run_id and run_id != self._run_id:
+            self._counters["outages"] += 1
+            LOGGER.warning("log: server %s restarted between two reads (run id %s, was %s); "
+                           "continuing from the last entries delivered", self.config.url,
+                           run_id, self._run_id)
+            if self._uncommitted is not None:
+                self._ack()
+        self._run_id = run_id
 
     def _cutoff(self) -> int | None:
         """Entries of milliseconds before this one may be fed: no key that may hold more

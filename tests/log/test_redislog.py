@@ -246,3 +246,21 @@ def test_partitions_are_read_together_and_joined(redis_server, client):
     assert other.config.keys == ("kraken:impressions:1", "kraken:actions:1")
     got = take(other.batches(8), 10)
     assert sorted(rids_labels(got)) == expected([r for r in range(1, 31) if r % 3 == 1])
+
+
+def test_a_commit_while_the_server_is_down_waits_for_it(redis_server, client, caplog):
+    write(client, 1, 10)
+    flush(client, 10_000)
+    stream = open_log(redis_server.url)
+    it = stream.batches(20)
+    take(it, 10)
+    state = stream.position()
+    redis_server.stop(kill=True)
+    with caplog.at_level(logging.WARNING, logger="kraken.data"):
+        stream.commit(state)  # not fatal: retried on reconnection
+    assert any("acknowledging" in r.getMessage() for r in caplog.records)
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    next(it)  # the first read after the restart notices it (a new run id)
+    assert stream.counters["outages"] == 1
+    assert client.xpending("kraken:impressions:0", "kraken")["pending"] == 0
