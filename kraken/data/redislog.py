@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ from kraken.data._batchstate import (
     take_rows,
 )
 from kraken.data._lines import LOGGER
+from kraken.data._logaudit import Audit
 from kraken.data._logentries import (
     EntryBlock,
     entry_ids,
@@ -256,7 +255,7 @@ class RedisLogStream:
         self._outage_since: float | None = None
         self._run_id = ""
         self._attempts = 0
-        self._audit = _Audit(Path(config.audit)) if config.audit else None
+        self._audit = Audit(Path(config.audit)) if config.audit else None
 
     # -- the stream contract ------------------------------------------------------------
 
@@ -687,7 +686,7 @@ class RedisLogStream:
             self._ready[0] = _Ready(b.slice(batch_size, n), head.rid[batch_size:],
                                     head.kind[batch_size:])
         if self._audit is not None and len(out.batch):
-            self._audit.yielded(out)
+            self._audit.yielded(out.rid, out.kind)
         return out.batch
 
     def _wait(self) -> bool:
@@ -727,45 +726,3 @@ class RedisLogStream:
         if self._reported > REPORT_LIMIT:
             LOGGER.warning("log: %d malformed entries skipped in this run so far (the first "
                            "%d reported one by one)", self._skipped, REPORT_LIMIT)
-
-
-class _Audit:
-    """A crash drill's evidence, one file per process under ``directory``:
-
-    ``Y <rid>:<kind> ...`` request id and SampleKind (0 negative, 1 positive, 2 correction)
-                           of every sample of a batch, when yielded (it may not be
-                           trained yet)
-    ``P <token> <n> <t>``  position ``n`` of this process was handed out (every batch
-                           yielded before it was trained: the trainer drains first)
-    ``S <token> <n> <t>``  this process resumed from position ``n`` of process ``token``
-    ``C <token> <n> <t>``  position ``n`` was committed
-
-    (``<t>``: unix time of the line).
-    """
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.file = (directory / f"{self.token}.log").open("a", buffering=1)
-        self.n = 0
-
-    def yielded(self, ready: _Ready) -> None:
-        self.file.write("Y " + " ".join(f"{int(r)}:{int(k)}" for r, k in
-                                         zip(ready.rid, ready.kind, strict=True)) + "\n")
-
-    def position(self) -> dict[str, np.ndarray]:
-        self.n += 1
-        self.file.write(f"P {self.token} {self.n} {time.time():.3f}\n")
-        return {"audit.token": np.frombuffer(self.token.encode(), dtype=np.uint8).copy(),
-                "audit.n": np.array([self.n], dtype=np.int64)}
-
-    def _tag(self, state: dict[str, np.ndarray]) -> str:
-        if "audit.token" not in state:
-            return "- 0"
-        return f"{bytes(state['audit.token']).decode()} {int(state['audit.n'][0])}"
-
-    def seek(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"S {self._tag(state)} {time.time():.3f}\n")
-
-    def commit(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"C {self._tag(state)} {time.time():.3f}\n")
