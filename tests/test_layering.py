@@ -34,6 +34,8 @@ def _modules() -> list[Path]:
 
 
 def _component(path: Path) -> str:
+    if path.name == "__main__.py":  # ``python -m kraken.x``: an entry point, as the CLI is
+        return "cli"
     return path.relative_to(PKG).parts[0].removesuffix(".py")
 
 

@@ -9,8 +9,9 @@ Commands (one module each in ``kraken.cli``)::
     kraken serve    serve predictions over HTTP from the versions a trainer publishes
                     (--model-dir DIR --follow, or --push-port PORT)
     kraken ps       serve one parameter-server shard over gRPC (--shard I --of N --port P)
-    kraken launch   start S shards and a trainer on this machine, restart them after a
-                    shard failure (--shards S, --max-restarts)
+    kraken launch   start S shards and a trainer (--workers W: W of them under torchrun)
+                    on this machine, restart them after a failure (--shards S,
+                    --max-restarts); `python -m kraken.train` is `kraken train` for torchrun
     kraken replay   write a dataset into the event log as impressions plus delayed
                     actions (--config X.toml, --rate N or --speedup K, --limit M)
 

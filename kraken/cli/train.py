@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kraken.cli.progress import ProgressPrinter, summary_table
+from kraken.cli.workers import block_tracer, restarted, worker_group
 from kraken.errors import ConfigError, CorruptCheckpointError
 from kraken.ps import LocalPS
 from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher
 from kraken.train.config import RunConfig, build_run, load_config
+from kraken.train.group import WorkerGroup
 from kraken.train.trainer import RunSummary, Trainer
 
 
@@ -49,6 +51,11 @@ def add_parser(sub: Any) -> None:
                    help="the parameter-server shards publish the rows themselves (`kraken ps "
                         "--publish MODEL_DIR`): publish only the dense weights and the spec, "
                         "every --dense-sync-interval (needs remote shards)")
+    p.add_argument("--ordered", action="store_true",
+                   help="with several workers (torchrun): pull and push in rank order, so a "
+                        "run is reproducible and a resumed run ends as an uninterrupted one "
+                        "(2 W barriers per step)")
+    p.add_argument("--trace-blocks", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
@@ -62,6 +69,9 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      auc_ceiling: Callable[[int], float] | None = None,
                      shards: list[str] | None = None,
                      push_security: Any = None,
+                     group: WorkerGroup | None = None,
+                     on_block: Callable[[int, int], None] | None = None,
+                     ordered: bool = False,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -74,8 +84,19 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     ``push_security`` (a :class:`kraken.ps.wire.Security`: token, TLS root) protects pushes.
     ``publish_rows=False``: the shards publish the rows (``kraken ps --publish``), the
     trainer only the dense weights.
+    ``group``: this process is one of ``group.world`` workers (under torchrun): the tables
+    must be on shards; rank 0 alone publishes and prints (see
+    :class:`~kraken.train.distributed.DistributedTrainer`, which calls ``on_block``;
+    ``ordered``: the workers call the shards in rank order).
     """
+    lead = group is None or group.leader
+    say = print if lead else _quiet
     built = build_run(config, shards)
+    if group is not None and isinstance(built.ps, LocalPS):
+        built.ps.close()
+        raise ConfigError(f"{group.world} workers share one model only through parameter-"
+                          "server shards: set [ps] mode = \"remote\" with shards, or use "
+                          "`kraken launch --shards S --workers W`")
     if not publish_rows and isinstance(built.ps, LocalPS):
         raise ConfigError("--rows-from-shards: the tables are in this process; only shard "
                           "processes (`kraken ps --publish`) publish their own rows")
@@ -85,30 +106,38 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         from kraken.serving.push import PushTransport  # noqa: PLC0415 - imports grpc
 
         transports.append(PushTransport(push, security=push_security))
-    if transports:
+    if transports and lead:
         transport = transports[0] if len(transports) == 1 else FanoutTransport(transports)
         publisher = Publisher(built.ps, built.model, ModelSpec.from_run(built), transport,
                               sync_interval=sync_interval,
                               dense_sync_interval=dense_sync_interval, rows=publish_rows)
-    trainer = Trainer(model=built.model, embedding=built.embedding, ps=built.ps,
-                      stream=built.stream, config=config.trainer, run_dir=run_dir,
-                      on_record=ProgressPrinter(extra=progress_extra),
-                      meta={"config": _jsonable(config)}, publisher=publisher)
+    parts: dict[str, Any] = dict(model=built.model, embedding=built.embedding, ps=built.ps,
+                                 stream=built.stream, config=config.trainer, run_dir=run_dir,
+                                 on_record=ProgressPrinter(extra=progress_extra),
+                                 meta={"config": _jsonable(config)}, publisher=publisher)
+    if group is None:
+        trainer: Trainer = Trainer(**parts)
+    else:
+        from kraken.train.distributed import DistributedTrainer  # noqa: PLC0415 - torch.distributed
+
+        trainer = DistributedTrainer(group=group, on_block=on_block, ordered=ordered,
+                                     **parts)
     if resume or resume_from is not None:
         if _resume(trainer, resume_from):
-            print(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
+            say(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
         else:
-            print("no checkpoint to resume from; starting fresh")
+            say("no checkpoint to resume from; starting fresh")
 
     def stop(signum: int, _frame: Any) -> None:
         trainer.request_stop(f"signal {signal.Signals(signum).name}")
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"{title}: model {config.model.name}, tables "
+        say(f"{title}: model {config.model.name}, tables "
               + ", ".join(f"{n} (dim {t.dim}, {t.optimizer.kind}, cap {t.capacity:,})"
                           for n, t in config.tables.items())
-              + f", batch {config.trainer.batch_size}, run dir {run_dir}")
+              + f", batch {config.trainer.batch_size}, run dir {run_dir}"
+              + (f", {group.world} workers" if group is not None else ""))
         t0 = time.perf_counter()
         s = trainer.run()
     finally:
@@ -117,6 +146,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         if publisher is not None:
             publisher.close()
         built.ps.close()
+    if not lead:
+        return s
     m = s.metrics
     rows = [("stopped", s.stopped), ("samples", f"{s.samples:,}"),
             ("wall time", f"{time.perf_counter() - t0:.1f}s"),
@@ -129,6 +160,9 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     for n, t in s.tables.items():
         rows.append((f"table {n}", f"{t['live_rows']:,} live, {t['admitted']:,} admitted, "
                                    f"{t['evicted']:,} evicted, {t['memory_bytes'] / 2**20:.1f} MB"))
+    for w in getattr(trainer, "workers", []):  # several workers: each one's own figures
+        rows.append((f"worker {w['rank']}", f"{w['samples']:,} samples, AUC {w['auc']:.4f}, "
+                                            f"logloss {w['logloss']:.4f}"))
     rows.append(("skipped records", f"{s.skipped:,} malformed"))
     rows.append(("checkpoint", s.checkpoint or "-"))
     if publisher is not None:
@@ -140,6 +174,10 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         rows += summary_extra()
     print(summary_table(rows))
     return s
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    """Workers other than rank 0 print nothing but errors."""
 
 
 def _resume(trainer: Trainer, resume_from: str | None) -> bool:
@@ -176,11 +214,15 @@ def run(args: argparse.Namespace) -> int:
 
         push_security = Security.from_files(args.push_token_file, args.push_tls_cert,
                                             tls_server_name=args.push_tls_server_name)
-    train_and_report(config, run_dir, resume=args.resume, resume_from=args.resume_from,
-                     publish_dir=Path(args.publish) if args.publish else None, push=args.push,
-                     sync_interval=args.sync_interval,
-                     dense_sync_interval=args.dense_sync_interval,
-                     publish_rows=not args.rows_from_shards,
-                     shards=args.ps_shards.split(",") if args.ps_shards else None,
-                     push_security=push_security)
+    with worker_group() as group:
+        resume = args.resume or (group is not None and restarted())
+        on_block = block_tracer(args.trace_blocks, group.rank if group is not None else 0)
+        train_and_report(config, run_dir, resume=resume, resume_from=args.resume_from,
+                         publish_dir=Path(args.publish) if args.publish else None,
+                         push=args.push, sync_interval=args.sync_interval,
+                         dense_sync_interval=args.dense_sync_interval,
+                         publish_rows=not args.rows_from_shards,
+                         shards=args.ps_shards.split(",") if args.ps_shards else None,
+                         push_security=push_security, group=group, on_block=on_block,
+                         ordered=args.ordered)
     return 0
