@@ -33,6 +33,8 @@ class ProgressPrinter:
                 f"{_f(rec['samples_per_s'], ',.0f'):>8}/s  "
                 f"AUC win {_f(w['auc'], '.4f')} cum {_f(c['auc'], '.4f')}  "
                 f"logloss {_f(c['logloss'], '.4f')}  calib {_f(c['calibration'], '.3f')}  "
+                + (f"lag {rec['lag']['entries']:,.0f} entries {rec['lag']['seconds']:.1f}s  "
+                   if "lag" in rec else "")
                 + (f"| {self.extra()} |  " if self.extra is not None else "")
                 + f"{tables}  rss {rec['rss_mb']:,.0f}MB")
         if self.tty and rec["kind"] == "progress":
