@@ -13,6 +13,7 @@ from kraken.data.criteo import CriteoStream
 from kraken.data.features import DenseTransform, FeatureKind, FeatureSpec
 from kraken.data.featurize import check_records, featurize
 from kraken.data.hashing import feature_ids
+from kraken.data.join import JoinConfig, Joiner
 from kraken.data.movielens import MovieLensStream
 from kraken.data.registry import STREAM_NAMES, open_stream
 from kraken.data.synthetic import SyntheticConfig, SyntheticStream
@@ -27,6 +28,8 @@ __all__ = [
     "FeatureKind",
     "FeatureSpec",
     "Jagged",
+    "JoinConfig",
+    "Joiner",
     "LogStream",
     "MovieLensStream",
     "Schema",
