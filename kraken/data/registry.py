@@ -6,6 +6,8 @@
     open_stream("movielens-1m", root="ml-1m")                or "movielens-1m:ml-1m"
     open_stream("movielens-100k", root="ml-100k")            or "movielens-100k:ml-100k"
     open_stream("csv", path="t.csv", schema={...})           or "csv:t.csv"; also Parquet
+    open_stream("redis", url="redis://h:6379/0", schema={...})   LogConfig fields (an event
+                                                             log; a run file's [log] section)
 
 Configuration errors name their key as in a run config's ``data`` section
 (``data.source``, ``data.path``). A path ending in ``.csv``, ``.tsv``, ``.parquet``
@@ -27,6 +29,7 @@ from kraken.config import register
 from kraken.data.avazu import AvazuStream
 from kraken.data.base import Stream
 from kraken.data.criteo import CriteoStream
+from kraken.data.logconfig import LogConfig
 from kraken.data.movielens import MovieLensStream
 from kraken.data.synthetic import SyntheticConfig, SyntheticStream
 from kraken.data.tabular import TabularSchema, TabularStream
@@ -37,6 +40,12 @@ __all__ = ["STREAM_NAMES", "open_stream", "register_stream", "stream_arguments"]
 
 def _synthetic(config: SyntheticConfig) -> SyntheticStream:
     return SyntheticStream(config)
+
+
+def _redis(config: LogConfig) -> Stream:
+    from kraken.data.redislog import RedisLogStream  # noqa: PLC0415 - redis is optional
+
+    return RedisLogStream(config)
 
 
 def _movielens(kind: str) -> Callable[..., MovieLensStream]:
@@ -72,7 +81,8 @@ for _name, _build, _location in (
         ("avazu", AvazuStream, "path"),
         ("movielens-1m", _movielens("ml-1m"), "root"),
         ("movielens-100k", _movielens("ml-100k"), "root"),
-        ("csv", TabularStream, "path")):
+        ("csv", TabularStream, "path"),
+        ("redis", _redis, "")):
     register_stream(_name, _build, _location)
 STREAM_NAMES = tuple(_BUILDERS)  # the built-in streams
 _TABULAR_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -81,6 +91,8 @@ _TABULAR_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 def _allowed_keys(name: str) -> list[str]:
     if name == "synthetic":
         return ["config", *inspect.signature(SyntheticConfig).parameters]
+    if name == "redis":
+        return ["config", *inspect.signature(LogConfig).parameters]
     return list(inspect.signature(_BUILDERS[name]).parameters)
 
 
@@ -121,6 +133,8 @@ def stream_arguments(name_or_path: str | Path, options: Mapping[str, Any],
                           f"allowed: {allowed}")
     if name == "synthetic":
         return name, {"config": _synthetic_config(kw)}
+    if name == "redis":
+        return name, {"config": _log_config(kw)}
     needed = [k for k, p in inspect.signature(build).parameters.items()
               if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
               and k not in kw]
@@ -141,6 +155,18 @@ def _synthetic_config(kw: dict[str, Any]) -> SyntheticConfig:
                               f"{type(kw['config']).__name__}")
         return kw["config"]
     return SyntheticConfig(**kw)
+
+
+def _log_config(kw: dict[str, Any]) -> LogConfig:
+    if "config" in kw:
+        if len(kw) > 1 or not isinstance(kw["config"], LogConfig):
+            raise ConfigError(f"config: pass either a LogConfig or its fields, got "
+                              f"{sorted(kw)}")
+        return kw["config"]
+    try:
+        return LogConfig.from_dict(kw, "log")
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix("log.")) from None
 
 
 def open_stream(name_or_path: str | Path, **kw: Any) -> Stream:

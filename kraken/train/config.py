@@ -53,7 +53,7 @@ from kraken.train.trainer import TrainerConfig
 __all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "build_run",
            "load_config"]
 
-_SECTIONS = ("data", "model", "tables", "trainer", "embedding", "ps")
+_SECTIONS = ("data", "log", "model", "tables", "trainer", "embedding", "ps")
 
 
 def _own_copy(path: str, value: Any) -> dict[str, Any]:
@@ -230,8 +230,14 @@ class RunConfig:
         raw_tables = doc.get("tables", {"emb": {"dim": 16}})
         if not isinstance(raw_tables, Mapping) or "emb" not in raw_tables:
             raise ConfigError("tables.emb: required (the table of every sparse field)")
+        if "log" in doc and "data" in doc:
+            raise ConfigError("log: a run reads either [data] or an event log [log], not both")
+        if "log" in doc and not isinstance(doc["log"], Mapping):
+            raise ConfigError(f"log: expected a table, got {type(doc['log']).__name__}")
+        data = (DataConfig.from_dict({"source": "redis", **doc["log"]}, "log") if "log" in doc
+                else DataConfig.from_dict(doc.get("data", {"source": "synthetic"})))
         return cls(
-            data=DataConfig.from_dict(doc.get("data", {"source": "synthetic"})),
+            data=data,
             model=ModelConfig.from_dict(doc.get("model", {})),
             tables={n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw_tables.items()},
             trainer=build_dataclass(TrainerConfig, doc.get("trainer", {}), "trainer"),
