@@ -16,7 +16,9 @@ def _f(x: float, fmt: str) -> str:
 
 class ProgressPrinter:
     """Prints ``progress`` records on one updating line (a tty) or one line each;
-    ``extra()`` (if given) is appended to each line (the demo shows serving there)."""
+    ``extra()`` (if given) is appended to each line (the demo shows serving there).
+    A record of a log stream shows its consumer lag (entries written and not yet read,
+    seconds the oldest of them has waited)."""
 
     def __init__(self, out: TextIO = sys.stdout, extra: Callable[[], str] | None = None) -> None:
         self.out = out
@@ -33,6 +35,8 @@ class ProgressPrinter:
                 f"{_f(rec['samples_per_s'], ',.0f'):>8}/s  "
                 f"AUC win {_f(w['auc'], '.4f')} cum {_f(c['auc'], '.4f')}  "
                 f"logloss {_f(c['logloss'], '.4f')}  calib {_f(c['calibration'], '.3f')}  "
+                + (f"lag {rec['lag']['entries']:,.0f} entries {rec['lag']['seconds']:.1f}s  "
+                   if "lag" in rec else "")
                 + (f"| {self.extra()} |  " if self.extra is not None else "")
                 + f"{tables}  rss {rec['rss_mb']:,.0f}MB")
         if self.tty and rec["kind"] == "progress":

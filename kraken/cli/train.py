@@ -62,6 +62,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      auc_ceiling: Callable[[int], float] | None = None,
                      shards: list[str] | None = None,
                      push_security: Any = None,
+                     on_trainer: Callable[[Trainer], None] | None = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -99,6 +100,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
             print(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
         else:
             print("no checkpoint to resume from; starting fresh")
+    if on_trainer is not None:
+        on_trainer(trainer)
 
     def stop(signum: int, _frame: Any) -> None:
         trainer.request_stop(f"signal {signal.Signals(signum).name}")

@@ -65,8 +65,10 @@ class RedisServer:
                 "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--protected-mode", "no", "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log")]
+        # its own session: a Ctrl-C at the terminal reaches the caller, which stops the
+        # server after its last write, not the server first
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,71 @@
+"""``kraken demo --realtime`` as a user runs it: a real redis-server, the feed, the
+trainer reading the log and a prediction server, stopped by ``--seconds``."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from kraken.cli.realtime import REALTIME_RUN
+from kraken.config import read_config_file
+from tests.conftest import ROOT
+from tests.redis_server import require_redis_server
+
+KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
+
+
+def _row(text: str, name: str) -> str:
+    """The value of a summary row ``name`` (one line)."""
+    m = re.search(rf"^{re.escape(name)}\s{{2,}}(.+)$", text, re.MULTILINE)
+    assert m, f"no {name!r} row in:\n{text}"
+    return m.group(1)
+
+
+def _int(text: str) -> int:
+    return int(text.split()[0].replace(",", ""))
+
+
+def test_the_example_run_file_is_the_demos() -> None:
+    assert read_config_file(ROOT / "examples" / "realtime.toml") == REALTIME_RUN
+
+
+def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
+    require_redis_server()
+    cfg = tmp_path / "run.toml"  # the example with a short join window: labels in 1-2 s
+    text = (ROOT / "examples" / "realtime.toml").read_text()
+    cfg.write_text(text.replace("window_s = 5 ", "window_s = 2 ")
+                   .replace("log_every_s = 1.0", "log_every_s = 0.5"))
+    assert "window_s = 2 " in cfg.read_text()
+    run_dir = tmp_path / "run"
+    out = subprocess.run([*KRAKEN, "demo", "--realtime", "--seconds", "5", "--rate", "1500",
+                          "--click-delay", "0.3", "--config", str(cfg),
+                          "--run-dir", str(run_dir)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert _row(text, "stopped") == "--seconds 5 reached"
+    written = _int(_row(text, "events written"))
+    trained = _int(_row(text, "samples"))
+    read = _int(_row(text, "log read"))
+    assert 0 < trained and 0 < read <= written
+    join = _row(text, "join")
+    positives, negatives = _int(join), _int(join.split("positives, ")[1])
+    assert positives > 0 and negatives > 0  # clicks joined, windows expired
+    lag = re.fullmatch(r"([\d,]+) entries, ([\d.]+)s \(written, not yet read\)",
+                       _row(text, "consumer lag"))
+    assert lag is not None
+    assert re.search(r"\| in [\d,]+ ev/s  event->served \d+s  serve v\d+ \|", text)
+    assert re.search(r"lag [\d,]+ entries [\d.]+s", text)  # on the progress line
+    served = _int(_row(text, "served version"))
+    assert served > 0
+    assert "from version" in _row(text, "sample request")
+    assert re.fullmatch(r"\d+s \(newest event written .*\)", _row(text, "event->served"))
+    ckpt = Path(_row(text, "checkpoint"))
+    assert ckpt.parent == run_dir / "checkpoints"
+    assert (ckpt / "stream.kdat").is_file()  # the log's position and the joiner's state
+    port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)/0", text).group(1))
+    with socket.socket() as s:  # redis-server was stopped with everything else
+        assert s.connect_ex(("127.0.0.1", port)) != 0
