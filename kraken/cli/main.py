@@ -11,6 +11,8 @@ Commands (one module each in ``kraken.cli``)::
     kraken ps       serve one parameter-server shard over gRPC (--shard I --of N --port P)
     kraken launch   start S shards and a trainer on this machine, restart them after a
                     shard failure (--shards S, --max-restarts)
+    kraken replay   write a dataset into the event log as impressions plus delayed
+                    actions (--config X.toml, --rate N or --speedup K, --limit M)
 
 ``kraken COMMAND --help`` describes each. Errors exit with status 2 and one line on
 stderr naming the problem; status 3 when a parameter-server shard cannot be reached.
@@ -25,7 +27,7 @@ import sys
 
 from kraken.errors import KrakenError, TransportError
 
-COMMANDS = ("demo", "train", "report", "serve", "ps", "launch")
+COMMANDS = ("demo", "train", "report", "serve", "ps", "launch", "replay")
 """One module of ``kraken.cli`` each."""
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from kraken.data._columns import take_jagged
 from kraken.data.base import Batch, Jagged, Schema
 
-__all__ = ["batch_from_state", "batch_state", "concat_batches", "empty_batch"]
+__all__ = ["batch_from_state", "batch_state", "concat_batches", "empty_batch", "take_rows"]
 
 
 def empty_batch(schema: Schema) -> Batch:
@@ -72,3 +73,14 @@ def batch_from_state(prefix: str, state: dict[str, np.ndarray], schema: Schema) 
                                    np.asarray(state[f"{prefix}.jagged.{g}.offsets"], np.int64))
                          for g in schema.jagged},
                  prior=None if np.isnan(prior).all() else prior)
+
+
+def take_rows(b: Batch, idx: np.ndarray) -> Batch:
+    """Rows ``idx int64[K]`` of ``b`` (``b`` itself when ``idx`` is ``0..len(b)-1``)."""
+    if idx.shape[0] == len(b) and (idx == np.arange(len(b))).all():
+        return b
+    prior = b.prior[idx] if b.prior is not None else None
+    return Batch(keys=b.keys[idx], dense=b.dense[idx], label=b.label[idx],
+                 event_time=b.event_time[idx],
+                 jagged={k: take_jagged(v, idx) for k, v in b.jagged.items()},
+                 offset=b.offset, prior=prior)

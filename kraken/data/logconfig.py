@@ -32,6 +32,7 @@ from typing import Any
 
 from kraken.config import build_dataclass, check_enum, check_int, check_positive
 from kraken.data.base import Schema
+from kraken.data.join import JoinConfig
 from kraken.errors import ConfigError
 from kraken.table.keys import FIELD_BITS
 
@@ -131,7 +132,7 @@ class LogConfig:
     block_ms: int = 200
     read_count: int = 4096
     start: StartAt = StartAt.EARLIEST
-    window_s: float = 300.0
+    window_s: int = 300
     max_pending: int = 1_000_000
     label_actions: tuple[str, ...] = ("click",)
     action_types: tuple[str, ...] = ("click",)
@@ -166,7 +167,7 @@ class LogConfig:
         check_int("block_ms", self.block_ms, lo=1, hi=60_000)
         check_int("read_count", self.read_count, lo=1)
         object.__setattr__(self, "start", check_enum("start", self.start, StartAt))
-        check_positive("window_s", self.window_s)
+        check_int("window_s", self.window_s, lo=1)
         check_int("max_pending", self.max_pending, lo=1)
         types = _names("action_types", self.action_types)
         if not types:
@@ -214,9 +215,7 @@ class LogConfig:
         return (tuple(self.impressions_key(p) for p in self.owned)
                 + tuple(self.actions_key(p) for p in self.owned))
 
-    def join_config(self) -> Any:
+    def join_config(self) -> JoinConfig:
         """The joiner's :class:`kraken.data.join.JoinConfig` from this section."""
-        from kraken.data.join import JoinConfig  # noqa: PLC0415 - the joiner is optional here
-
         return JoinConfig(window_s=self.window_s, max_pending=self.max_pending,
                           label_actions=self.label_actions, action_types=self.action_types)

@@ -42,21 +42,28 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import redis
 
 from kraken.data._assemble import check_batch_args
-from kraken.data._batchstate import batch_from_state, batch_state, concat_batches, empty_batch
+from kraken.data._batchstate import (
+    batch_from_state,
+    batch_state,
+    concat_batches,
+    empty_batch,
+    take_rows,
+)
 from kraken.data._lines import LOGGER
 from kraken.data._logentries import entry_ids, format_id, parse_actions, parse_impressions
 from kraken.data.base import Batch
 from kraken.data.features import FeatureSpec
+from kraken.data.join import Joiner
 from kraken.data.logconfig import LogConfig
 from kraken.errors import ConfigError, DataError, InputError
 
-__all__ = ["Joiner", "RedisLogStream"]
+__all__ = ["RedisLogStream"]
 
 REPORT_LIMIT = 100  # malformed entries reported one by one per iteration, then summaries
 _CLAIM_COUNT = 10_000
@@ -64,25 +71,6 @@ _ACK_COUNT = 10_000
 _MIN_SERVER = (7, 0)  # XINFO STREAM's entries-added
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _COUNTERS = ("entries", "malformed", "lost", "outages", "claimed")
-
-
-class Joiner(Protocol):
-    """What the stream needs of :class:`kraken.data.join.Joiner`."""
-
-    def add_impressions(self, rid: np.ndarray, ts: np.ndarray, features: Batch) -> None: ...
-
-    def add_actions(self, rid: np.ndarray, ts: np.ndarray, kind: np.ndarray) -> None: ...
-
-    def emit(self) -> Batch | None: ...
-
-    def scored(self, rid: np.ndarray, probability: np.ndarray) -> None: ...
-
-    def state(self) -> dict[str, np.ndarray]: ...
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
-
-    @property
-    def counters(self) -> dict[str, int]: ...
 
 
 def _raw(response: Any, **_: Any) -> Any:
@@ -102,6 +90,36 @@ class _Chunk:
     def before(self, ms: int) -> int:
         """How many leading entries have ids of milliseconds before ``ms``."""
         return int((self.ms < ms).sum())  # ids increase, so the True ones lead
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ready:
+    """Samples decided, not yet yielded: the batch and each sample's request id and
+    :class:`~kraken.data.join.SampleKind`."""
+
+    batch: Batch
+    rid: np.ndarray
+    kind: np.ndarray
+
+
+def _runs(imp_ms: np.ndarray, imp_ts: np.ndarray, act_ms: np.ndarray, act_ts: np.ndarray,
+          ) -> list[tuple[int, int, int]]:
+    """Impressions and actions (each sorted by arrival millisecond, then event time) in
+    one order, as runs ``(kind, start, stop)``: kind 0 slices the impressions, kind 1
+    the actions. Within a millisecond, whose order across keys is unknown, event time
+    decides, impressions first on a tie."""
+    kinds = np.concatenate([np.zeros(imp_ms.shape[0], np.int8),
+                            np.ones(act_ms.shape[0], np.int8)])
+    order = np.lexsort((kinds, np.concatenate([imp_ts, act_ts]),
+                        np.concatenate([imp_ms, act_ms])))
+    k = kinds[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(k)) + 1, [k.shape[0]]])
+    runs, seen = [], [0, 0]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        kind = int(k[a])
+        runs.append((kind, seen[kind], seen[kind] + int(b - a)))
+        seen[kind] += int(b - a)
+    return runs
 
 
 class _Key:
@@ -142,14 +160,10 @@ class RedisLogStream:
             config = LogConfig.from_dict(config, "log")
         self.config = config
         self.schema = config.schema.schema
-        if joiner is None:
-            from kraken.data.join import Joiner as JoinerImpl  # noqa: PLC0415
-
-            joiner = JoinerImpl(config.join_config())
-        self.joiner = joiner
+        self.joiner = joiner if joiner is not None else Joiner(config.join_config())
         self._keys = [_Key(k) for k in config.keys]
         self._n_imp = len(config.owned)
-        self._ready: list[Batch] = []
+        self._ready: list[_Ready] = []
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._skipped = 0
         self._reported = 0
@@ -202,7 +216,12 @@ class RedisLogStream:
                      "log.counters": np.array([self._counters[c] for c in _COUNTERS],
                                               dtype=np.int64)}
             state.update({f"join.{k}": v for k, v in self.joiner.state().items()})
-            state.update(batch_state("ready", concat_batches(self._ready, self.schema)))
+            state.update(batch_state("ready", concat_batches([r.batch for r in self._ready],
+                                                             self.schema)))
+            state["ready.rid"] = np.concatenate([np.zeros(0, np.uint64)]
+                                                + [r.rid for r in self._ready])
+            state["ready.kind"] = np.concatenate([np.zeros(0, np.int8)]
+                                                 + [r.kind for r in self._ready])
         if self._audit is not None:
             state.update(self._audit.position())
         return state
@@ -220,7 +239,9 @@ class RedisLogStream:
             reads = np.asarray(state["log.read"], dtype=np.int64).reshape(len(self._keys))
             counters = [int(x) for x in state["log.counters"]]
             join = {k[5:]: v for k, v in state.items() if k.startswith("join.")}
-            ready = batch_from_state("ready", state, self.schema)
+            ready = _Ready(batch_from_state("ready", state, self.schema),
+                           np.asarray(state["ready.rid"], np.uint64),
+                           np.asarray(state["ready.kind"], np.int8))
         except (KeyError, ValueError) as exc:
             raise InputError(f"not a position of this log stream: {exc}") from None
         with self._lock:
@@ -229,7 +250,7 @@ class RedisLogStream:
                 k.reset()
             self._counters = dict(zip(_COUNTERS, counters, strict=False))
             self.joiner.load_state(join)
-            self._ready = [ready] if len(ready) else []
+            self._ready = [ready] if len(ready.batch) else []
             self._scored.clear()
             self._positioned = True
         if self._audit is not None:
@@ -505,7 +526,7 @@ class RedisLogStream:
         return out, max(0, lost)
 
     def _feed(self) -> int:
-        """Feed every entry up to the cutoff to the joiner; queue what it emits."""
+        """Feed every entry before the cutoff to the joiner; queue what it emits."""
         cut = self._cutoff()
         taken = [self._take(k, cut)[0] for k in self._keys]
         imp = [e for t in taken[: self._n_imp] for e in t]
@@ -521,38 +542,51 @@ class RedisLogStream:
         actions, bad_act = parse_actions(act, c.action_types, c.max_value_bytes)
         self._report(imp, bad_imp, "impression")
         self._report(act, bad_act, "action")
+        imp_ms = entry_ids([imp[i][0] for i in impressions.index])[0]
+        act_ms = entry_ids([act[i][0] for i in actions.index])[0]
+        io = np.lexsort((impressions.ts, imp_ms))
+        ao = np.lexsort((actions.ts, act_ms))
+        rid, ts = impressions.rid[io], impressions.ts[io]
+        fresh = take_rows(impressions.features, io)
         with self._lock:
             self._apply_scored()
-            if len(impressions):
-                self.joiner.add_impressions(impressions.rid, impressions.ts,
-                                            impressions.features)
-            if len(actions):
-                self.joiner.add_actions(actions.rid, actions.ts, actions.kind)
+            for kind, a, b in _runs(imp_ms[io], ts, act_ms[ao], actions.ts[ao]):
+                if kind == 0:
+                    self.joiner.add_impressions(rid[a:b], ts[a:b], fresh.slice(a, b))
+                else:
+                    sel = ao[a:b]
+                    self.joiner.add_actions(actions.rid[sel], actions.ts[sel],
+                                            actions.kind[sel])
             emitted = self.joiner.emit()
-        fresh = impressions.features if len(impressions) else None
-        batch = emitted if emitted is not None else empty_batch(self.schema)
-        if fresh is not None:
-            with self._lock:
-                self._fresh[id(fresh)] = (fresh, impressions.rid)
+            ready = _Ready(emitted if emitted is not None else empty_batch(self.schema),
+                           self.joiner.emitted_rid.copy(), self.joiner.emitted_kind.copy())
+            if len(rid):
+                self._fresh[id(fresh)] = (fresh, rid)
                 while len(self._fresh) > 1024:  # never scored: the trainer dropped them
                     self._fresh.popitem(last=False)
-            batch = dataclasses.replace(batch, fresh=fresh)
-        if len(batch) or fresh is not None:
-            self._ready.append(batch)
+        if len(rid):
+            ready = dataclasses.replace(ready, batch=dataclasses.replace(ready.batch,
+                                                                         fresh=fresh))
+        if len(ready.batch) or len(rid):
+            self._ready.append(ready)
         self._update_lag()
         return len(imp) + len(act)
 
     def _take_ready(self, batch_size: int) -> Batch:
         head = self._ready[0]
-        if len(head) <= batch_size:
+        n = len(head.batch)
+        if n <= batch_size:
             self._ready.pop(0)
             out = head
         else:
-            out = dataclasses.replace(head.slice(0, batch_size), fresh=head.fresh)
-            self._ready[0] = head.slice(batch_size, len(head))
-        if self._audit is not None and len(out):
+            b = head.batch
+            out = _Ready(dataclasses.replace(b.slice(0, batch_size), fresh=b.fresh),
+                         head.rid[:batch_size], head.kind[:batch_size])
+            self._ready[0] = _Ready(b.slice(batch_size, n), head.rid[batch_size:],
+                                    head.kind[batch_size:])
+        if self._audit is not None and len(out.batch):
             self._audit.yielded(out)
-        return out
+        return out.batch
 
     def _wait(self) -> bool:
         """Caught up: block until any key has an entry past its delivered position, at
@@ -596,9 +630,9 @@ class RedisLogStream:
 class _Audit:
     """A crash drill's evidence, one file per process under ``directory``:
 
-    ``Y <id>:<label> ...`` the first sparse field's ID and the label of every sample of a
-                           batch, when yielded (a yielded batch may not be trained yet;
-                           a drill writes the request id as that field)
+    ``Y <rid>:<kind> ...`` request id and SampleKind (0 negative, 1 positive, 2 correction)
+                           of every sample of a batch, when yielded (it may not be
+                           trained yet)
     ``P <token> <n>``      position ``n`` of this process was handed out (every batch
                            yielded before it was trained: the trainer drains first)
     ``S <token> <n>``      this process resumed from position ``n`` of process ``token``
@@ -611,11 +645,9 @@ class _Audit:
         self.file = (directory / f"{self.token}.log").open("a", buffering=1)
         self.n = 0
 
-    def yielded(self, batch: Batch) -> None:
-        labels = batch.label.astype(np.int64)
-        ids = batch.keys[:, 0] if batch.keys.shape[1] else np.zeros(0, np.int64)
-        self.file.write("Y " + " ".join(f"{int(i)}:{int(y)}" for i, y in
-                                         zip(ids, labels, strict=True)) + "\n")
+    def yielded(self, ready: _Ready) -> None:
+        self.file.write("Y " + " ".join(f"{int(r)}:{int(k)}" for r, k in
+                                         zip(ready.rid, ready.kind, strict=True)) + "\n")
 
     def position(self) -> dict[str, np.ndarray]:
         self.n += 1

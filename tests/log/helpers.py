@@ -11,7 +11,6 @@ import redis
 from kraken.data.base import Batch
 from kraken.data.logconfig import LogConfig
 from kraken.data.redislog import RedisLogStream
-from tests.log.window_join import WindowJoiner
 
 SCHEMA = {"categorical": ["uid", "user", "item"], "multi_valued": ["tags"], "dense": ["price"]}
 WINDOW_S = 10
@@ -24,8 +23,7 @@ def config(url: str, **kw) -> LogConfig:
 
 
 def open_log(url: str, **kw) -> RedisLogStream:
-    cfg = config(url, **kw)
-    return RedisLogStream(cfg, WindowJoiner(cfg.schema.schema, cfg.window_s))
+    return RedisLogStream(config(url, **kw))
 
 
 def impression(rid: int, ts: int) -> dict[str, str]:

@@ -23,7 +23,6 @@ from tests.log.helpers import (
     take,
     write,
 )
-from tests.log.window_join import WindowJoiner
 
 
 @pytest.fixture
@@ -211,6 +210,3 @@ def test_a_run_file_log_section_opens_the_log_stream(tmp_path):
     stream = open_stream("redis", url="redis://127.0.0.1:1/0", schema={"categorical": ["u"]})
     assert isinstance(stream, RedisLogStream)
 
-
-def _unused(x: WindowJoiner) -> None:  # keeps the import for type checkers
-    return None
