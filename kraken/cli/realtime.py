@@ -25,7 +25,10 @@ feed, the prediction server and redis-server stop, in that order.
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
+import dataclasses
+import math
 import signal
 import tempfile
 import threading
@@ -37,9 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from kraken.cli.train import train_and_report
-from kraken.config import read_config_file
-from kraken.data.logconfig import LogConfig
+from kraken.config import build_dataclass, read_config_file
+from kraken.data import open_stream
+from kraken.data.base import Stream
+from kraken.data.logconfig import LogConfig, LogSchema
+from kraken.data.raw import raw_chunks, raw_layout
 from kraken.data.redis_server import RedisServer
+from kraken.data.replay import ReplayConfig, ReplayStats, replay
 from kraken.errors import ConfigError
 from kraken.train.config import RunConfig
 from kraken.train.trainer import Trainer
@@ -48,7 +55,7 @@ __all__ = ["REALTIME_RUN", "add_arguments", "realtime_run", "run_realtime"]
 
 REALTIME_RUN: dict[str, Any] = {
     "log": {"url": "redis://127.0.0.1:6379/0", "prefix": "kraken", "partitions": 1,
-            "block_ms": 100, "window_s": 5, "label_actions": ["click"],
+            "block_ms": 100, "window_s": 60, "label_actions": ["click"],
             "action_types": ["click"],
             "schema": {"categorical": [f"c{i}" for i in range(8)],
                        "dense": [f"d{i}" for i in range(4)]}},
@@ -77,19 +84,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use this running server instead of starting redis-server")
     g.add_argument("--config", default=None,
                    help="run file with a [log] section (default: examples/realtime.toml)")
-    g.add_argument("--click-delay", type=float, default=1.5,
-                   help="mean seconds from an impression to its click")
 
 
 def realtime_run(url: str, config: str | None = None, prefix: str | None = None,
-                 ) -> dict[str, Any]:
+                 schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run file's document (``config`` or :data:`REALTIME_RUN`) with ``[log] url``
-    set to ``url`` (and ``prefix`` when given); validated by the caller."""
+    set to ``url`` (and ``prefix`` when given). ``schema``: the columns the replayer
+    writes; the default run takes them, a ``config`` must read exactly those."""
     doc = read_config_file(Path(config)) if config else copy.deepcopy(REALTIME_RUN)
-    if "log" not in doc:
-        raise ConfigError(f"{config}: log: the real-time demo needs a [log] section")
-    doc["log"] = {**doc["log"], "url": url, **({"prefix": prefix} if prefix else {})}
+    where = f"{config}: " if config else ""
+    if not isinstance(doc.get("log"), dict):
+        raise ConfigError(f"{where}log: the real-time demo needs a [log] section")
+    log = {**doc["log"], "url": url, **({"prefix": prefix} if prefix else {})}
+    if schema is not None:
+        if not config:
+            log["schema"] = schema
+        else:
+            have = LogConfig.from_dict(log).schema
+            want = build_dataclass(LogSchema, dict(schema), "schema")
+            if have.columns != want.columns:
+                raise ConfigError(f"{where}log.schema: the replayed data has the columns "
+                                  f"{schema}; the run reads {list(have.columns)}")
+    doc["log"] = log
     return doc
+
+
+def demo_source(data: str, data_dir: str) -> Stream:
+    """What the demo replays: the endless synthetic stream, or MovieLens-1M."""
+    if data == "synthetic":
+        return open_stream("synthetic", n_records=None, vocab=200_000)
+    return open_stream("movielens-1m", root=data_dir)
 
 
 @contextmanager
@@ -119,12 +143,13 @@ def run_realtime(args: argparse.Namespace) -> int:
                 run_dir = Path(stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="kraken-demo-")))
             url, prefix = stack.enter_context(_log_server(args, run_dir))
-            doc = realtime_run(url, args.config, prefix)
+            source = demo_source(args.data, args.data_dir)
+            doc = realtime_run(url, args.config, prefix, raw_layout(source).to_dict())
             config = RunConfig.from_dict(doc)
             log = LogConfig.from_dict(doc["log"])
             if prefix is not None:
                 stack.callback(_delete_keys, log)
-            _realtime(config, log, run_dir, args)
+            _realtime(config, log, source, run_dir, args)
     finally:
         signal.signal(signal.SIGTERM, old)
     return 0
@@ -143,45 +168,120 @@ def _delete_keys(log: LogConfig) -> None:
         client.close()
 
 
-def _realtime(config: RunConfig, log: LogConfig, run_dir: Path,
+class _Replayer:
+    """:func:`kraken.data.replay.replay` of ``chunks`` in a daemon thread, stopped between
+    two pipelined groups; remembers when each group's newest event time was written."""
+
+    def __init__(self, url: str, chunks: Iterator[Any], config: ReplayConfig) -> None:
+        self.url, self.chunks, self.config = url, chunks, config
+        self.stats = ReplayStats()
+        self.error: BaseException | None = None
+        self._written: list[tuple[int, float, int]] = []  # (newest ts, wall time, entries)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kraken-replay", daemon=True)
+
+    def start(self) -> _Replayer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def rate(self) -> float:
+        """Entries written per second over the last second (0 when idle)."""
+        now = time.time()
+        recent = [(w, n) for _, w, n in self._written[-100:] if now - w <= 1.0]
+        if not recent:
+            return 0.0
+        span = max(now - recent[0][0], 0.25)
+        return (recent[-1][1] - recent[0][1]) / span
+
+    def written_at(self, ts: int) -> float | None:
+        """Wall time at which events of time ``ts`` were written (the first group whose
+        newest event time reached it), or None if none was."""
+        i = bisect.bisect_left(self._written, (ts, -math.inf, 0))
+        return self._written[i][1] if i < len(self._written) else None
+
+    def _progress(self, s: ReplayStats) -> None:
+        self.stats = dataclasses.replace(s)
+        newest = max(s.last_ts or 0, self._written[-1][0] if self._written else 0)
+        self._written.append((newest, time.time(), s.impressions + s.actions))
+        if self._stop.is_set():
+            raise _Stopped
+
+    def _run(self) -> None:
+        import redis  # noqa: PLC0415 - the log's client, only for --realtime
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            replay(client, self.chunks, self.config, progress=self._progress)
+        except _Stopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - shown on the progress line and summary
+            self.error = exc
+        finally:
+            client.close()
+
+
+class _Stopped(Exception):
+    """Ends the replayer's thread between two groups."""
+
+
+def _realtime(config: RunConfig, log: LogConfig, source: Stream, run_dir: Path,
               args: argparse.Namespace) -> None:
     from kraken.cli.demo import serving  # noqa: PLC0415 - FastAPI only when serving
-    from kraken.cli.livefeed import LiveFeed  # noqa: PLC0415 - imports redis
 
-    feed = LiveFeed(log, args.rate, click_delay_s=args.click_delay,
-                    maxlen=2_000_000 if args.redis_url else None)
+    replay_config = ReplayConfig(prefix=log.prefix, partitions=log.partitions,
+                                 action=log.label_actions[0], rate=args.rate,
+                                 maxlen=2_000_000 if args.redis_url else None)
+    replayer = _Replayer(log.url, raw_chunks(source), replay_config)
     model_dir = run_dir / "model"
     trainer: list[Trainer] = []
+
+    def age() -> str:
+        """Event -> served: how much older than the newest event written is the newest
+        event trained into the served version, in wall-clock seconds."""
+        served = replica.max_event_time
+        at = replayer.written_at(served)
+        newest = replayer.written_at(replayer.stats.last_ts or 0)
+        if at is None or newest is None:
+            return "-"
+        return f"{max(0.0, newest - at):.1f}s"
+
     with serving(model_dir, args.port) as (replica, summary):
-        feed.start()
-        print(f"feeding {log.prefix}:impressions:* and {log.prefix}:actions:* at "
-              f"{args.rate:,.0f} events/s (clicks after {args.click_delay:g} s on average)")
+        replayer.start()
+        print(f"replaying {args.data} into {log.prefix}:impressions:* and "
+              f"{log.prefix}:actions:* at {args.rate:,.0f} events/s")
 
         def status() -> str:
-            s = feed.stats()
-            line = f"in {s.rate:,.0f} ev/s"
-            if feed.error is not None:
-                line += f" (feed stopped: {feed.error})"
+            line = f"in {replayer.rate():,.0f} ev/s"
+            if replayer.error is not None:
+                line += f" (replay failed: {replayer.error})"
+            elif replayer.done:
+                line += " (replay done)"
             if not replica.ready:
                 return line + "  serve: waiting"
-            age = max(0, s.newest_ts - replica.max_event_time)
-            return f"{line}  event->served {age}s  serve v{replica.version}"
+            return f"{line}  event->served {age()}  serve v{replica.version}"
 
         def closing() -> list[tuple[str, str]]:
-            feed.stop()
-            s = feed.stats()
-            rows = [("events written", f"{s.events:,} ({s.impressions:,} impressions, "
-                                       f"{s.clicks:,} clicks) in {s.seconds:.1f}s, "
-                                       f"{s.events / max(s.seconds, 1e-9):,.0f}/s")]
-            if feed.error is not None:
-                rows.append(("feed error", str(feed.error)))
+            replayer.stop()
+            s = replayer.stats
+            rows = [("events written", f"{s.impressions + s.actions:,} ({s.impressions:,} "
+                                       f"impressions, {s.actions:,} actions) in "
+                                       f"{s.seconds:.1f}s, {s.rate:,.0f}/s")]
+            if replayer.error is not None:
+                rows.append(("replay error", str(replayer.error)))
             if trainer:
                 rows += _log_rows(trainer[0])
             rows += summary()
             if replica.ready:
-                rows.append(("event->served", f"{max(0, s.newest_ts - replica.max_event_time)}"
-                                              f"s (newest event written - newest event "
-                                              f"time in the served version)"))
+                rows.append(("event->served", f"{age()} (newest event written - newest "
+                                              f"event in the served version, wall clock)"))
             return rows
 
         def started(t: Trainer) -> None:
@@ -197,7 +297,7 @@ def _realtime(config: RunConfig, log: LogConfig, run_dir: Path,
                              publish_dir=model_dir, progress_extra=status,
                              summary_extra=closing, on_trainer=started)
         finally:
-            feed.stop()
+            replayer.stop()
 
 
 def _log_rows(trainer: Trainer) -> list[tuple[str, str]]:

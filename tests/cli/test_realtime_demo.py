@@ -34,14 +34,14 @@ def test_the_example_run_file_is_the_demos() -> None:
 
 def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
     require_redis_server()
-    cfg = tmp_path / "run.toml"  # the example with a short join window: labels in 1-2 s
+    cfg = tmp_path / "run.toml"  # the example with a short join window: labels in ~2 s
     text = (ROOT / "examples" / "realtime.toml").read_text()
-    cfg.write_text(text.replace("window_s = 5 ", "window_s = 2 ")
+    cfg.write_text(text.replace("window_s = 60 ", "window_s = 20 ")
                    .replace("log_every_s = 1.0", "log_every_s = 0.5"))
-    assert "window_s = 2 " in cfg.read_text()
+    assert "window_s = 20 " in cfg.read_text()
     run_dir = tmp_path / "run"
     out = subprocess.run([*KRAKEN, "demo", "--realtime", "--seconds", "5", "--rate", "1500",
-                          "--click-delay", "0.3", "--config", str(cfg),
+                          "--config", str(cfg),
                           "--run-dir", str(run_dir)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -57,12 +57,12 @@ def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
     lag = re.fullmatch(r"([\d,]+) entries, ([\d.]+)s \(written, not yet read\)",
                        _row(text, "consumer lag"))
     assert lag is not None
-    assert re.search(r"\| in [\d,]+ ev/s  event->served \d+s  serve v\d+ \|", text)
+    assert re.search(r"\| in [\d,]+ ev/s  event->served [\d.]+s  serve v\d+ \|", text)
     assert re.search(r"lag [\d,]+ entries [\d.]+s", text)  # on the progress line
     served = _int(_row(text, "served version"))
     assert served > 0
     assert "from version" in _row(text, "sample request")
-    assert re.fullmatch(r"\d+s \(newest event written .*\)", _row(text, "event->served"))
+    assert re.fullmatch(r"[\d.]+s \(newest event written .*\)", _row(text, "event->served"))
     ckpt = Path(_row(text, "checkpoint"))
     assert ckpt.parent == run_dir / "checkpoints"
     assert (ckpt / "stream.kdat").is_file()  # the log's position and the joiner's state
