@@ -36,12 +36,20 @@ What is measured, per event (each entry the producer wrote):
 
 ``click -> served`` = served time - log time of the click (the headline: how soon a
 label reaches the served model); ``impression -> served`` likewise for impressions.
-Events whose sample was never trained (clicks of forgotten impressions, the flush) are
-counted, not timed. Also reported: the producer's sustained rate (entries over the span
-of their entry ids), the trainer's samples/s, and the consumer lag the trainer reported
-every 0.5 s while the producer ran (entries written and not yet read, and seconds the
-oldest had waited). Each configuration runs ``--repeats`` times; the table shows medians
-with [min, max]. Results are written to ``benchmarks/results/realtime-latency-*.json``.
+The producer starts once the server has applied the trainer's first (empty) version;
+events of its first ``--warmup-s`` seconds are trained but not timed. Events whose
+sample was never trained (clicks of forgotten impressions, the flush) are counted, not
+timed. ``click -> published`` (the same, to the publication instead of the server's
+apply) splits the trainer's part from the server's.
+
+Also reported: the producer's sustained rate (entries over the span of their entry
+ids), the trainer's samples/s over the producer's run, and, from the trainer's records
+every 0.5 s after the warm-up, the consumer lag (entries written and not yet read,
+seconds the oldest had waited: ``RedisLogStream.lag()``, as of the reader's last read)
+and the samples decided by the joiner but not yet trained (the reader's buffer, which
+the lag does not count). The JSON keeps that timeline. Each configuration runs
+``--repeats`` times, the rates alternating within a repeat; the table shows medians with
+[min, max]. Results are written to ``benchmarks/results/realtime-latency-*.json``.
 """
 
 from __future__ import annotations
@@ -345,7 +353,8 @@ def one_run(rate: float, args: argparse.Namespace) -> dict[str, Any]:
 COLUMNS = [("rate_achieved", "ev/s written", ",.0f"), ("train_samples_per_s", "trained/s", ",.0f"),
            ("click_p50", "click->served p50 s", ".2f"), ("click_p99", "p99 s", ".2f"),
            ("impression_p50", "imp->served p50 s", ".2f"), ("impression_p99", "p99 s", ".2f"),
-           ("lag_entries_max", "max lag entries", ",.0f"), ("lag_seconds_max", "max lag s", ".2f")]
+           ("lag_entries_max", "max lag entries", ",.0f"), ("lag_seconds_max", "max lag s", ".2f"),
+           ("backlog_samples_max", "max samples waiting", ",.0f")]
 
 
 def _cell(values: list[float], fmt: str) -> str:

@@ -47,7 +47,7 @@ from kraken.data.logconfig import LogConfig, LogSchema
 from kraken.data.raw import raw_chunks, raw_layout
 from kraken.data.redis_server import RedisServer
 from kraken.data.replay import ReplayConfig, ReplayStats, replay
-from kraken.errors import ConfigError
+from kraken.errors import ConfigError, TransportError
 from kraken.train.config import RunConfig
 from kraken.train.trainer import Trainer
 
@@ -120,6 +120,16 @@ def demo_source(data: str, data_dir: str) -> Stream:
 def _log_server(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, str | None]]:
     """``(url, prefix of this run or None)``: a redis-server started here, or theirs."""
     if args.redis_url:
+        import redis  # noqa: PLC0415 - the log's client, only for --realtime
+
+        client = redis.Redis.from_url(args.redis_url, socket_connect_timeout=2.0)
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as exc:
+            raise TransportError(f"--redis-url: cannot reach {args.redis_url}: {exc}"
+                                 ) from None
+        finally:
+            client.close()
         yield args.redis_url, f"kraken-demo-{uuid.uuid4().hex[:8]}"
         return
     with RedisServer(tmp / "redis") as server:
@@ -277,7 +287,7 @@ def _realtime(config: RunConfig, log: LogConfig, source: Stream, run_dir: Path,
             if replayer.error is not None:
                 rows.append(("replay error", str(replayer.error)))
             if trainer:
-                rows += _log_rows(trainer[0])
+                rows += _log_rows(trainer[0], s.impressions + s.actions)
             rows += summary()
             if replica.ready:
                 rows.append(("event->served", f"{age()} (newest event written - newest "
@@ -300,16 +310,19 @@ def _realtime(config: RunConfig, log: LogConfig, source: Stream, run_dir: Path,
             replayer.stop()
 
 
-def _log_rows(trainer: Trainer) -> list[tuple[str, str]]:
+def _log_rows(trainer: Trainer, written: int) -> list[tuple[str, str]]:
+    """Summary rows of the log the trainer read; ``written``: entries the replayer wrote."""
     log = trainer.log
     if log is None:
         return []
     c: dict[str, int] = dict(getattr(log, "counters", {}))
     lag = log.lag()
-    rows = [("consumer lag", f"{lag['entries']:,.0f} entries, {lag['seconds']:.1f}s "
-                             f"(written, not yet read)")]
+    rows = [("consumer lag", f"{lag['entries']:,.0f} entries, {lag['seconds']:.1f}s at the "
+                             f"trainer's last read (written, not yet read)")]
     if c:
-        rows.append(("log read", f"{c.get('entries', 0):,} entries, "
+        read = c.get("entries", 0)
+        rows.append(("log read", f"{read:,} entries ({max(0, written - read):,} written "
+                                 f"after the last read stay in the log), "
                                  f"{c.get('malformed', 0):,} malformed, "
                                  f"{c.get('lost', 0):,} lost to trimming, "
                                  f"{c.get('outages', 0):,} outage(s)"))
@@ -319,4 +332,3 @@ def _log_rows(trainer: Trainer) -> list[tuple[str, str]]:
                              f"{c.get('join_orphan_actions', 0):,} orphan actions, "
                              f"{c.get('join_pending', 0):,} pending"))
     return rows
-

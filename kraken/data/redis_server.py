@@ -47,6 +47,9 @@ class RedisServer:
         found = binary or redis_server_binary()
         if found is None:
             raise ConfigError(INSTALL)
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise ConfigError(f"redis-server: {found!r} ($KRAKEN_REDIS_SERVER or the binary "
+                              f"given) is not an executable file; {INSTALL}")
         self.binary = found
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)

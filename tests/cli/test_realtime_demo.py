@@ -4,6 +4,7 @@ trainer reading the log and a prediction server, stopped by ``--seconds``."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -40,13 +41,13 @@ def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
                    .replace("log_every_s = 1.0", "log_every_s = 0.5"))
     assert "window_s = 20 " in cfg.read_text()
     run_dir = tmp_path / "run"
-    out = subprocess.run([*KRAKEN, "demo", "--realtime", "--seconds", "5", "--rate", "1500",
+    out = subprocess.run([*KRAKEN, "demo", "--realtime", "--seconds", "4", "--rate", "1500",
                           "--config", str(cfg),
                           "--run-dir", str(run_dir)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert _row(text, "stopped") == "--seconds 5 reached"
+    assert _row(text, "stopped") == "--seconds 4 reached"
     written = _int(_row(text, "events written"))
     trained = _int(_row(text, "samples"))
     read = _int(_row(text, "log read"))
@@ -54,7 +55,7 @@ def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
     join = _row(text, "join")
     positives, negatives = _int(join), _int(join.split("positives, ")[1])
     assert positives > 0 and negatives > 0  # clicks joined, windows expired
-    lag = re.fullmatch(r"([\d,]+) entries, ([\d.]+)s \(written, not yet read\)",
+    lag = re.fullmatch(r"([\d,]+) entries, ([\d.]+)s at the trainer.s last read .*",
                        _row(text, "consumer lag"))
     assert lag is not None
     assert re.search(r"\| in [\d,]+ ev/s  event->served [\d.]+s  serve v\d+ \|", text)
@@ -68,4 +69,36 @@ def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
     assert (ckpt / "stream.kdat").is_file()  # the log's position and the joiner's state
     port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)/0", text).group(1))
     with socket.socket() as s:  # redis-server was stopped with everything else
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_sigterm_stops_the_realtime_demo_cleanly(tmp_path: Path) -> None:
+    require_redis_server()
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*KRAKEN, "demo", "--realtime", "--rate", "1000",
+                             "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        seen = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the trainer runs and the server answers
+            seen.append(line)
+            if line.startswith("[progress]") and "serve v" in line:
+                break
+        else:
+            raise AssertionError("".join(seen))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = "".join(seen) + out
+    assert proc.returncode == 0, err
+    assert _row(text, "stopped") == "signal SIGTERM"
+    ckpt = Path(_row(text, "checkpoint"))
+    assert (ckpt / "stream.kdat").is_file()
+    assert _int(_row(text, "served version")) > 0
+    port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)/0", text).group(1))
+    with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
