@@ -12,6 +12,10 @@ port unless ``--port``): the trainer publishes a version every second into the r
 ``model/`` directory, a replica follows it, and the progress line shows the version
 served and its freshness lag next to training progress. At the end one request is
 sent to ``POST /v1/predict`` and the sync delays are summarised.
+
+``--realtime`` trains from a live event log instead: redis-server, a replayer writing
+impressions and delayed clicks, the trainer joining them, the same prediction server
+(:mod:`kraken.cli.realtime`).
 """
 
 from __future__ import annotations
