@@ -20,12 +20,18 @@ _LOG_KEYS = ("prefix", "partitions")  # the [log] keys a replay uses, besides ur
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "replay", help="replay a dataset into the event log (impressions + delayed actions)",
-        description="Reads the dataset of [replay.data] (or [data]) and writes it into the "
-                    "Redis log of [log] (url, prefix, partitions): one impression per record "
-                    "and, for a clicked record, a click action a drawn lag later. Knobs of a "
-                    "[replay] section: lag_mean_s, lag_max_s, seed, rid_base, maxlen, "
-                    "pipeline. Prints the [log] schema matching the written columns.")
-    p.add_argument("--config", required=True, help="TOML file with [log] and the dataset")
+        description="Reads a dataset (the [data] section of --data FILE, else [replay.data] "
+                    "or [data] of --config) and writes it into the Redis log of --config's "
+                    "[log] (url, prefix, partitions): one impression per record and, for a "
+                    "clicked record, a click action a drawn lag later. Knobs of a [replay] "
+                    "section (or the flags below): lag_mean_s, lag_max_s, seed, rid_base, "
+                    "maxlen, pipeline, reconnect_s. Prints the [log] schema matching the "
+                    "written columns.")
+    p.add_argument("--config", required=True,
+                   help="TOML file with [log] (a trainer's run file reading the log will do)")
+    p.add_argument("--data", default=None, metavar="RUN_FILE",
+                   help="take the dataset from this run file's [data] section "
+                        "(e.g. examples/movielens-1m.toml)")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, default=None,
                       help="entries per second, impressions and actions together")
@@ -34,6 +40,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="stop after M impressions")
     p.add_argument("--maxlen", type=int, default=None,
                    help="cap each stream near this length (XADD MAXLEN ~)")
+    p.add_argument("--lag-mean-s", type=float, default=None, dest="lag_mean_s",
+                   help="mean delay of a click after its impression (default 20 s)")
+    p.add_argument("--lag-max-s", type=int, default=None, dest="lag_max_s",
+                   help="longest delay (default 600 s)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the delays (default 0)")
+    p.add_argument("--rid-base", type=int, default=None, dest="rid_base",
+                   help="first request id (default 0); request ids must be unique in a log")
     p.add_argument("--url", default=None, help="redis://host:port/db (overrides [log] url)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(run=run)
@@ -50,13 +63,17 @@ def load(path: str | Path, args: argparse.Namespace) -> tuple[str, ReplayConfig,
         raise ConfigError(f"{path}: log.url: expected redis://host:port/db, got {url!r}")
     knobs = dict(doc.get("replay", {}))
     data = knobs.pop("data", None) or doc.get("data")
+    where = f"{path}: replay.data"
+    if args.data is not None:
+        data, where = read_config_file(args.data).get("data"), f"{args.data}: data"
     if not isinstance(data, dict) or "source" not in data:
-        raise ConfigError(f"{path}: replay.data: a dataset table with a source is required "
-                          f"([replay.data] or [data])")
+        raise ConfigError(f"{where}: a dataset table with a source is required ([data] of "
+                          f"--data, or [replay.data] / [data] of --config)")
     labels = log.get("label_actions", ["click"])
     action = labels[0] if isinstance(labels, list) and labels else "click"
     fields = {**{k: log[k] for k in _LOG_KEYS if k in log}, **knobs, "action": action}
-    for flag in ("rate", "speedup", "limit", "maxlen"):
+    for flag in ("rate", "speedup", "limit", "maxlen", "lag_mean_s", "lag_max_s", "seed",
+                 "rid_base"):
         if getattr(args, flag) is not None:
             fields[flag] = getattr(args, flag)
     try:
@@ -85,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stats = replay(client, raw_chunks(stream), config, progress=show)
-    except redis.exceptions.ConnectionError as exc:
-        raise TransportError(f"log.url: lost the Redis server at {url}: {exc}") from exc
     finally:
         client.close()
     if not args.quiet:
         print(file=sys.stderr)
     span = "" if stats.first_ts is None else f", event time {stats.first_ts}..{stats.last_ts}"
+    if stats.outages:
+        span += (f"; the server was unreachable {stats.outages} time(s): entries written "
+                 f"around an outage may appear twice (the join drops duplicates)")
     print(f"replayed {stats.impressions} impressions and {stats.actions} '{config.action}' "
           f"actions into {url} ({config.prefix}:*, {config.partitions} partition(s)) in "
           f"{stats.seconds:.1f} s{span}")

@@ -49,7 +49,7 @@ import dataclasses
 import numpy as np
 
 from kraken.config import check_int
-from kraken.data._rows import FREE, Rows, RowStore
+from kraken.data._rows import Rows, RowStore
 from kraken.data.base import Batch, Jagged
 from kraken.errors import CheckpointMismatchError, ConfigError, DTypeError, InputError, ShapeError
 from kraken.table.index import HashIndex

@@ -110,7 +110,12 @@ def raw_chunks(stream: Stream, chunk_rows: int = 4096) -> Iterator[RawChunk]:
 
 
 def _int_text(a: np.ndarray) -> np.ndarray:
-    return a.astype(str).astype(object)
+    return np.array(list(map(str, a.tolist())), dtype=object)
+
+
+def _float_text(a: np.ndarray) -> np.ndarray:
+    """Shortest text that reads back to the same float32 (Python's float repr)."""
+    return np.array(list(map(repr, a.astype(np.float64).tolist())), dtype=object)
 
 
 def _synthetic(stream: SyntheticStream, chunk_rows: int) -> Iterator[RawChunk]:
@@ -118,8 +123,7 @@ def _synthetic(stream: SyntheticStream, chunk_rows: int) -> Iterator[RawChunk]:
     for b in stream.batches(chunk_rows):
         _, ids = split_keys(b.keys)
         cols = {name: _int_text(ids[:, j]) for j, name in enumerate(s.fields)}
-        cols.update({name: b.dense[:, j].astype(np.float64).astype(str).astype(object)
-                     for j, name in enumerate(s.dense)})
+        cols.update({name: _float_text(b.dense[:, j]) for j, name in enumerate(s.dense)})
         yield RawChunk(cols, b.label, b.event_time)
 
 

@@ -199,6 +199,12 @@ class RedisLogStream:
         join = {f"join_{k}": int(v) for k, v in dict(self.joiner.counters).items()}
         return {**self._counters, **join}
 
+    @property
+    def outage_s(self) -> float:
+        """Seconds the server has been unreachable so far; 0.0 while it answers."""
+        since = self._outage_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def lag(self) -> dict[str, float]:
         """``entries``: added to the owned keys but not yet fed to the joiner, as of the
         last read; ``seconds``: how long the oldest of them has waited (by its entry id,
@@ -633,10 +639,12 @@ class _Audit:
     ``Y <rid>:<kind> ...`` request id and SampleKind (0 negative, 1 positive, 2 correction)
                            of every sample of a batch, when yielded (it may not be
                            trained yet)
-    ``P <token> <n>``      position ``n`` of this process was handed out (every batch
+    ``P <token> <n> <t>``  position ``n`` of this process was handed out (every batch
                            yielded before it was trained: the trainer drains first)
-    ``S <token> <n>``      this process resumed from position ``n`` of process ``token``
-    ``C <token> <n>``      position ``n`` was committed
+    ``S <token> <n> <t>``  this process resumed from position ``n`` of process ``token``
+    ``C <token> <n> <t>``  position ``n`` was committed
+
+    (``<t>``: unix time of the line).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -651,7 +659,7 @@ class _Audit:
 
     def position(self) -> dict[str, np.ndarray]:
         self.n += 1
-        self.file.write(f"P {self.token} {self.n}\n")
+        self.file.write(f"P {self.token} {self.n} {time.time():.3f}\n")
         return {"audit.token": np.frombuffer(self.token.encode(), dtype=np.uint8).copy(),
                 "audit.n": np.array([self.n], dtype=np.int64)}
 
@@ -661,7 +669,7 @@ class _Audit:
         return f"{bytes(state['audit.token']).decode()} {int(state['audit.n'][0])}"
 
     def seek(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"S {self._tag(state)}\n")
+        self.file.write(f"S {self._tag(state)} {time.time():.3f}\n")
 
     def commit(self, state: dict[str, np.ndarray]) -> None:
-        self.file.write(f"C {self._tag(state)}\n")
+        self.file.write(f"C {self._tag(state)} {time.time():.3f}\n")

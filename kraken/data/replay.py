@@ -15,15 +15,23 @@ goes to partition ``rid mod partitions``: keys ``{prefix}:impressions:{p}`` and
 
 Pacing (:class:`Pacer`): ``rate`` entries per second (impressions and actions
 together), or ``speedup`` times the dataset's own event-time speed, or as fast as
-the server takes them. Entries are written in pipelined groups of up to ``pipeline``
-``XADD`` commands (smaller groups at low rates, so pacing stays smooth); ``maxlen``
-caps each stream (``MAXLEN ~``). The clock and sleep are injected, so the core is
+the server takes them. Entries are written in groups of up to ``pipeline`` entries, one
+server call each (a script running the group's XADD commands, :mod:`kraken.data._xadd`;
+smaller groups at low rates, so pacing stays smooth); ``maxlen`` caps each stream
+(``MAXLEN ~``). The clock and sleep are injected, so the core is
 tested without waiting.
+
+A lost connection (the server restarting) is retried with backoff (0.05 s doubling to
+2 s) for up to ``reconnect_s`` seconds, and counted in ``ReplayStats.outages``; the
+group being written is written again. A group is written whole or not at all, but one
+whose reply was lost in the failure appears twice (at least once, never lost): the
+joiner counts and drops the duplicate impressions and actions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,11 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from kraken.config import check_int, check_positive
+from kraken.config import check_int, check_number, check_positive
+from kraken.data._xadd import GroupWriter
 from kraken.data.raw import RawChunk
-from kraken.errors import ConfigError
+from kraken.errors import ConfigError, TransportError
 
-__all__ = ["Entries", "Pacer", "ReplayConfig", "ReplayStats", "log_entries", "replay"]
+__all__ = ["RESERVED", "Entries", "Pacer", "ReplayConfig", "ReplayStats", "log_entries",
+           "replay"]
+
+RESERVED = ("rid", "ts", "type")
+"""Field names of log entries themselves; a dataset column may not take them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +57,8 @@ class ReplayConfig:
 
     ``rate`` (entries/s) and ``speedup`` exclude each other; neither: as fast as
     possible. ``limit``: stop after this many impressions. ``maxlen``: approximate
-    cap of each stream's length (None: unbounded).
+    cap of each stream's length (None: unbounded). ``pipeline``: entries per server
+    call. ``reconnect_s``: how long a lost server is waited for.
     """
 
     prefix: str = "kraken"
@@ -59,6 +73,7 @@ class ReplayConfig:
     rid_base: int = 0
     maxlen: int | None = None
     pipeline: int = 1000
+    reconnect_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix:
@@ -81,6 +96,7 @@ class ReplayConfig:
         if self.maxlen is not None:
             check_int("maxlen", self.maxlen, lo=1)
         check_int("pipeline", self.pipeline, lo=1)
+        check_number("reconnect_s", self.reconnect_s, lo=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +126,10 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
     held_rid, held_ts = np.empty(0, np.uint64), np.empty(0, np.int64)
     newest = np.iinfo(np.int64).min
     for chunk in chunks:
+        taken = sorted(set(chunk.columns) & set(RESERVED))
+        if taken:
+            raise ConfigError(f"replay.data: column(s) {taken} clash with the log's own "
+                              f"fields {list(RESERVED)}; rename them")
         if left is not None:
             if left <= 0:
                 break
@@ -179,10 +199,12 @@ class Pacer:
 
 @dataclasses.dataclass
 class ReplayStats:
-    """What a replay wrote: entries per stream, seconds it took (wall clock)."""
+    """What a replay wrote: entries per stream, seconds it took (wall clock), and how
+    many times the connection was lost and found again (``outages``)."""
 
     impressions: int = 0
     actions: int = 0
+    outages: int = 0
     seconds: float = 0.0
     first_ts: int | None = None
     last_ts: int | None = None
@@ -196,11 +218,17 @@ class ReplayStats:
 def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
            clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep,
-           progress: Callable[[ReplayStats], None] | None = None) -> ReplayStats:
+           progress: Callable[[ReplayStats], None] | None = None,
+           retry_on: tuple[type[BaseException], ...] | None = None) -> ReplayStats:
     """Write ``chunks`` into the log through ``client`` (a ``redis.Redis``); see the module.
 
-    ``progress(stats)`` is called after each pipelined group.
+    ``progress(stats)`` is called after each pipelined group. ``retry_on``: the errors
+    of a lost connection (default: redis-py's ``ConnectionError`` and ``TimeoutError``);
+    past ``reconnect_s`` of failures a :class:`TransportError` is raised.
     """
+    if retry_on is None:
+        import redis  # noqa: PLC0415 - the log extra; only a replay needs it here
+        retry_on = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
     pacer = Pacer(config.rate, config.speedup, clock, sleep)
     size = pacer.group_size(config.pipeline)
     stats = ReplayStats()
@@ -208,13 +236,14 @@ def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
     p = config.partitions
     imp_keys = [f"{config.prefix}:impressions:{i}" for i in range(p)]
     act_keys = [f"{config.prefix}:actions:{i}" for i in range(p)]
-    trim = {} if config.maxlen is None else {"maxlen": config.maxlen, "approximate": True}
+    writer = GroupWriter(client, config.maxlen)
     for entries in log_entries(chunks, config):
         for a in range(0, len(entries), size):
             group = entries.slice(a, a + size)
             pacer.wait(int(group.ts[0]), len(group))
-            _write(client, group, imp_keys if group.columns is not None else act_keys,
-                   config.action, trim)
+            keys = imp_keys if group.columns is not None else act_keys
+            _with_retry(functools.partial(_write, writer, group, keys, config.action),
+                        retry_on, config.reconnect_s, stats, clock, sleep)
             if group.columns is not None:
                 stats.impressions += len(group)
             else:
@@ -229,21 +258,37 @@ def replay(client: Any, chunks: Iterable[RawChunk], config: ReplayConfig, *,
     return stats
 
 
-def _write(client: Any, group: Entries, keys: list[str], action: str,
-           trim: dict[str, Any]) -> None:
-    """One pipeline of ``XADD`` commands (no transaction) for ``group``."""
-    rid = group.rid.tolist()
-    ts = group.ts.tolist()
+def _with_retry(write: Callable[[], None], retry_on: tuple[type[BaseException], ...],
+                budget_s: float, stats: ReplayStats, clock: Callable[[], float],
+                sleep: Callable[[float], None]) -> None:
+    """``write()``, again after each lost connection, backing off, for ``budget_s``."""
+    lost_at: float | None = None
+    wait = 0.05
+    while True:
+        try:
+            write()
+        except retry_on as exc:
+            now = clock()
+            if lost_at is None:
+                lost_at = now
+                stats.outages += 1
+            if now - lost_at >= budget_s:
+                raise TransportError(f"replay: the log server stayed unreachable for "
+                                     f"{now - lost_at:.1f} s: {exc}") from exc
+            sleep(wait)
+            wait = min(2.0 * wait, 2.0)
+            continue
+        return
+
+
+def _write(writer: GroupWriter, group: Entries, keys: list[str], action: str) -> None:
+    """One server call for ``group`` (see :mod:`kraken.data._xadd`)."""
+    rid = list(map(str, group.rid.tolist()))
+    ts = list(map(str, group.ts.tolist()))
     part = (group.rid % np.uint64(len(keys))).astype(np.int64).tolist()
-    pipe = client.pipeline(transaction=False)
     if group.columns is None:
-        for r, t, k in zip(rid, ts, part, strict=True):
-            pipe.xadd(keys[k], {"rid": r, "ts": t, "type": action}, **trim)
+        names, cols = ["rid", "ts", "type"], [rid, ts, [action] * len(rid)]
     else:
-        names = list(group.columns)
-        cols = [group.columns[c].tolist() for c in names]
-        for i, (r, t, k) in enumerate(zip(rid, ts, part, strict=True)):
-            fields = {"rid": r, "ts": t}
-            fields.update(zip(names, (c[i] for c in cols)))
-            pipe.xadd(keys[k], fields, **trim)
-    pipe.execute()
+        names = ["rid", "ts", *group.columns]
+        cols = [rid, ts, *(c.tolist() for c in group.columns.values())]
+    writer.write(keys, names, part, cols)

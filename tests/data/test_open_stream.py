@@ -32,6 +32,7 @@ EXPECTED_ALL = [
     "MovieLensStream", "Schema", "Stream", "SyntheticConfig", "SyntheticStream",
     "TabularSchema", "TabularStream", "feature_ids", "open_stream", "validate_batch",
     "DenseTransform", "FeatureKind", "FeatureSpec", "check_records", "featurize",
+    "LogStream", "JoinConfig", "Joiner",
 ]
 
 
@@ -63,7 +64,7 @@ def test_every_name_opens(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "kw", "message"), [
     (("nope",), {}, r"data.source: unknown stream 'nope'; allowed names: \['synthetic', "
-                    r"'criteo', 'avazu', 'movielens-1m', 'movielens-100k', 'csv'\]"),
+                    r"'criteo', 'avazu', 'movielens-1m', 'movielens-100k', 'csv', 'redis'\]"),
     (("criteo",), {}, "data.path: required"),
     (("criteo",), {"root": "x"}, r"unknown key\(s\) \['root'\] for 'criteo'"),
     (("synthetic",), {"n_recs": 3}, r"unknown key\(s\) \['n_recs'\]"),
