@@ -71,6 +71,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PREFIX = "bench"
+FLUSH_RID = np.uint64(2**64 - 1)  # the closing action's request id; the replay's count from 0
 
 
 def pct(x: np.ndarray, q: float) -> float:
@@ -111,12 +112,12 @@ def produce(args: argparse.Namespace) -> None:
 # -- one run ----------------------------------------------------------------------------------
 
 
-def _run_doc(url: str, window_s: int) -> dict[str, Any]:
+def _run_doc(url: str, window_s: int, batch_size: int) -> dict[str, Any]:
     from kraken.cli.realtime import REALTIME_RUN
 
     doc = json.loads(json.dumps(REALTIME_RUN))
     doc["log"].update(url=url, prefix=PREFIX, window_s=window_s, block_ms=50)
-    doc["trainer"].update(log_every_s=0.5, checkpoint_every_s=None)
+    doc["trainer"].update(log_every_s=0.5, checkpoint_every_s=None, batch_size=batch_size)
     return doc
 
 
@@ -190,7 +191,7 @@ def one_run(rate: float, args: argparse.Namespace) -> dict[str, Any]:
         serve = None
         producer = None
         try:
-            doc = _run_doc(server.url, args.window_s)
+            doc = _run_doc(server.url, args.window_s, args.batch_size)
             config = RunConfig.from_dict(doc)
             log = LogConfig.from_dict(doc["log"])
             built = build_run(config)
@@ -244,8 +245,8 @@ def one_run(rate: float, args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"producer exited with {producer.returncode}")
             client = redis.Redis.from_url(server.url)
             newest = int(client.xrevrange(log.impressions_key(0), count=1)[0][1][b"ts"])
-            client.xadd(log.actions_key(0), {"rid": "0", "ts": str(newest + 10 * args.window_s),
-                                             "type": "click"})
+            client.xadd(log.actions_key(0), {"rid": str(FLUSH_RID), "type": "click",
+                                             "ts": str(newest + 10 * args.window_s)})
             deadline = time.time() + args.drain_s
             while time.time() < deadline and not failure:  # every sample trained and served
                 time.sleep(0.5)
@@ -304,7 +305,7 @@ def one_run(rate: float, args: argparse.Namespace) -> dict[str, Any]:
         hit = (pos < keys.shape[0]) & (keys[np.minimum(pos, keys.shape[0] - 1)] == rids)
         return np.where(hit, idx[np.minimum(pos, keys.shape[0] - 1)], -1)
 
-    flush = act_rid == 0
+    flush = act_rid == FLUSH_RID
     click_rid, click_ms = act_rid[~flush], act_ms[~flush]
     t0 = min(imp_ms.min(initial=2**62), click_ms.min(initial=2**62)) / 1000.0
     warm_imp = imp_ms / 1000.0 >= t0 + args.warmup_s  # timed: after the warm-up
@@ -388,6 +389,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--window-s", type=int, default=60, help="join window, event-time seconds")
     p.add_argument("--sync", type=float, default=0.5, help="seconds between versions")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="trainer batch (examples/realtime.toml: 512; larger trains faster)")
     p.add_argument("--warmup-s", type=float, default=5.0,
                    help="events of the producer's first seconds are trained, not timed")
     p.add_argument("--drain-s", type=float, default=120.0,
@@ -410,7 +413,8 @@ def main() -> None:
                  if k not in ("join", "timeline")}))
     print(f"\ncommand: {command}")
     print(f"medians [min, max] of {args.repeats} run(s) of {args.seconds:g} s each; join "
-          f"window {args.window_s} event-s, a version every {args.sync:g} s")
+          f"window {args.window_s} event-s, a version every {args.sync:g} s, batch "
+          f"{args.batch_size}")
     print(table(results))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"realtime-latency-{time.strftime('%Y-%m-%d')}.json"

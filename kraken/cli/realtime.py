@@ -3,23 +3,26 @@
 Four parts run together until Ctrl-C, SIGTERM or ``--seconds``::
 
     redis-server        a local one in the run's temporary directory (or --redis-url)
-        ^  XADD         LiveFeed: impressions now, clicks seconds later, at --rate events/s
+        ^  XADD         replayer (a thread, kraken.data.replay): the synthetic stream or
+        |               MovieLens-1M as impressions plus delayed clicks, --rate entries/s
         |  XREADGROUP   the trainer reads the log ([log] of the run file), joins each
         |               impression with its clicks (window_s), learns, checkpoints
         v  versions     every second into the run's model/ directory
     prediction server   a replica following that directory, POST /v1/predict on 127.0.0.1
 
-The run file is ``examples/realtime.toml`` (:data:`REALTIME_RUN`), or ``--config``; the
-demo points its ``[log] url`` at the server it uses. On another server (``--redis-url``)
-the keys get a prefix of their own for this run, deleted at the end.
+The run file is ``examples/realtime.toml`` (:data:`REALTIME_RUN`, its schema replaced by
+the replayed columns), or ``--config`` (which must read those columns); the demo points
+its ``[log] url`` at the server it uses. On another server (``--redis-url``) the keys get
+a prefix of their own for this run, deleted at the end.
 
 One progress line a second shows the trainer's samples, window AUC and consumer lag
-(``lag E entries S s``: entries written but not yet read, and how long the oldest has
-waited), then ``in R ev/s`` (events written by the feed), ``event->served A s`` (the
-newest event's time minus the newest event time trained into the served version, whole
-seconds) and the served version. Stopping lets the trainer train what it read, write
-its checkpoint (the log's position in it, then ``XACK``) and a last version; then the
-feed, the prediction server and redis-server stop, in that order.
+(``lag E entries S s``: entries written but not yet read at the reader's last read, and
+how long the oldest had waited), then ``in R ev/s`` (entries the replayer wrote over the
+last second), ``event->served A s`` (how much earlier than the newest event written
+the newest event trained into the served version was written, wall-clock seconds) and
+the served version. Stopping lets the trainer train what it read, write its checkpoint
+(the log's position in it, then ``XACK``) and a last version; then the replayer, the
+prediction server and redis-server stop, in that order.
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ REALTIME_RUN: dict[str, Any] = {
     "trainer": {"batch_size": 512, "dense_lr": 0.002, "window": 20_000, "log_every_s": 1.0,
                 "checkpoint_every_s": 30.0},
 }
-"""The demo's run file, as ``examples/realtime.toml`` writes it (the schema is what
-:class:`~kraken.cli.livefeed.LiveFeed` writes: ``c0..c7`` categorical, ``d0..d3`` dense)."""
+"""The demo's run file, as ``examples/realtime.toml`` writes it (the schema: the columns
+``kraken replay`` writes for the synthetic stream, ``c0..c7`` categorical, ``d0..d3``
+dense)."""
+
+_WRITTEN_KEPT = 100_000  # write times remembered (about 80 min at 20 groups a second)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -187,6 +193,7 @@ class _Replayer:
         self.stats = ReplayStats()
         self.error: BaseException | None = None
         self._written: list[tuple[int, float, int]] = []  # (newest ts, wall time, entries)
+        self._trimmed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kraken-replay", daemon=True)
 
@@ -213,14 +220,20 @@ class _Replayer:
 
     def written_at(self, ts: int) -> float | None:
         """Wall time at which events of time ``ts`` were written (the first group whose
-        newest event time reached it), or None if none was."""
-        i = bisect.bisect_left(self._written, (ts, -math.inf, 0))
-        return self._written[i][1] if i < len(self._written) else None
+        newest event time reached it), or None if none was or it is no longer known."""
+        written = self._written
+        i = bisect.bisect_left(written, (ts, -math.inf, 0))
+        if i == len(written) or (i == 0 and self._trimmed):
+            return None
+        return written[i][1]
 
     def _progress(self, s: ReplayStats) -> None:
         self.stats = dataclasses.replace(s)
         newest = max(s.last_ts or 0, self._written[-1][0] if self._written else 0)
         self._written.append((newest, time.time(), s.impressions + s.actions))
+        if len(self._written) > _WRITTEN_KEPT:
+            self._written = self._written[_WRITTEN_KEPT // 2:]
+            self._trimmed = True
         if self._stop.is_set():
             raise _Stopped
 
