@@ -31,30 +31,33 @@ import argparse
 import bisect
 import copy
 import dataclasses
+import itertools
 import math
 import signal
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kraken.cli.train import train_and_report
 from kraken.config import build_dataclass, read_config_file
 from kraken.data import open_stream
 from kraken.data.base import Stream
 from kraken.data.logconfig import LogConfig, LogSchema
-from kraken.data.raw import raw_chunks, raw_layout
+from kraken.data.raw import RawChunk, raw_chunks, raw_layout
 from kraken.data.redis_server import RedisServer
 from kraken.data.replay import ReplayConfig, ReplayStats, replay
 from kraken.errors import ConfigError, TransportError
 from kraken.train.config import RunConfig
 from kraken.train.trainer import Trainer
 
-__all__ = ["REALTIME_RUN", "add_arguments", "realtime_run", "run_realtime"]
+__all__ = ["REALTIME_RUN", "add_arguments", "by_event_time", "realtime_run", "run_realtime"]
 
 REALTIME_RUN: dict[str, Any] = {
     "log": {"url": "redis://127.0.0.1:6379/0", "prefix": "kraken", "partitions": 1,
@@ -75,7 +78,8 @@ REALTIME_RUN: dict[str, Any] = {
 ``kraken replay`` writes for the synthetic stream, ``c0..c7`` categorical, ``d0..d3``
 dense)."""
 
-_WRITTEN_KEPT = 100_000  # write times remembered (about 80 min at 20 groups a second)
+_WRITTEN_EVERY_S = 0.02  # write times remembered at most this often ...
+_WRITTEN_KEPT = 200_000  # ... and this many (over an hour at the finest)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,11 +97,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def realtime_run(url: str, config: str | None = None, prefix: str | None = None,
-                 schema: dict[str, Any] | None = None) -> dict[str, Any]:
+                 schema: dict[str, Any] | None = None, window_s: int | None = None,
+                 ) -> dict[str, Any]:
     """The run file's document (``config`` or :data:`REALTIME_RUN`) with ``[log] url``
     set to ``url`` (and ``prefix`` when given). ``schema``: the columns the replayer
-    writes; the default run takes them, a ``config`` must read exactly those."""
+    writes; the default run takes them, a ``config`` must read exactly those.
+    ``window_s``: the default run's join window instead of its own."""
     doc = read_config_file(Path(config)) if config else copy.deepcopy(REALTIME_RUN)
+    if window_s is not None and not config:
+        doc["log"]["window_s"] = window_s
     where = f"{config}: " if config else ""
     if not isinstance(doc.get("log"), dict):
         raise ConfigError(f"{where}log: the real-time demo needs a [log] section")
@@ -160,7 +168,9 @@ def run_realtime(args: argparse.Namespace) -> int:
                     tempfile.TemporaryDirectory(prefix="kraken-demo-")))
             url, prefix = stack.enter_context(_log_server(args, run_dir))
             source = demo_source(args.data, args.data_dir)
-            doc = realtime_run(url, args.config, prefix, raw_layout(source).to_dict())
+            # MovieLens: a rating every ~20 s of event time on average; an hour's window
+            window = 3600 if args.data == "movielens-1m" else None
+            doc = realtime_run(url, args.config, prefix, raw_layout(source).to_dict(), window)
             config = RunConfig.from_dict(doc)
             log = LogConfig.from_dict(doc["log"])
             if prefix is not None:
@@ -184,6 +194,25 @@ def _delete_keys(log: LogConfig) -> None:
         client.close()
 
 
+def by_event_time(chunks: Iterable[RawChunk], span_s: int) -> Iterator[RawChunk]:
+    """``chunks`` cut wherever ``ts // span_s`` changes: each spans under ``span_s``
+    seconds of event time.
+
+    The replay writes the actions that fell due during a chunk after the whole chunk,
+    so an action can trail its own event time by a chunk's span: cut to a tenth of the
+    join window, it still lands inside the window of its impression (MovieLens' chunks
+    of 4096 ratings can span a day of event time, closing every window first)."""
+    for chunk in chunks:
+        cuts = np.flatnonzero(np.diff(chunk.ts // span_s)) + 1
+        if cuts.shape[0] == 0:
+            yield chunk
+            continue
+        bounds = np.concatenate([[0], cuts, [len(chunk)]]).tolist()
+        for a, b in itertools.pairwise(bounds):
+            yield RawChunk({k: v[a:b] for k, v in chunk.columns.items()},
+                           chunk.label[a:b], chunk.ts[a:b])
+
+
 class _Replayer:
     """:func:`kraken.data.replay.replay` of ``chunks`` in a daemon thread, stopped between
     two pipelined groups; remembers when each group's newest event time was written."""
@@ -194,6 +223,7 @@ class _Replayer:
         self.error: BaseException | None = None
         self._written: list[tuple[int, float, int]] = []  # (newest ts, wall time, entries)
         self._trimmed = False
+        self._last: tuple[int, float, int] = (0, 0.0, 0)  # the newest, remembered or not
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kraken-replay", daemon=True)
 
@@ -212,7 +242,7 @@ class _Replayer:
     def rate(self) -> float:
         """Entries written per second over the last second (0 when idle)."""
         now = time.time()
-        recent = [(w, n) for _, w, n in self._written[-100:] if now - w <= 1.0]
+        recent = [(w, n) for _, w, n in [*self._written[-60:], self._last] if now - w <= 1.0]
         if not recent:
             return 0.0
         span = max(now - recent[0][0], 0.25)
@@ -223,14 +253,17 @@ class _Replayer:
         newest event time reached it), or None if none was or it is no longer known."""
         written = self._written
         i = bisect.bisect_left(written, (ts, -math.inf, 0))
-        if i == len(written) or (i == 0 and self._trimmed):
-            return None
-        return written[i][1]
+        if i == len(written):
+            return self._last[1] if self._last[2] and self._last[0] >= ts else None
+        return None if i == 0 and self._trimmed else written[i][1]
 
     def _progress(self, s: ReplayStats) -> None:
         self.stats = dataclasses.replace(s)
-        newest = max(s.last_ts or 0, self._written[-1][0] if self._written else 0)
-        self._written.append((newest, time.time(), s.impressions + s.actions))
+        now = time.time()
+        newest = max(s.last_ts or 0, self._last[0])
+        self._last = (newest, now, s.impressions + s.actions)
+        if not self._written or now - self._written[-1][1] >= _WRITTEN_EVERY_S:
+            self._written.append(self._last)
         if len(self._written) > _WRITTEN_KEPT:
             self._written = self._written[_WRITTEN_KEPT // 2:]
             self._trimmed = True
@@ -262,7 +295,8 @@ def _realtime(config: RunConfig, log: LogConfig, source: Stream, run_dir: Path,
     replay_config = ReplayConfig(prefix=log.prefix, partitions=log.partitions,
                                  action=log.label_actions[0], rate=args.rate,
                                  maxlen=2_000_000 if args.redis_url else None)
-    replayer = _Replayer(log.url, raw_chunks(source), replay_config)
+    chunks = by_event_time(raw_chunks(source), max(1, log.window_s // 10))
+    replayer = _Replayer(log.url, chunks, replay_config)
     model_dir = run_dir / "model"
     trainer: list[Trainer] = []
 

@@ -10,7 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kraken.cli.realtime import REALTIME_RUN
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kraken.cli.realtime import REALTIME_RUN, by_event_time
+from kraken.data.raw import RawChunk
 from kraken.config import read_config_file
 from tests.conftest import ROOT
 from tests.redis_server import require_redis_server
@@ -31,6 +36,30 @@ def _int(text: str) -> int:
 
 def test_the_example_run_file_is_the_demos() -> None:
     assert read_config_file(ROOT / "examples" / "realtime.toml") == REALTIME_RUN
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), min_size=1, max_size=40), min_size=1, max_size=5),
+       st.integers(1, 7))
+def test_chunks_cut_by_event_time_keep_every_record_in_order(gaps, span) -> None:
+    chunks, t = [], 1000
+    for chunk_gaps in gaps:  # event times non-decreasing across chunks, as a stream's
+        ts = t + np.cumsum(chunk_gaps)
+        t = int(ts[-1])
+        n = ts.shape[0]
+        chunks.append(RawChunk({"c0": np.arange(n).astype(str).astype(object)},
+                               np.arange(n, dtype=np.float32) % 2, ts.astype(np.int64)))
+    out = list(by_event_time(iter(chunks), span))
+    for c in out:  # each piece lies within one span, and is not empty
+        assert len(c) > 0 and len(set((c.ts // span).tolist())) == 1
+    for name in ("ts", "label"):
+        assert np.concatenate([getattr(c, name) for c in out]).tolist() == \
+            np.concatenate([getattr(c, name) for c in chunks]).tolist()
+    assert np.concatenate([c.columns["c0"] for c in out]).tolist() == \
+        np.concatenate([c.columns["c0"] for c in chunks]).tolist()
+    # cut only where needed: consecutive pieces of one input chunk differ in span
+    expected = sum(len(set((c.ts // span).tolist())) for c in chunks)
+    assert len(out) == expected
 
 
 def test_realtime_demo_trains_from_the_log_and_serves(tmp_path: Path) -> None:
@@ -81,9 +110,9 @@ def test_sigterm_stops_the_realtime_demo_cleanly(tmp_path: Path) -> None:
     try:
         seen = []
         assert proc.stdout is not None
-        for line in proc.stdout:  # until the trainer runs and the server answers
+        for line in proc.stdout:  # until the trainer starts
             seen.append(line)
-            if line.startswith("[progress]") and "serve v" in line:
+            if line.startswith("kraken demo --realtime: model"):
                 break
         else:
             raise AssertionError("".join(seen))
