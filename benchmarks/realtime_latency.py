@@ -8,8 +8,9 @@ For every rate and repeat, on this host (one clock for every timestamp below):
 - a fresh ``redis-server`` (``RedisServer``: a temporary directory, append-only file
   with ``appendfsync always``);
 - a producer process (``kraken.data.replay.replay`` of the endless synthetic stream, the
-  schema of ``examples/realtime.toml``) writing ``rate`` entries per second, impressions
-  and their delayed clicks together, for ``--seconds``;
+  schema of ``examples/realtime.toml``, handed over in pieces of a tenth of the join
+  window as the demo does) writing ``rate`` entries per second, impressions and their
+  delayed clicks together, for ``--seconds``;
 - in this process, the trainer of ``examples/realtime.toml`` reading the log through
   ``RedisLogStream`` (join window ``--window-s`` of event time) and publishing a version
   (rows and dense weights) every ``--sync`` seconds into a model directory;
@@ -85,6 +86,7 @@ def produce(args: argparse.Namespace) -> None:
     """Replay the endless synthetic stream at ``--rate`` for ``--seconds`` (own process)."""
     import redis
 
+    from kraken.cli.realtime import by_event_time
     from kraken.data import open_stream
     from kraken.data.raw import raw_chunks
     from kraken.data.replay import ReplayConfig, replay
@@ -100,8 +102,9 @@ def produce(args: argparse.Namespace) -> None:
 
     client = redis.Redis.from_url(args.url)
     stream = open_stream("synthetic", n_records=None, vocab=200_000)
+    chunks = by_event_time(raw_chunks(stream), max(1, args.window_s // 10))  # as the demo
     try:
-        replay(client, raw_chunks(stream), ReplayConfig(prefix=PREFIX, rate=args.rate),
+        replay(client, chunks, ReplayConfig(prefix=PREFIX, rate=args.rate),
                progress=progress)
     except Done:
         pass
@@ -236,7 +239,8 @@ def one_run(rate: float, args: argparse.Namespace) -> dict[str, Any]:
             t_start = time.time()
             producer = subprocess.Popen([sys.executable, __file__, "_produce", "--url",
                                          server.url, "--rate", str(rate), "--seconds",
-                                         str(args.seconds)], cwd=ROOT)
+                                         str(args.seconds), "--window-s", str(args.window_s)],
+                                        cwd=ROOT)
             while producer.poll() is None:
                 time.sleep(1.0)
                 applied.update({v: a for v, _p, a in _history(url)})
@@ -383,6 +387,7 @@ def main() -> None:
     prod.add_argument("--url", required=True)
     prod.add_argument("--rate", type=float, required=True)
     prod.add_argument("--seconds", type=float, required=True)
+    prod.add_argument("--window-s", type=int, required=True)
     p.add_argument("--rates", type=float, nargs="+", default=[10_000.0, 2_000.0],
                    help="entries per second written (impressions and clicks together)")
     p.add_argument("--seconds", type=float, default=45.0, help="producer time per run")
