@@ -3,7 +3,7 @@
 The log (format in :mod:`kraken.data.logconfig`): impressions on
 ``{prefix}:impressions:{p}``, actions on ``{prefix}:actions:{p}``; one consumer group per
 key. Each round trip reads, for every key whose buffer has room, ``XINFO STREAM`` and
-``XREADGROUP ... >`` in one transaction, so the entries delivered and the stream's
+``XREADGROUP ... >`` in one server-side script, so the entries delivered and the stream's
 counters (entries ever added, length, first entry) describe the same moment::
 
     read    keys ──XREADGROUP──> per-key buffers (delivered, not yet fed)
@@ -56,7 +56,13 @@ from kraken.data._batchstate import (
     take_rows,
 )
 from kraken.data._lines import LOGGER
-from kraken.data._logentries import entry_ids, format_id, parse_actions, parse_impressions
+from kraken.data._logentries import (
+    EntryBlock,
+    entry_ids,
+    format_id,
+    parse_actions,
+    parse_impressions,
+)
 from kraken.data.base import Batch
 from kraken.data.features import FeatureSpec
 from kraken.data.join import Joiner
@@ -77,19 +83,73 @@ def _raw(response: Any, **_: Any) -> Any:
     return response
 
 
+def _ids(blocks: list[EntryBlock]) -> np.ndarray:
+    """``object[n]``: the entry ids of ``blocks`` end to end."""
+    return np.concatenate([np.zeros(0, dtype=object)] + [b.ids for b in blocks])
+
+
 @dataclasses.dataclass
 class _Chunk:
     """Entries delivered by one read of one key, not yet fed: ``ms``/``seq`` their ids,
     ``counts[i]`` the key's entry count through entry ``i`` (trimmed ones included)."""
 
-    entries: list[Any]
+    block: EntryBlock
     ms: np.ndarray
     seq: np.ndarray
     counts: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.block)
+
     def before(self, ms: int) -> int:
         """How many leading entries have ids of milliseconds before ``ms``."""
         return int((self.ms < ms).sum())  # ids increase, so the True ones lead
+
+    def split(self, m: int) -> tuple[_Chunk, _Chunk]:
+        n = len(self)
+        return (_Chunk(self.block.slice(0, m), self.ms[:m], self.seq[:m], self.counts[:m]),
+                _Chunk(self.block.slice(m, n), self.ms[m:], self.seq[m:], self.counts[m:]))
+
+
+_READ = """
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local length, added, first, last = 0, 0, '', '0-0'
+for i = 1, #info, 2 do
+  local k = info[i]
+  if k == 'length' then length = info[i + 1]
+  elseif k == 'entries-added' then added = info[i + 1]
+  elseif k == 'last-generated-id' then last = info[i + 1]
+  elseif k == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '>')
+local parts, lens, counts, np, nc = {}, {}, {}, 0, 0
+if r then
+  local entries = r[1][2]
+  for j = 1, #entries do
+    local e = entries[j]
+    local f = e[2]
+    local m = #f
+    np = np + 1
+    parts[np] = e[1]
+    lens[np] = #e[1]
+    nc = nc + 1
+    counts[nc] = m
+    for i = 1, m do
+      local x = f[i]
+      np = np + 1
+      parts[np] = x
+      lens[np] = #x
+    end
+  end
+end
+return {length, added, first, last, table.concat(parts), table.concat(lens, ','),
+        table.concat(counts, ',')}
+"""
+"""One read of one key, atomic: the stream's counters (length, entries ever added, first
+and last id) and ``XREADGROUP ... >``, its entries flattened into one string with the
+lengths of the elements, so the client parses a handful of values instead of every
+field of every entry."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +203,7 @@ class _Key:
 
     @property
     def buffered(self) -> int:
-        return sum(len(c.entries) for c in self.chunks)
+        return sum(len(c) for c in self.chunks)
 
 
 class RedisLogStream:
@@ -172,6 +232,8 @@ class RedisLogStream:
         self._fresh: collections.OrderedDict[int, tuple[Batch, np.ndarray]] = \
             collections.OrderedDict()
         self._client: redis.Redis | None = None
+        self._raw_client: redis.Redis | None = None
+        self._read_script: Any = None
         self._positioned = False
         self._lag = {"entries": 0.0, "seconds": 0.0}
         self._uncommitted: dict[str, np.ndarray] | None = None
@@ -295,7 +357,16 @@ class RedisLogStream:
         the entries consumed, across resumes."""
         check_batch_args(batch_size, start)
         self._skipped = self._reported = 0
-        self._connect_until_up()
+        while True:  # connect and position the groups; empty batches while the server is down
+            try:
+                self._prepare()
+                self._back_up()
+                break
+            except _DOWN as exc:
+                self._went_down(exc)
+                yield dataclasses.replace(empty_batch(self.schema),
+                                          offset=self._counters["entries"])
+                time.sleep(self._backoff())
         while True:
             while self._ready:
                 batch = self._take_ready(batch_size)
@@ -325,22 +396,15 @@ class RedisLogStream:
             client = redis.Redis.from_url(
                 c.url, protocol=2, decode_responses=True, socket_connect_timeout=2.0,
                 socket_timeout=c.block_ms / 1000 + 5.0, retry_on_timeout=False)
-            client.set_response_callback("XREADGROUP", _raw)
             client.set_response_callback("XREAD", _raw)
             client.set_response_callback("XAUTOCLAIM", _raw)
             self._client = client
+            raw = redis.Redis.from_url(
+                c.url, protocol=2, decode_responses=False, socket_connect_timeout=2.0,
+                socket_timeout=c.block_ms / 1000 + 5.0, retry_on_timeout=False)
+            self._read_script = raw.register_script(_READ)
+            self._raw_client = raw
         return self._client
-
-    def _connect_until_up(self) -> None:
-        """Connect and position the groups, retrying (without yielding) while down."""
-        while True:
-            try:
-                self._prepare()
-                self._back_up()
-                return
-            except _DOWN as exc:
-                self._went_down(exc)
-                time.sleep(self._backoff())
 
     def _went_down(self, exc: Exception) -> None:
         if self._outage_since is None:
@@ -450,47 +514,44 @@ class RedisLogStream:
         want = {name: n for name, n in want.items() if n > 0}
         if not want:
             return 0
-        pipe = self._redis().pipeline(transaction=True)
+        self._redis()
+        pipe = self._raw_client.pipeline(transaction=False)
         for name, n in want.items():
-            pipe.xinfo_stream(name)
-            pipe.execute_command("XREADGROUP", "GROUP", c.group, c.consumer, "COUNT", n,
-                                 "STREAMS", name, ">")
+            self._read_script(keys=[name], args=[c.group, c.consumer, n], client=pipe)
         replies = pipe.execute()
         total = 0
         keys = {k.name: k for k in self._keys}
-        for i, (name, n) in enumerate(want.items()):
-            info, reply = replies[2 * i], replies[2 * i + 1]
-            entries = reply[0][1] if reply else []
+        for (name, n), reply in zip(want.items(), replies, strict=True):
+            length, added, first, last, blob, lens, counts = reply
             keys[name].stuck = False
-            total += self._deliver(keys[name], info, entries, n)
+            total += self._deliver(keys[name], int(length), int(added), first.decode(),
+                                   last.decode(), EntryBlock.from_reply(blob, lens, counts), n)
         self._update_lag()
         return total
 
-    def _deliver(self, k: _Key, info: dict[str, Any], entries: list[Any], asked: int) -> int:
-        """Buffer ``entries`` read from ``k``; count entries trimmed before them."""
-        length, added = int(info["length"]), int(info["entries-added"])
-        first = info.get("first-entry")
+    def _deliver(self, k: _Key, length: int, added: int, first: str, last: str,
+                 block: EntryBlock, asked: int) -> int:
+        """Buffer ``block`` read from ``k``; count entries trimmed before it (the stream's
+        ``length``, ``added`` entries ever, ``first``/``last`` ids at the read)."""
         lost = 0
-        if length == 0 or first is None:
+        if length == 0 or not first:
             lost = added - k.dread
         else:
-            fms, fseq = entry_ids([first[0]])
+            fms, fseq = entry_ids([first])
             if (int(fms[0]), int(fseq[0])) > k.dpos:
                 lost = added - k.dread - length
         lost = max(0, lost)
         k.added = added
-        last = info.get("last-generated-id")
-        if last:
-            k.newest_ms = int(entry_ids([last])[0][0])
-        n = len(entries)
+        k.newest_ms = int(entry_ids([last])[0][0])
+        n = len(block)
         k.more = n >= asked
         if n == 0:
             k.lost_pending += lost
             k.dread += lost
             return 0
-        ms, seq = entry_ids([e[0] for e in entries])
+        ms, seq = entry_ids(block.ids)
         counts = k.dread + lost + np.arange(1, n + 1, dtype=np.int64)
-        k.chunks.append(_Chunk(entries, ms, seq, counts))
+        k.chunks.append(_Chunk(block, ms, seq, counts))
         k.dpos, k.dread = (int(ms[-1]), int(seq[-1])), int(counts[-1])
         return n
 
@@ -501,55 +562,57 @@ class RedisLogStream:
         limits = [int(k.chunks[-1].ms[-1]) for k in self._keys if k.more and k.chunks]
         return min(limits) if limits else None
 
-    def _take(self, k: _Key, cut: int | None) -> tuple[list[Any], int]:
-        """Pop ``k``'s buffered entries up to ``cut``; returns them and the lost count."""
-        out: list[Any] = []
-        before = k.read
+    def _take(self, k: _Key, cut: int | None) -> list[EntryBlock]:
+        """Pop ``k``'s buffered entries before millisecond ``cut``, as blocks; report the
+        entries trimmed before them."""
+        out: list[EntryBlock] = []
+        before, fed = k.read, 0
         lost = k.lost_pending
         k.lost_pending = 0
         while k.chunks:
             ch = k.chunks[0]
-            m = len(ch.entries) if cut is None else ch.before(cut)
+            m = len(ch) if cut is None else ch.before(cut)
             if m == 0:
                 break
-            out += ch.entries[:m]
-            k.pos, k.read = (int(ch.ms[m - 1]), int(ch.seq[m - 1])), int(ch.counts[m - 1])
-            if m == len(ch.entries):
-                k.chunks.pop(0)
-            else:
-                k.chunks[0] = _Chunk(ch.entries[m:], ch.ms[m:], ch.seq[m:], ch.counts[m:])
+            head, rest = ch.split(m)
+            out.append(head.block)
+            fed += m
+            k.pos, k.read = (int(head.ms[-1]), int(head.seq[-1])), int(head.counts[-1])
+            if len(rest):
+                k.chunks[0] = rest
                 break
-        if out:
-            lost = k.read - before - len(out)
+            k.chunks.pop(0)
+        if fed:
+            lost = k.read - before - fed
         else:
             k.read += lost
         if lost > 0:
-            where = f"after {format_id(*k.pos)}" if not out else \
-                f"before {out[0][0]}"
+            where = f"before {out[0].ids[0]}" if fed else f"after {format_id(*k.pos)}"
             LOGGER.warning("log: %s: gap of %d entries trimmed (MAXLEN) before they were "
                            "read, %s", k.name, lost, where)
             self._counters["lost"] += lost
-        return out, max(0, lost)
+        return out
 
     def _feed(self) -> int:
         """Feed every entry before the cutoff to the joiner; queue what it emits."""
         cut = self._cutoff()
-        taken = [self._take(k, cut)[0] for k in self._keys]
-        imp = [e for t in taken[: self._n_imp] for e in t]
-        act = [e for t in taken[self._n_imp:] for e in t]
-        if not imp and not act:
+        taken = [self._take(k, cut) for k in self._keys]
+        imp = [b for t in taken[: self._n_imp] for b in t]
+        act = [b for t in taken[self._n_imp:] for b in t]
+        n_imp, n_act = sum(map(len, imp)), sum(map(len, act))
+        if not n_imp and not n_act:
             for k in self._keys:  # a millisecond fuller than a read: read on past it
                 k.stuck = cut is not None and k.more and bool(k.chunks) \
                     and int(k.chunks[-1].ms[-1]) == cut
             return 0
         c = self.config
-        self._counters["entries"] += len(imp) + len(act)
+        self._counters["entries"] += n_imp + n_act
         impressions, bad_imp = parse_impressions(imp, c.schema, c.max_value_bytes)
         actions, bad_act = parse_actions(act, c.action_types, c.max_value_bytes)
         self._report(imp, bad_imp, "impression")
         self._report(act, bad_act, "action")
-        imp_ms = entry_ids([imp[i][0] for i in impressions.index])[0]
-        act_ms = entry_ids([act[i][0] for i in actions.index])[0]
+        imp_ms = entry_ids(_ids(imp)[impressions.index])[0]
+        act_ms = entry_ids(_ids(act)[actions.index])[0]
         io = np.lexsort((impressions.ts, imp_ms))
         ao = np.lexsort((actions.ts, act_ms))
         rid, ts = impressions.rid[io], impressions.ts[io]
@@ -576,7 +639,7 @@ class RedisLogStream:
         if len(ready.batch) or len(rid):
             self._ready.append(ready)
         self._update_lag()
-        return len(imp) + len(act)
+        return n_imp + n_act
 
     def _take_ready(self, batch_size: int) -> Batch:
         head = self._ready[0]
@@ -616,8 +679,8 @@ class RedisLogStream:
         seconds = max(0.0, (now_ms - min(oldest)) / 1000.0) if oldest else 0.0
         self._lag = {"entries": float(entries), "seconds": seconds}
 
-    def _report(self, entries: list[Any], bad: tuple[np.ndarray, list[str]], what: str,
-                ) -> None:
+    def _report(self, blocks: list[EntryBlock], bad: tuple[np.ndarray, list[str]],
+                what: str) -> None:
         idx, reasons = bad
         if not idx.shape[0]:
             return
@@ -627,7 +690,7 @@ class RedisLogStream:
             self._reported += 1
             if self._reported <= REPORT_LIMIT:
                 LOGGER.warning("log: skipped malformed %s entry %s: %s", what,
-                               entries[int(i)][0], reason)
+                               _ids(blocks)[int(i)], reason)
         if self._reported > REPORT_LIMIT:
             LOGGER.warning("log: %d malformed entries skipped in this run so far (the first "
                            "%d reported one by one)", self._skipped, REPORT_LIMIT)

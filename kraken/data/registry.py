@@ -43,8 +43,12 @@ def _synthetic(config: SyntheticConfig) -> SyntheticStream:
 
 
 def _redis(config: LogConfig) -> Stream:
-    from kraken.data.redislog import RedisLogStream  # noqa: PLC0415 - redis is optional
-
+    try:
+        from kraken.data.redislog import RedisLogStream  # noqa: PLC0415 - redis is optional
+    except ImportError as exc:
+        raise ConfigError("source: reading an event log needs the package 'redis', which is "
+                          "not installed (pip install 'kraken-rec[log]', or pip install "
+                          "redis)") from exc
     return RedisLogStream(config)
 
 

@@ -9,7 +9,14 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kraken.data._logentries import _request_ids, _times, columns, entry_ids, parse_actions
+from kraken.data._logentries import (
+    EntryBlock,
+    _request_ids,
+    _times,
+    columns,
+    entry_ids,
+    parse_actions,
+)
 
 DIGITS = st.text(alphabet="0123456789", min_size=0, max_size=22)
 TEXT = st.one_of(DIGITS, st.text(max_size=6), DIGITS.map(lambda s: "-" + s),
@@ -38,7 +45,7 @@ def test_times_are_integers_of_at_most_18_digits(values):
 
 
 names = st.sampled_from(["rid", "ts", "type", "x"])
-entry = st.lists(st.tuples(names, st.text(max_size=3)), max_size=5)
+entry = st.lists(st.tuples(names, st.text(max_size=3)), max_size=5)  # any text: UTF-8
 
 
 @given(st.lists(entry, max_size=8), st.booleans())
@@ -46,7 +53,8 @@ def test_columns_read_any_layout_like_a_dict(fields, same_order):
     if same_order and fields:  # what producers write: one layout for every entry
         fields = [fields[0]] * len(fields)
     entries = [[f"{i + 1}-0", [x for kv in e for x in kv]] for i, e in enumerate(fields)]
-    cols = columns(entries, ("rid", "ts", "x"))
+    block = EntryBlock.from_entries(entries)
+    cols = columns([block.slice(0, 3), block.slice(3, len(block))], ("rid", "ts", "x"))
     for i, e in enumerate(fields):
         d = dict(e)
         for name in ("rid", "ts", "x"):
@@ -56,8 +64,8 @@ def test_columns_read_any_layout_like_a_dict(fields, same_order):
 def test_entry_ids_and_unknown_action_types():
     ms, seq = entry_ids(["1700000000000-0", "1700000000000-12"])
     assert ms.tolist() == [1700000000000] * 2 and seq.tolist() == [0, 12]
-    acts, (bad, reasons) = parse_actions(
+    acts, (bad, reasons) = parse_actions([EntryBlock.from_entries(
         [["1-0", ["rid", "5", "ts", "9", "type", "like"]],
-         ["2-0", ["rid", "5", "ts", "9", "type", "purr"]]], ("click", "like"), 4096)
+         ["2-0", ["rid", "5", "ts", "9", "type", "purr"]]])], ("click", "like"), 4096)
     assert acts.kind.tolist() == [1] and bad.tolist() == [1]
     assert reasons == ["unknown action type 'purr'"]

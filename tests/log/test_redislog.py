@@ -210,3 +210,27 @@ def test_a_run_file_log_section_opens_the_log_stream(tmp_path):
     stream = open_stream("redis", url="redis://127.0.0.1:1/0", schema={"categorical": ["u"]})
     assert isinstance(stream, RedisLogStream)
 
+
+
+def test_a_server_down_at_start_gives_empty_batches_until_it_answers(redis_server):
+    redis_server.stop(kill=True)
+    stream = open_log(redis_server.url)
+    it = stream.batches(10)
+    assert len(next(it)) == 0 and stream.outage_s > 0  # not blocked: the trainer idles
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    write(client, 1, 5)
+    flush(client, 10_000)
+    assert sorted(rids_labels(take(it, 5))) == expected(list(range(1, 6)))
+    assert stream.counters["outages"] == 1 and stream.outage_s == 0.0
+
+
+def test_start_latest_skips_what_was_there_before(redis_server, client):
+    write(client, 1, 5)
+    stream = open_log(redis_server.url, start="latest")
+    it = stream.batches(10)
+    assert len(next(it)) == 0
+    write(client, 6, 5)
+    flush(client, 10_000)
+    assert sorted(rids_labels(take(it, 5))) == expected(list(range(6, 11)))
+    assert stream.counters["lost"] == 0
