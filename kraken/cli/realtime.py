@@ -176,6 +176,9 @@ def run_realtime(args: argparse.Namespace) -> int:
             if prefix is not None:
                 stack.callback(_delete_keys, log)
             _realtime(config, log, source, run_dir, args)
+    except KeyboardInterrupt:  # Ctrl-C before or after training: everything was stopped
+        print("kraken demo --realtime: interrupted")
+        return 130
     finally:
         signal.signal(signal.SIGTERM, old)
     return 0
