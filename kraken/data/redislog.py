@@ -316,7 +316,8 @@ class RedisLogStream:
             for k, (ms, seq), r in zip(self._keys, ids, reads, strict=True):
                 k.pos, k.read = (int(ms), int(seq)), int(r)
                 k.reset()
-            self._counters = dict(zip(_COUNTERS, counters, strict=False))
+            self._counters = {**dict.fromkeys(_COUNTERS, 0),
+                              **dict(zip(_COUNTERS, counters, strict=False))}
             self.joiner.load_state(join)
             self._ready = [ready] if len(ready.batch) else []
             self._scored.clear()
@@ -507,7 +508,7 @@ class RedisLogStream:
     # -- reading ------------------------------------------------------------------------
 
     def _read_round(self) -> int:
-        """One transaction over every key with buffer room; returns entries delivered."""
+        """One script call per key with buffer room, pipelined; returns entries delivered."""
         c = self.config
         want = {k.name: max(c.read_count - k.buffered, c.read_count if k.stuck else 0)
                 for k in self._keys}

@@ -234,3 +234,15 @@ def test_start_latest_skips_what_was_there_before(redis_server, client):
     flush(client, 10_000)
     assert sorted(rids_labels(take(it, 5))) == expected(list(range(6, 11)))
     assert stream.counters["lost"] == 0
+
+
+def test_partitions_are_read_together_and_joined(redis_server, client):
+    write(client, 1, 30, partitions=3)
+    flush(client, 10_000, partitions=3)
+    stream = open_log(redis_server.url, partitions=3, read_count=4)
+    assert sorted(rids_labels(take(stream.batches(8), 30))) == expected(list(range(1, 31)))
+    assert stream.position()["log.id"].shape == (6, 2)
+    other = open_log(redis_server.url, partitions=3, rank=1, world=3, group="g2")
+    assert other.config.keys == ("kraken:impressions:1", "kraken:actions:1")
+    got = take(other.batches(8), 10)
+    assert sorted(rids_labels(got)) == expected([r for r in range(1, 31) if r % 3 == 1])
