@@ -12,6 +12,10 @@ port unless ``--port``): the trainer publishes a version every second into the r
 ``model/`` directory, a replica follows it, and the progress line shows the version
 served and its freshness lag next to training progress. At the end one request is
 sent to ``POST /v1/predict`` and the sync delays are summarised.
+
+``--realtime`` trains from a live event log instead: redis-server, a replayer writing
+impressions and delayed clicks, the trainer joining them, the same prediction server
+(:mod:`kraken.cli.realtime`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ import json
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kraken.cli.realtime import add_arguments as add_realtime_arguments
+from kraken.cli.realtime import run_realtime
 from kraken.cli.train import train_and_report
 from kraken.data.synthetic import SyntheticStream
 from kraken.errors import ConfigError
@@ -45,6 +53,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run-dir", default=None, help="default: a temporary directory")
     p.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
     p.add_argument("--no-serve", action="store_true", help="train only, no prediction server")
+    add_realtime_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -70,6 +79,8 @@ def demo_config(data: str, data_dir: str, samples: int, model: str) -> RunConfig
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.realtime:
+        return run_realtime(args)
     config = demo_config(args.data, args.data_dir, args.samples, args.model)
     if args.run_dir:
         _demo(config, Path(args.run_dir), args)
@@ -102,31 +113,39 @@ def _demo(config: RunConfig, run_dir: Path, args: argparse.Namespace) -> None:
     if args.no_serve:
         train_and_report(config, run_dir, title="kraken demo", auc_ceiling=ceiling)
         return
+    model_dir = run_dir / "model"
+    with serving(model_dir, args.port) as (replica, summary):
+        def status() -> str:
+            if not replica.ready:
+                return "serve: waiting"
+            return f"serve v{replica.version} lag {time.time() - replica.publish_time:.1f}s"
+
+        train_and_report(config, run_dir, title="kraken demo", publish_dir=model_dir,
+                         progress_extra=status, summary_extra=summary, auc_ceiling=ceiling)
+
+
+@contextmanager
+def serving(model_dir: Path, port: int = 0) -> Iterator[
+        tuple[Replica, Callable[[], list[tuple[str, str]]]]]:
+    """A prediction server on 127.0.0.1:``port`` (0: a free one) whose replica follows
+    ``model_dir``; yields the replica and a function of the serving summary's rows (it
+    waits for the newest version published, then sends one request). Stopped on exit."""
     from kraken.serving.app import create_app  # noqa: PLC0415 - FastAPI only when serving
     from kraken.serving.http import HttpServer  # noqa: PLC0415
 
-    model_dir = run_dir / "model"
     replica = Replica()
     follower = DirectoryFollower(replica, model_dir).start()
-    app = create_app(replica, sync_status=lambda: {"gaps": follower.gaps,
-                                                   "errors": follower.errors})
-    server = HttpServer(app, "127.0.0.1", args.port).start()
-    print(f"serving on {server.url} (POST /v1/predict, GET /v1/model, GET /metrics), "
-          f"following {model_dir}")
-
-    def status() -> str:
-        if not replica.ready:
-            return "serve: waiting"
-        return f"serve v{replica.version} lag {time.time() - replica.publish_time:.1f}s"
-
-    def summary() -> list[tuple[str, str]]:
-        return _serving_summary(replica, follower, server.url)
-
     try:
-        train_and_report(config, run_dir, title="kraken demo", publish_dir=model_dir,
-                         progress_extra=status, summary_extra=summary, auc_ceiling=ceiling)
+        app = create_app(replica, sync_status=lambda: {"gaps": follower.gaps,
+                                                       "errors": follower.errors})
+        server = HttpServer(app, "127.0.0.1", port).start()
+        try:
+            print(f"serving on {server.url} (POST /v1/predict, GET /v1/model, GET /metrics), "
+                  f"following {model_dir}")
+            yield replica, lambda: _serving_summary(replica, follower, server.url)
+        finally:
+            server.stop()
     finally:
-        server.stop()
         follower.stop()
 
 

@@ -3,6 +3,7 @@
 Commands (one module each in ``kraken.cli``)::
 
     kraken demo     train and serve on the embedded synthetic stream, in one process
+                    (--realtime: from a live event log on redis-server, fed as it trains)
     kraken train    train continually on a stream described by a TOML config
                     (--resume, --resume-from CHECKPOINT, --publish, --push)
     kraken report   plot AUC, logloss, live rows and table bytes of runs side by side

@@ -16,7 +16,9 @@ def _f(x: float, fmt: str) -> str:
 
 class ProgressPrinter:
     """Prints ``progress`` records on one updating line (a tty) or one line each;
-    ``extra()`` (if given) is appended to each line (the demo shows serving there)."""
+    ``extra()`` (if given) is appended to each line (the demo shows serving there).
+    A record of a log stream shows its consumer lag (entries written and not yet read,
+    seconds the oldest of them has waited)."""
 
     def __init__(self, out: TextIO = sys.stdout, extra: Callable[[], str] | None = None) -> None:
         self.out = out

@@ -72,6 +72,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
                      group: WorkerGroup | None = None,
                      on_block: Callable[[int, int], None] | None = None,
                      ordered: bool = False,
+                     on_trainer: Callable[[Trainer], None] | None = None,
                      ) -> RunSummary:
     """Build, (resume,) train with a live progress line and SIGINT/SIGTERM handling.
 
@@ -127,6 +128,8 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
             say(f"resumed at {trainer.samples:,} samples (stream offset {trainer.offset:,})")
         else:
             say("no checkpoint to resume from; starting fresh")
+    if on_trainer is not None:
+        on_trainer(trainer)
 
     def stop(signum: int, _frame: Any) -> None:
         trainer.request_stop(f"signal {signal.Signals(signum).name}")

@@ -47,6 +47,9 @@ class RedisServer:
         found = binary or redis_server_binary()
         if found is None:
             raise ConfigError(INSTALL)
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise ConfigError(f"redis-server: {found!r} ($KRAKEN_REDIS_SERVER or the binary "
+                              f"given) is not an executable file; {INSTALL}")
         self.binary = found
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -65,8 +68,10 @@ class RedisServer:
                 "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--protected-mode", "no", "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log")]
+        # its own session: a Ctrl-C at the terminal reaches the caller, which stops the
+        # server after its last write, not the server first
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
