@@ -125,19 +125,22 @@ def _demo(config: RunConfig, run_dir: Path, args: argparse.Namespace) -> None:
 
 
 @contextmanager
-def serving(model_dir: Path, port: int = 0) -> Iterator[
+def serving(model_dir: Path, port: int = 0,
+            lag: Callable[[], dict[str, float] | None] | None = None) -> Iterator[
         tuple[Replica, Callable[[], list[tuple[str, str]]]]]:
     """A prediction server on 127.0.0.1:``port`` (0: a free one) whose replica follows
     ``model_dir``; yields the replica and a function of the serving summary's rows (it
-    waits for the newest version published, then sends one request). Stopped on exit."""
+    waits for the newest version published, then sends one request). Stopped on exit.
+    ``lag``, when given, is the consumer lag of the trainer's event log, for ``/metrics``."""
     from kraken.serving.app import create_app  # noqa: PLC0415 - FastAPI only when serving
     from kraken.serving.http import HttpServer  # noqa: PLC0415
 
     replica = Replica()
     follower = DirectoryFollower(replica, model_dir).start()
     try:
-        app = create_app(replica, sync_status=lambda: {"gaps": follower.gaps,
-                                                       "errors": follower.errors})
+        app = create_app(replica, sync_status=lambda: {
+            "gaps": follower.gaps, "errors": follower.errors,
+            "consumer_lag": lag() if lag is not None else None})
         server = HttpServer(app, "127.0.0.1", port).start()
         try:
             print(f"serving on {server.url} (POST /v1/predict, GET /v1/model, GET /metrics), "

@@ -313,7 +313,11 @@ def _realtime(config: RunConfig, log: LogConfig, source: Stream, run_dir: Path,
             return "-"
         return f"{max(0.0, newest - at):.1f}s"
 
-    with serving(model_dir, args.port) as (replica, summary):
+    def lag() -> dict[str, float] | None:
+        log = trainer[0].log if trainer else None
+        return log.lag() if log is not None else None
+
+    with serving(model_dir, args.port, lag) as (replica, summary):
         replayer.start()
         print(f"replaying {args.data} into {log.prefix}:impressions:* and "
               f"{log.prefix}:actions:* at {args.rate:,.0f} events/s")

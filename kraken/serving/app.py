@@ -289,6 +289,13 @@ class _ReplicaCollector:
                                   value=sync.get("errors", 0))
         yield CounterMetricFamily("kraken_serving_scored", "instances scored",
                                   value=self.counters["scored"])
+        lag = sync.get("consumer_lag")
+        if lag is not None:  # the trainer beside this server reads an event log
+            yield gauge("kraken_consumer_lag_entries",
+                        "log entries not yet read by the trainer", lag["entries"])
+            yield gauge("kraken_consumer_lag_seconds",
+                        "age of the oldest log entry not yet read by the trainer",
+                        lag["seconds"])
 
 
 def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | None = None,
@@ -297,7 +304,9 @@ def create_app(replica: Replica, *, sync_status: Callable[[], dict[str, Any]] | 
                clock: Callable[[], float] = time.time) -> FastAPI:
     """The ASGI app serving ``replica`` (see the module docstring).
 
-    ``sync_status`` returns the follower's counters (``gaps``, ``errors``, ``last_error``).
+    ``sync_status`` returns the follower's counters (``gaps``, ``errors``, ``last_error``)
+    and, when a trainer reading an event log runs beside the server, ``consumer_lag``
+    (``{"entries", "seconds"}``, exported as ``kraken_consumer_lag_*``).
     """
     status_of = sync_status or (lambda: {})
     registry = CollectorRegistry()

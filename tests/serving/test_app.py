@@ -131,6 +131,16 @@ def test_model_info_and_metrics(client: TestClient, replica: Replica) -> None:
     assert "/v1/predict" in spec["paths"] and "PredictRequest" in json.dumps(spec)
 
 
+def test_consumer_lag_of_a_trainer_beside_the_server_is_exported(replica: Replica) -> None:
+    lag = {"entries": 1234.0, "seconds": 2.5}
+    text = TestClient(create_app(replica, sync_status=lambda: {"consumer_lag": lag})
+                      ).get("/metrics").text
+    assert "kraken_consumer_lag_entries 1234.0" in text
+    assert "kraken_consumer_lag_seconds 2.5" in text
+    plain = TestClient(create_app(replica)).get("/metrics").text
+    assert "kraken_consumer_lag" not in plain
+
+
 def test_the_app_factory_is_light_on_dependencies(tmp_path: Path) -> None:
     import kraken.serving
 
