@@ -16,7 +16,7 @@ log    ``RedisLogStream(config).batches(B)`` (a fresh consumer group each repeti
        featurized into columns, joined (the join window expiring), cut into batches
 
 Rate = records / seconds of the loop, per repetition; reported: median with min and
-max. Goal (issue): the log at least as fast per record as the CSV source.
+max. Goal: the log at least as fast per record as the CSV source.
 
     python benchmarks/log_ingest.py                       # 200k records, 5 repetitions
     python benchmarks/log_ingest.py --records 20000 --repeats 3 --json out.json
