@@ -13,20 +13,64 @@ grows by doubling when it would pass ``MAX_LOAD``; it stores each key exactly on
 (the row arena keeps no copy), so iteration over live keys scans this index.
 
 Memory: 12 bytes per slot, i.e. 16 to 32 bytes per live key between growths.
+
+Batch verbs hide the two cache misses of a probe (one in ``keys``, one in ``rows``)
+with software prefetch: while probing key ``n`` they prefetch the home slots of key
+``n + PREFETCH_DISTANCE`` in both arrays, so the misses of a batch overlap instead of
+running back to back. Measured against interleaving key and row in one slot (an int64
+``[C, 2]`` array or a packed 12-byte record): prefetching two arrays was as fast or
+faster (1.6x over plain probing on a 10M-key index, the packed layouts 1.1-1.5x with
+prefetch), so the layout stays as it is, with no change to memory or to callers.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from llvmlite.binding import llvm_version_info
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from kraken._jit import batch_kernel
 from kraken.types import Keys
 
-__all__ = ["MAX_LOAD", "HashIndex", "fmix64"]
+__all__ = ["MAX_LOAD", "PREFETCH_DISTANCE", "HashIndex", "fmix64", "prefetch"]
 
 MAX_LOAD = 0.75
 _MIN_CAPACITY = 1024
+PREFETCH_DISTANCE = 16
+"""Keys ahead of the current one whose home slots a batch probe prefetches (8-64 measured
+within 10% of each other on a 10M-key index; 16 was the best)."""
+
+# LLVM 17+ has only opaque pointers (intrinsic ``llvm.prefetch.p0``); llvmlite builds on
+# older LLVM use typed ones (``llvm.prefetch.p0i8``).
+_PREFETCH_FN = ("llvm.prefetch.p0" if llvm_version_info >= (17,) else "llvm.prefetch.p0i8")
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):  # pragma: no cover - numba
+    """``prefetch(arr, i)``: hint the CPU to load ``arr[i]``'s cache line (read, keep in all
+    levels). A hint only: never faults, any ``i`` is allowed (``arr`` is 1-D, ``i`` int)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_FN)
+        # (address, rw = read, locality = 3 keep in all caches, cache type = data)
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -53,9 +97,20 @@ def _probe(skeys, srows, mask, key):  # pragma: no cover - numba
         i = (i + 1) & mask
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _prefetch_ahead(skeys, srows, mask, keys, n):  # pragma: no cover - numba
+    """Prefetch the home slot (both arrays) of ``keys[n + PREFETCH_DISTANCE]`` if any."""
+    m = n + PREFETCH_DISTANCE
+    if m < keys.shape[0]:
+        h = np.int64(fmix64(keys[m]) & np.uint64(mask))
+        prefetch(skeys, h)
+        prefetch(srows, h)
+
+
 @batch_kernel
 def _find(skeys, srows, mask, keys, out):  # pragma: no cover - numba
     for n in nb.prange(keys.shape[0]):
+        _prefetch_ahead(skeys, srows, mask, keys, n)
         s = _probe(skeys, srows, mask, keys[n])
         out[n] = srows[s] if s >= 0 else -1
 
@@ -65,6 +120,7 @@ def _insert(skeys, srows, mask, keys, rows):  # pragma: no cover - numba
     """Insert absent, distinct ``keys``; returns how many were actually new."""
     added = 0
     for n in range(keys.shape[0]):
+        _prefetch_ahead(skeys, srows, mask, keys, n)
         s = _probe(skeys, srows, mask, keys[n])
         if s < 0:
             s = -1 - s
@@ -79,6 +135,7 @@ def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
     """Erase ``keys`` with backward-shift deletion; ``out_rows[n]`` gets the freed row or -1."""
     erased = 0
     for n in range(keys.shape[0]):
+        _prefetch_ahead(skeys, srows, mask, keys, n)
         i = _probe(skeys, srows, mask, keys[n])
         if i < 0:
             out_rows[n] = -1

@@ -58,3 +58,23 @@ def test_growth_keeps_every_key() -> None:
         idx.insert(keys[chunk], chunk)
     assert idx.capacity >= keys.shape[0] / MAX_LOAD
     assert (idx.find(keys) == np.arange(keys.shape[0])).all()
+
+
+def test_large_batches_match_reference() -> None:
+    """Batches big enough for the parallel find and for prefetching across growths."""
+    rng = np.random.default_rng(7)
+    keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 120_000, dtype=np.int64))
+    rng.shuffle(keys)
+    keys = keys[:100_000]
+    idx = HashIndex()
+    idx.insert(keys[:60_000], np.arange(60_000))
+    idx.insert(keys[60_000:], np.arange(60_000, 100_000))  # grows mid-way
+    gone = idx.erase(keys[::2])
+    assert gone.tolist() == list(range(0, 100_000, 2))
+    query = np.concatenate([keys, rng.integers(0, 2**62, 50_000, dtype=np.int64)])
+    expect = np.full(query.shape[0], -1, dtype=np.int64)
+    expect[1:100_000:2] = np.arange(1, 100_000, 2)
+    found = idx.find(query)
+    assert (found[:100_000] == expect[:100_000]).all()
+    assert (found[100_000:][~np.isin(query[100_000:], keys)] == -1).all()
+    assert len(idx) == 50_000
