@@ -276,6 +276,33 @@ def test_click_in_window_is_a_positive_at_once_and_silence_a_negative_at_expiry(
     assert j.counters["pending"] == 2
 
 
+def test_with_wait_for_score_a_click_before_the_score_waits_for_it() -> None:
+    j = Joiner(JoinConfig(window_s=60, wait_for_score=True))
+    imp(j, [1, 2, 3], [1000, 1000, 1000])
+    j.scored(u64([3]), np.array([0.5], np.float32))
+    act(j, [1, 2, 3], [1010, 1010, 1010])  # 1 and 2 clicked before any score of theirs
+    batch = j.emit()
+    assert j.emitted_rid.tolist() == [3] and batch.prior.tolist() == [0.5]
+    assert j.counters["pending"] == 2 and j.counters["positives"] == 1
+    act(j, [1], [1011])  # a second click of a waiting row: a duplicate
+    j = round_trip(j)  # the wait survives a checkpoint
+    j.scored(u64([1]), np.array([0.25], np.float32))
+    batch = j.emit()
+    assert emitted_of(j, batch) == [(1, SampleKind.POSITIVE, 0.25)]
+    j.advance(1060)  # rid 2 never scored: its positive goes out when its window ends
+    batch = j.emit()
+    assert j.emitted_rid.tolist() == [2] and batch.label.tolist() == [1.0]
+    assert np.isnan(batch.prior).all()
+    c = j.counters
+    assert (c["positives"], c["negatives"], c["duplicate_actions"], c["pending"]) == (3, 0, 1, 0)
+
+
+def emitted_of(j: Joiner, batch: Batch | None) -> list[tuple[int, int, float]]:
+    assert batch is not None
+    return list(zip(j.emitted_rid.tolist(), j.emitted_kind.tolist(), batch.prior.tolist(),
+                    strict=True))
+
+
 def test_late_click_is_trained_again_as_a_correction_and_counted() -> None:
     j = Joiner(JoinConfig(window_s=60, correction_s=120))
     imp(j, [7], [1000])
