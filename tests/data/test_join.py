@@ -15,7 +15,7 @@ from kraken.data.base import Batch, Jagged
 from kraken.data.join import COUNTERS, JoinConfig, Joiner, SampleKind
 from kraken.errors import CheckpointMismatchError, ConfigError, DTypeError, InputError
 
-P, N, POS = "pending", "negative", "positive"
+P, N, POS, C = "pending", "negative", "positive", "clicked"  # C: waits for its score
 
 
 class RefJoiner:
@@ -40,7 +40,7 @@ class RefJoiner:
             seen.add(r)
             self.rows[r] = {"ts": t, "st": P, "prior": math.nan}
         self.advance(max(ts))
-        pend = [r for r, v in self.rows.items() if v["st"] == P]
+        pend = [r for r, v in self.rows.items() if v["st"] in (P, C)]
         over = len(pend) - self.c.max_pending
         for r in pend[:max(over, 0)]:
             del self.rows[r]
@@ -54,6 +54,10 @@ class RefJoiner:
 
     def advance(self, t: int) -> None:
         self.wm = t if self.wm is None else max(self.wm, t)
+        for r, v in list(self.rows.items()):  # unscored clicks: positives at window end
+            if v["st"] == C and v["ts"] + self.c.window_s <= self.wm:
+                self._decide(r, SampleKind.POSITIVE)
+                self.n["positives"] += 1
         for r, v in list(self.rows.items()):
             if v["st"] == P and v["ts"] + self.c.window_s <= self.wm:
                 self._decide(r, SampleKind.NEGATIVE)
@@ -63,7 +67,7 @@ class RefJoiner:
         if self.wm is None:
             return
         horizon = self.wm - self.c.window_s - self.c.correction_s
-        dec = [r for r, v in self.rows.items() if v["st"] != P]
+        dec = [r for r, v in self.rows.items() if v["st"] not in (P, C)]
         old = [r for r in dec if self.rows[r]["ts"] <= horizon]
         keep = [r for r in dec if self.rows[r]["ts"] > horizon]
         gone = old + keep[:max(len(keep) - self.c.max_recent, 0)]
@@ -86,6 +90,9 @@ class RefJoiner:
             else:
                 v = self.rows[r]
                 if v["st"] == P and t - v["ts"] < self.c.window_s:
+                    if self.c.wait_for_score and math.isnan(v["prior"]):
+                        v["st"] = C
+                        continue
                     self._decide(r, SampleKind.POSITIVE)
                     self.n["positives"] += 1
                 else:
@@ -104,13 +111,17 @@ class RefJoiner:
             if r in self.rows:
                 self.rows[r]["prior"] = p
                 self.n["scored"] += 1
+        for r in rid:  # a waiting click goes out with its (last given) score
+            if r in self.rows and self.rows[r]["st"] == C:
+                self._decide(r, SampleKind.POSITIVE)
+                self.n["positives"] += 1
 
     def emit(self) -> list[tuple[int, int, int, float]]:
         out, self.out = self.out, []
         return out
 
     def counters(self) -> dict[str, int]:
-        pend = sum(v["st"] == P for v in self.rows.values())
+        pend = sum(v["st"] in (P, C) for v in self.rows.values())
         return {**self.n, "pending": pend, "recent": len(self.rows) - pend}
 
 
@@ -171,7 +182,8 @@ def scenario_s(draw: st.DrawFn) -> tuple[JoinConfig, list[tuple]]:
     config = JoinConfig(window_s=w, max_pending=draw(st.integers(1, 8)),
                         label_actions=draw(st.sampled_from([("click",), ("click", "buy")])),
                         action_types=("click", "view", "buy"),
-                        correction_s=draw(st.integers(0, 12)), max_recent=draw(st.integers(0, 8)))
+                        correction_s=draw(st.integers(0, 12)), max_recent=draw(st.integers(0, 8)),
+                        wait_for_score=draw(st.booleans()))
     delay_s = st.one_of(st.just(w), st.just(w - 1), st.integers(0, 2 * w + config.correction_s))
     ops: list[tuple] = []
     shown: list[tuple[int, int]] = []
