@@ -33,7 +33,10 @@ order (within one ``add_actions``: positives, negatives, corrections).
 
 Emitted samples carry ``prior``: the probability given to :meth:`Joiner.scored` for their
 rid while the joiner held it (NaN where none was given), so progressive evaluation
-scores the prediction made when the impression was first seen. A correction carries its
+scores the prediction made when the impression was first seen. With ``wait_for_score``
+a label action on an impression not yet scored makes it CLICKED: its positive is emitted
+when the score comes (or, unscored, when its window ends), so no sample falls back to
+another model's prediction. A correction carries its
 impression's prior too: the earlier negative was the joiner's mistake, not the model's.
 
 Everything is vectorized over batches (numpy, and the numba hash index of
@@ -56,8 +59,9 @@ from kraken.table.index import HashIndex
 
 __all__ = ["COUNTERS", "JoinConfig", "Joiner", "SampleKind"]
 
-PENDING, NEGATIVE, POSITIVE = 0, 1, 2
-"""Row states of the store (``FREE`` = forgotten)."""
+PENDING, NEGATIVE, POSITIVE, CLICKED = 0, 1, 2, 3
+"""Row states of the store (``FREE`` = forgotten); CLICKED: labelled, waiting for its
+impression-time score (``wait_for_score``)."""
 
 _NO_TIME = np.iinfo(np.int64).min
 STATE_VERSION = 1
@@ -87,6 +91,12 @@ class JoinConfig:
     ``correction_s``: how long after its window an impression is remembered, so that a
     late label action still produces a correction (default ``window_s``).
     ``max_recent``: budget of remembered decided impressions (default ``max_pending``).
+    ``wait_for_score``: a positive whose impression has not been scored yet
+    (:meth:`Joiner.scored`) waits for its score, or for its window's end, before it is
+    emitted, so that every sample carries the prediction made when its impression was
+    first seen (else a click read with its impression would be scored by the training
+    forward instead, and progressive AUC would mix two models). A trainer scores every
+    impression a batch after reading it, so the wait is one batch.
     """
 
     window_s: int = 300
@@ -95,6 +105,7 @@ class JoinConfig:
     action_types: tuple[str, ...] = ("click",)
     correction_s: int | None = None
     max_recent: int | None = None
+    wait_for_score: bool = False
 
     def __post_init__(self) -> None:
         check_int("window_s", self.window_s, lo=1)
@@ -258,6 +269,10 @@ class Joiner:
         inwin = (store.status[apos] == PENDING) & (ts[act] - store.ts[apos] < self.config.window_s)
         first = act[inwin][_first_unique(apos[inwin])]
         hit = pos[first]
+        if self.config.wait_for_score:  # unscored: hold as CLICKED until scored()
+            unscored = np.isnan(store.prior[hit])
+            store.status[hit[unscored]] = CLICKED
+            hit = hit[~unscored]
         if hit.shape[0]:
             self._decide(hit, SampleKind.POSITIVE)
             self._pending -= int(hit.shape[0])
@@ -294,6 +309,12 @@ class Joiner:
         ok = pos >= 0
         self._store.prior[pos[ok]] = probability[ok]
         self._counts["scored"] += int(ok.sum())
+        waiting = pos[ok][self._store.status[pos[ok]] == CLICKED]
+        waiting = waiting[_first_unique(waiting)]
+        if waiting.shape[0]:  # their click came first: emit them now, with their score
+            self._decide(waiting, SampleKind.POSITIVE)
+            self._pending -= int(waiting.shape[0])
+            self._counts["positives"] += int(waiting.shape[0])
 
     def emit(self) -> Batch | None:
         """The samples decided since the last call, None if none.
@@ -366,14 +387,19 @@ class Joiner:
         cut = self._watermark - self.config.window_s
         if self._min_pending_ts > cut:
             return
-        pend = np.flatnonzero(store.status[:store.n] == PENDING)
+        st = store.status[:store.n]
+        pend = np.flatnonzero((st == PENDING) | (st == CLICKED))
         pts = store.ts[pend]
         expired = pts <= cut
         gone = pend[expired]
-        if gone.shape[0]:
-            self._decide(gone, SampleKind.NEGATIVE)
-            self._pending -= int(gone.shape[0])
-            self._counts["negatives"] += int(gone.shape[0])
+        clicked = store.status[gone] == CLICKED  # never scored: emitted at its window's end
+        if clicked.any():
+            self._decide(gone[clicked], SampleKind.POSITIVE)
+            self._counts["positives"] += int(clicked.sum())
+        if (~clicked).any():
+            self._decide(gone[~clicked], SampleKind.NEGATIVE)
+            self._counts["negatives"] += int((~clicked).sum())
+        self._pending -= int(gone.shape[0])
         left = pts[~expired]
         self._min_pending_ts = int(left.min()) if left.shape[0] else int(np.iinfo(np.int64).max)
 
@@ -382,7 +408,8 @@ class Joiner:
         if over <= 0:
             return
         store = self._need_store()
-        drop = np.flatnonzero(store.status[:store.n] == PENDING)[:over]
+        st = store.status[:store.n]
+        drop = np.flatnonzero((st == PENDING) | (st == CLICKED))[:over]
         self._remove(drop)
         self._pending -= over
         self._counts["dropped_over_budget"] += over
@@ -468,7 +495,7 @@ class Joiner:
                                  if k.startswith("rows.jagged.") and k.endswith(".offsets")))
             rows = _get_rows(state, "rows", f, d, names)
             status = _arr(state, "rows.status", np.int8, (len(rows),))
-            if ((status != PENDING) & (status != NEGATIVE) & (status != POSITIVE)).any() or \
+            if ((status < PENDING) | (status > CLICKED)).any() or \
                     np.unique(rows.rid).shape[0] != len(rows):
                 raise CheckpointMismatchError("joiner state: bad row status or repeated rids")
             out = _get_rows(state, "out", f, d, names)
@@ -478,7 +505,7 @@ class Joiner:
             store.status[:len(rows)] = status
             new._store = store
             new._index.insert(rows.rid.view(np.int64), pos)
-            pend = status == PENDING
+            pend = (status == PENDING) | (status == CLICKED)
             new._pending = int(pend.sum())
             new._min_pending_ts = int(rows.ts[pend].min()) if pend.any() else int(_NO_TIME)
             new._min_recent_ts = int(rows.ts[~pend].min()) if (~pend).any() else int(_NO_TIME)

@@ -218,4 +218,5 @@ class LogConfig:
     def join_config(self) -> JoinConfig:
         """The joiner's :class:`kraken.data.join.JoinConfig` from this section."""
         return JoinConfig(window_s=self.window_s, max_pending=self.max_pending,
-                          label_actions=self.label_actions, action_types=self.action_types)
+                          label_actions=self.label_actions, action_types=self.action_types,
+                          wait_for_score=True)  # the trainer scores every impression

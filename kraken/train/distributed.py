@@ -54,7 +54,7 @@ from kraken.train.pipeline import Prefetcher
 from kraken.train.randomness import generator_scope, training_generator
 from kraken.train.records import RecordLog
 from kraken.train.split import split_batches
-from kraken.train.state import dense_state, load_dense_state
+from kraken.train.state import dense_state
 from kraken.train.trainer import (
     _MAX_BAD_IN_A_ROW,
     RunSummary,
@@ -191,12 +191,7 @@ class DistributedTrainer(Trainer):
         router = g.broadcast_json(router)
         if not g.leader:
             _follow(self.ps, Router.from_dict(router), path.name)
-        try:
-            load_dense_state(self.model, self.optimizer, self.store.load_part(path, "dense"),
-                             manifest.meta["dense"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: dense state does not fit this model: {exc}"
-                                  ) from exc
+        self._load_dense(self.store, path, manifest)
         self._load_generator(path, manifest)
         self.samples, self.batches = manifest.samples, manifest.step
         self.origin = self.offset = manifest.stream_offset

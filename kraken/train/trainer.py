@@ -159,12 +159,7 @@ class Trainer:
             return False
         manifest = self.store.open(path)
         self.store.load_tables(path, self.ps)
-        try:
-            load_dense_state(self.model, self.optimizer, self.store.load_part(path, "dense"),
-                             manifest.meta["dense"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: dense state does not fit this model: {exc}"
-                                  ) from exc
+        self._load_dense(self.store, path, manifest)
         self.evaluation.load_state(self.store.load_part(path, "metrics"))
         if "rng.kdat" in manifest.files:  # absent from checkpoints of older versions
             rng = self.store.load_part(path, "rng")["generator"]
@@ -177,6 +172,15 @@ class Trainer:
         self.samples, self.batches = manifest.samples, manifest.step
         self.offset = manifest.stream_offset
         return True
+
+    def _load_dense(self, store: CheckpointStore, path: Path, manifest: Any) -> None:
+        """The dense model and optimizer state of checkpoint ``path``."""
+        try:
+            load_dense_state(self.model, self.optimizer, store.load_part(path, "dense"),
+                             manifest.meta["dense"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: dense state does not fit this model: {exc}"
+                                  ) from exc
 
     def checkpoint(self) -> Path | None:
         """Write a checkpoint now (between batches, so every part is consistent).

@@ -15,7 +15,7 @@ from kraken.data.base import Batch, Jagged
 from kraken.data.join import COUNTERS, JoinConfig, Joiner, SampleKind
 from kraken.errors import CheckpointMismatchError, ConfigError, DTypeError, InputError
 
-P, N, POS = "pending", "negative", "positive"
+P, N, POS, C = "pending", "negative", "positive", "clicked"  # C: waits for its score
 
 
 class RefJoiner:
@@ -40,7 +40,7 @@ class RefJoiner:
             seen.add(r)
             self.rows[r] = {"ts": t, "st": P, "prior": math.nan}
         self.advance(max(ts))
-        pend = [r for r, v in self.rows.items() if v["st"] == P]
+        pend = [r for r, v in self.rows.items() if v["st"] in (P, C)]
         over = len(pend) - self.c.max_pending
         for r in pend[:max(over, 0)]:
             del self.rows[r]
@@ -54,6 +54,10 @@ class RefJoiner:
 
     def advance(self, t: int) -> None:
         self.wm = t if self.wm is None else max(self.wm, t)
+        for r, v in list(self.rows.items()):  # unscored clicks: positives at window end
+            if v["st"] == C and v["ts"] + self.c.window_s <= self.wm:
+                self._decide(r, SampleKind.POSITIVE)
+                self.n["positives"] += 1
         for r, v in list(self.rows.items()):
             if v["st"] == P and v["ts"] + self.c.window_s <= self.wm:
                 self._decide(r, SampleKind.NEGATIVE)
@@ -63,7 +67,7 @@ class RefJoiner:
         if self.wm is None:
             return
         horizon = self.wm - self.c.window_s - self.c.correction_s
-        dec = [r for r, v in self.rows.items() if v["st"] != P]
+        dec = [r for r, v in self.rows.items() if v["st"] not in (P, C)]
         old = [r for r in dec if self.rows[r]["ts"] <= horizon]
         keep = [r for r in dec if self.rows[r]["ts"] > horizon]
         gone = old + keep[:max(len(keep) - self.c.max_recent, 0)]
@@ -86,6 +90,9 @@ class RefJoiner:
             else:
                 v = self.rows[r]
                 if v["st"] == P and t - v["ts"] < self.c.window_s:
+                    if self.c.wait_for_score and math.isnan(v["prior"]):
+                        v["st"] = C
+                        continue
                     self._decide(r, SampleKind.POSITIVE)
                     self.n["positives"] += 1
                 else:
@@ -104,13 +111,17 @@ class RefJoiner:
             if r in self.rows:
                 self.rows[r]["prior"] = p
                 self.n["scored"] += 1
+        for r in rid:  # a waiting click goes out with its (last given) score
+            if r in self.rows and self.rows[r]["st"] == C:
+                self._decide(r, SampleKind.POSITIVE)
+                self.n["positives"] += 1
 
     def emit(self) -> list[tuple[int, int, int, float]]:
         out, self.out = self.out, []
         return out
 
     def counters(self) -> dict[str, int]:
-        pend = sum(v["st"] == P for v in self.rows.values())
+        pend = sum(v["st"] in (P, C) for v in self.rows.values())
         return {**self.n, "pending": pend, "recent": len(self.rows) - pend}
 
 
@@ -171,7 +182,8 @@ def scenario_s(draw: st.DrawFn) -> tuple[JoinConfig, list[tuple]]:
     config = JoinConfig(window_s=w, max_pending=draw(st.integers(1, 8)),
                         label_actions=draw(st.sampled_from([("click",), ("click", "buy")])),
                         action_types=("click", "view", "buy"),
-                        correction_s=draw(st.integers(0, 12)), max_recent=draw(st.integers(0, 8)))
+                        correction_s=draw(st.integers(0, 12)), max_recent=draw(st.integers(0, 8)),
+                        wait_for_score=draw(st.booleans()))
     delay_s = st.one_of(st.just(w), st.just(w - 1), st.integers(0, 2 * w + config.correction_s))
     ops: list[tuple] = []
     shown: list[tuple[int, int]] = []
@@ -274,6 +286,33 @@ def test_click_in_window_is_a_positive_at_once_and_silence_a_negative_at_expiry(
     assert batch.prior.tolist() == [0.75]
     assert j.counters["positives"] == 1 and j.counters["negatives"] == 1
     assert j.counters["pending"] == 2
+
+
+def test_with_wait_for_score_a_click_before_the_score_waits_for_it() -> None:
+    j = Joiner(JoinConfig(window_s=60, wait_for_score=True))
+    imp(j, [1, 2, 3], [1000, 1000, 1000])
+    j.scored(u64([3]), np.array([0.5], np.float32))
+    act(j, [1, 2, 3], [1010, 1010, 1010])  # 1 and 2 clicked before any score of theirs
+    batch = j.emit()
+    assert j.emitted_rid.tolist() == [3] and batch.prior.tolist() == [0.5]
+    assert j.counters["pending"] == 2 and j.counters["positives"] == 1
+    act(j, [1], [1011])  # a second click of a waiting row: a duplicate
+    j = round_trip(j)  # the wait survives a checkpoint
+    j.scored(u64([1]), np.array([0.25], np.float32))
+    batch = j.emit()
+    assert emitted_of(j, batch) == [(1, SampleKind.POSITIVE, 0.25)]
+    j.advance(1060)  # rid 2 never scored: its positive goes out when its window ends
+    batch = j.emit()
+    assert j.emitted_rid.tolist() == [2] and batch.label.tolist() == [1.0]
+    assert np.isnan(batch.prior).all()
+    c = j.counters
+    assert (c["positives"], c["negatives"], c["duplicate_actions"], c["pending"]) == (3, 0, 1, 0)
+
+
+def emitted_of(j: Joiner, batch: Batch | None) -> list[tuple[int, int, float]]:
+    assert batch is not None
+    return list(zip(j.emitted_rid.tolist(), j.emitted_kind.tolist(), batch.prior.tolist(),
+                    strict=True))
 
 
 def test_late_click_is_trained_again_as_a_correction_and_counted() -> None:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from kraken.ps.processes import ShardProcesses
 from kraken.table import TableConfig
 
@@ -33,3 +35,13 @@ class Cluster(ShardProcesses):
                  timeout: float = 60.0) -> None:
         super().__init__(config, n, extra=extra or [], timeout=timeout,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def shards_of(run_dir: Path) -> list[psutil.Process]:
+    """The live `kraken ps` processes whose checkpoint root is under ``run_dir``."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "ps" in cmd and "--checkpoint-root" in cmd and str(run_dir) in cmd:
+            out.append(p)
+    return out

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from kraken.errors import TransportError
@@ -20,7 +19,7 @@ from kraken.optim import RowWiseAdaGrad
 from kraken.ps import Router, ShardedPS
 from kraken.ps.client import RemoteShard
 from kraken.table import TableConfig, Zeros
-from tests.ps.cluster import ROOT, Cluster, write_run_config
+from tests.ps.cluster import ROOT, Cluster, shards_of, write_run_config
 
 KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
 TABLES = {"emb": TableConfig(dim=4, capacity=50_000, optimizer=RowWiseAdaGrad(lr=0.1)),
@@ -85,15 +84,6 @@ evict_every = 5
     return cfg
 
 
-def _shards_of(run_dir: Path) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "ps" in cmd and "--checkpoint-root" in cmd and str(run_dir) in cmd:
-            out.append(p)
-    return out
-
-
 def test_launch_restarts_after_a_shard_is_killed_and_finishes_the_stream(tmp_path: Path
                                                                           ) -> None:
     """The drill: SIGKILL one shard mid-run; `kraken launch` restarts shards and trainer
@@ -112,7 +102,7 @@ def test_launch_restarts_after_a_shard_is_killed_and_finishes_the_stream(tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if (run_dir / "checkpoints" / "LATEST").is_file():
-                shards = _shards_of(run_dir)
+                shards = shards_of(run_dir)
                 if shards:
                     shards[-1].send_signal(signal.SIGKILL)
                     killed.append(shards[-1].pid)
@@ -134,7 +124,7 @@ def test_launch_restarts_after_a_shard_is_killed_and_finishes_the_stream(tmp_pat
     assert resumed > 0 and resumed % every < 500  # a checkpoint cut, on a batch boundary
     final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["kind"] == "final" and final["samples"] == n
-    assert not _shards_of(run_dir), "shards outlived the launch"
+    assert not shards_of(run_dir), "shards outlived the launch"
 
 
 def test_launch_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -157,4 +147,4 @@ def test_launch_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, err[-3000:]
     assert "stopped" in out and "signal SIG" in out
     assert (run_dir / "checkpoints" / "LATEST").is_file()  # a final checkpoint on the way out
-    assert not _shards_of(run_dir)
+    assert not shards_of(run_dir)

@@ -24,7 +24,7 @@ import pytest
 from kraken.arrayfile import read_arrays
 from kraken.checkpoint.manifest import Manifest
 from kraken.errors import KrakenError
-from tests.ps.cluster import ROOT, Cluster
+from tests.ps.cluster import ROOT, Cluster, shards_of
 
 N, BLOCK = 11_300, 500  # 23 blocks: rank 0 trains 12 (the last one 300 records), rank 1 11
 STEPS = 12
@@ -177,15 +177,6 @@ def _cut(run_dir: Path) -> int | None:
         return None
 
 
-def _shards_of(run_dir: Path) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "ps" in cmd and "--checkpoint-root" in cmd and str(run_dir) in cmd:
-            out.append(p)
-    return out
-
-
 def _attempts(trace: Path) -> list[list[tuple[int, int]]]:
     """The blocks ``(start, end)`` each group of worker processes trained, sorted, groups
     in the order they started (a restarted group has new processes)."""
@@ -239,7 +230,7 @@ def test_killed_workers_and_shards_restart_from_the_last_checkpoint(
                     killed.append("worker")
                     phase = 1
             elif phase == 1 and past_a_new_checkpoint(cut0 + 2 * 2 * BLOCK):
-                shards = _shards_of(run_dir)
+                shards = shards_of(run_dir)
                 if shards:
                     shards[-1].send_signal(signal.SIGKILL)
                     killed.append("shard")
@@ -258,7 +249,7 @@ def test_killed_workers_and_shards_restart_from_the_last_checkpoint(
     assert killed == ["worker", "shard"], (killed, err[-4000:])
     assert proc.returncode == 0, err[-8000:]
     assert "restart 1/2 from the last complete checkpoint" in err  # launch, after the shard
-    assert not _shards_of(run_dir), "shards outlived the launch"
+    assert not shards_of(run_dir), "shards outlived the launch"
     resumed = [int(x.split(" samples")[0].replace(",", "")) for x in out.split("resumed at ")[1:]]
     assert len(resumed) == 3 and resumed[0] == 2 * 2 * BLOCK
     assert all(r % (2 * BLOCK) == 0 for r in resumed)  # every cut after a whole step
