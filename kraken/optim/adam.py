@@ -7,6 +7,9 @@ moments and bias correction advance only when the row receives a gradient
 
     m += (1 - b1) * (g - m);  v += (1 - b2) * (g*g - v);  t += 1
     w -= lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)
+
+(with ``b1 = 0`` or ``b2 = 0`` the moment is set to ``g`` or ``g*g`` exactly, where the
+interpolation's rounding could leave ``v = 0`` beside ``m != 0`` and a step of ``m / eps``).
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ def _adam(w, s, rows, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover - numba
         step = np.float32(lr * math.sqrt(1.0 - b2**tt) / (1.0 - b1**tt))
         for j in range(d):
             gj = g[i, j]
-            m = s[r, j]
-            m = m + (gj - m) * c1
+            # beta = 0 keeps only the new value, exactly: the interpolation would round
+            # g*g - v to -v when g*g is below v's last bit, leaving v = 0 beside m != 0
+            m = gj if c1 == one else s[r, j] + (gj - s[r, j]) * c1
             s[r, j] = m
-            v = s[r, d + j]
-            v = v + (gj * gj - v) * c2
+            v = gj * gj if c2 == one else s[r, d + j] + (gj * gj - s[r, d + j]) * c2
             s[r, d + j] = v
             w[r, j] -= step * (m / (np.float32(math.sqrt(v)) + eps))
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from kraken.optim import FTRL, RAdaGrad, RowWiseAdaGrad
+from kraken.optim import FTRL, Adam, RAdaGrad, RowWiseAdaGrad
 
 STEPS = 5
 _f32 = dict(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -164,3 +164,20 @@ def test_ftrl_l1_zeroes_small_coordinates():
     np.testing.assert_array_equal(s[0], [0.5, -1.0, 3.0, 0.25, 1.0, 9.0])
     # w = -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha) = -(3 - 1) / 40
     np.testing.assert_allclose(w[0], [0.0, 0.0, -0.05], rtol=1e-6)
+
+
+def test_adam_without_moment_decay_keeps_exactly_the_new_moments() -> None:
+    """beta1 = beta2 = 0: m = g and v = g*g exactly. A small gradient after a large one
+    once rounded v to 0 (g*g below v's last bit) beside m != 0: a step of m / eps, -inf
+    with a tiny eps."""
+    opt = Adam(lr=1e-6, beta1=0.0, beta2=0.0, eps=1e-44)
+    w = np.zeros((1, 2), np.float32)
+    s = np.empty((1, opt.state_width(2)), np.float32)
+    opt.init_state(s)
+    rows = np.arange(1, dtype=np.int64)
+    opt.update(w, s, rows, np.array([[1.3, -2.0]], np.float32))
+    g = np.array([[9.0e-5, -3.0e-5]], np.float32)
+    opt.update(w, s, rows, g)
+    np.testing.assert_array_equal(s[0, :2], g[0])
+    np.testing.assert_array_equal(s[0, 2:4], g[0] * g[0])
+    assert np.isfinite(w).all()
