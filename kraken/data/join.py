@@ -273,10 +273,7 @@ class Joiner:
             unscored = np.isnan(store.prior[hit])
             store.status[hit[unscored]] = CLICKED
             hit = hit[~unscored]
-        if hit.shape[0]:
-            self._decide(hit, SampleKind.POSITIVE)
-            self._pending -= int(hit.shape[0])
-            self._counts["positives"] += int(hit.shape[0])
+        self._positives(hit)
         used = np.zeros(m, dtype=bool)
         used[first] = True
         rest = act[~used[act]]
@@ -310,11 +307,7 @@ class Joiner:
         self._store.prior[pos[ok]] = probability[ok]
         self._counts["scored"] += int(ok.sum())
         waiting = pos[ok][self._store.status[pos[ok]] == CLICKED]
-        waiting = waiting[_first_unique(waiting)]
-        if waiting.shape[0]:  # their click came first: emit them now, with their score
-            self._decide(waiting, SampleKind.POSITIVE)
-            self._pending -= int(waiting.shape[0])
-            self._counts["positives"] += int(waiting.shape[0])
+        self._positives(waiting[_first_unique(waiting)])  # clicked first: out now, scored
 
     def emit(self) -> Batch | None:
         """The samples decided since the last call, None if none.
@@ -373,6 +366,13 @@ class Joiner:
         store.status[pos] = NEGATIVE if kind == SampleKind.NEGATIVE else POSITIVE
         self._min_recent_ts = min(self._min_recent_ts, int(store.ts[pos].min()))
 
+    def _positives(self, pos: np.ndarray) -> None:
+        """Emit the waiting rows at ``pos`` as positives."""
+        if pos.shape[0]:
+            self._decide(pos, SampleKind.POSITIVE)
+            self._pending -= int(pos.shape[0])
+            self._counts["positives"] += int(pos.shape[0])
+
     def _settle(self, ts: int) -> None:
         self._advance(ts)
         self._enforce_budget()
@@ -393,13 +393,12 @@ class Joiner:
         expired = pts <= cut
         gone = pend[expired]
         clicked = store.status[gone] == CLICKED  # never scored: emitted at its window's end
-        if clicked.any():
-            self._decide(gone[clicked], SampleKind.POSITIVE)
-            self._counts["positives"] += int(clicked.sum())
-        if (~clicked).any():
-            self._decide(gone[~clicked], SampleKind.NEGATIVE)
-            self._counts["negatives"] += int((~clicked).sum())
-        self._pending -= int(gone.shape[0])
+        self._positives(gone[clicked])
+        silent = gone[~clicked]
+        if silent.shape[0]:
+            self._decide(silent, SampleKind.NEGATIVE)
+            self._pending -= int(silent.shape[0])
+            self._counts["negatives"] += int(silent.shape[0])
         left = pts[~expired]
         self._min_pending_ts = int(left.min()) if left.shape[0] else int(np.iinfo(np.int64).max)
 

@@ -144,7 +144,6 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
         n = len(chunk)
         if n == 0:
             continue
-        a_written = 0
         rid = np.arange(next_rid, next_rid + n, dtype=np.uint64)
         next_rid += n
         clicked = chunk.label >= 0.5
@@ -153,19 +152,19 @@ def log_entries(chunks: Iterable[RawChunk], config: ReplayConfig) -> Iterator[En
                                1, config.lag_max_s).astype(np.int64)
         # Pieces of at most `span` seconds of event time; the actions due by a piece's end
         # go out right after it (pieces with none due are written together).
-        bounds = [*(np.flatnonzero(np.diff(chunk.ts // span)) + 1).tolist(), n]
-        a = 0
-        for b in bounds:
-            held_rid = np.concatenate([held_rid, rid[a:b][clicked[a:b]]])
-            held_ts = np.concatenate([held_ts, (chunk.ts[a:b] + lag[a:b])[clicked[a:b]]])
-            newest_here = max(newest, int(chunk.ts[a_written:b].max()))
+        piece = written = 0
+        for end in [*(np.flatnonzero(np.diff(chunk.ts // span)) + 1).tolist(), n]:
+            took = clicked[piece:end]
+            held_rid = np.concatenate([held_rid, rid[piece:end][took]])
+            held_ts = np.concatenate([held_ts, (chunk.ts[piece:end] + lag[piece:end])[took]])
+            piece = end
+            newest_here = max(newest, int(chunk.ts[written:end].max()))
             due = held_ts <= newest_here
-            if not due.any() and b < n:
-                a = b
+            if not due.any() and end < n:
                 continue
-            yield Entries(rid[a_written:b], chunk.ts[a_written:b],
-                          {k: v[a_written:b] for k, v in chunk.columns.items()})
-            newest, a_written, a = newest_here, b, b
+            yield Entries(rid[written:end], chunk.ts[written:end],
+                          {k: v[written:end] for k, v in chunk.columns.items()})
+            newest, written = newest_here, end
             if due.any():
                 order = np.argsort(held_ts[due], kind="stable")
                 yield Entries(held_rid[due][order], held_ts[due][order], None)

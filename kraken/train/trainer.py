@@ -306,7 +306,7 @@ class Trainer:
             self.embedding.train(was_training)
         self.log.scored(fresh, p.astype("float32", copy=False))
 
-    def _after_batch(self, records: RecordLog, items: Prefetcher | None = None) -> None:
+    def _after_batch(self, records: RecordLog, items: Prefetcher) -> None:
         """Window and progress records, and a checkpoint, when due."""
         cad = self.cadence
         cad.tick()
@@ -316,19 +316,18 @@ class Trainer:
         if cad.log_due():
             records.emit(self._record("progress", *cad.since_log(self.samples)))
             cad.logged(self.samples)
-        if self._ckpt_waiting and items is not None:
+        if self._ckpt_waiting:
             self._checkpoint_when_quiet(items)
         elif cad.checkpoint_due(self.samples):
             if self.samples == cad.ckpt_samples:
                 cad.checkpointed(self.samples)  # nothing trained since the last one
-            elif self.log is not None and items is not None:
-                if not self._quiescing:  # (a stopping run checkpoints at the end anyway)
-                    items.hold()  # a log's position is the reader's: quiesce, then save
-                    self._ckpt_waiting = True
-                    self._checkpoint_when_quiet(items)
-            else:
+            elif self.log is None:
                 self.checkpoint()
                 cad.checkpointed(self.samples)
+            elif not self._quiescing:  # (a stopping run checkpoints at the end anyway)
+                items.hold()  # a log's position is the reader's: quiesce, then save
+                self._ckpt_waiting = True
+                self._checkpoint_when_quiet(items)
 
     def _checkpoint_when_quiet(self, items: Prefetcher) -> None:
         """Save once the held reader is quiet, every batch it took trained (else try again
