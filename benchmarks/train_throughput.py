@@ -101,8 +101,10 @@ class _ListStream:
 
 
 def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int, shards: int = 0,
-               staleness: int = 0) -> float:
-    """Train on ``batches``; ``shards`` > 0 puts the table on that many shard processes."""
+               staleness: int = 0, profiler: Any = None) -> float:
+    """Train on ``batches``; ``shards`` > 0 puts the table on that many shard processes.
+
+    ``profiler`` (a ``cProfile.Profile``) is enabled for the steps after warm-up."""
     import tempfile
 
     from kraken.nn import EmbeddingLayer
@@ -136,6 +138,10 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int, shards
 
     def on_record(rec: dict[str, Any]) -> None:
         times.append(time.perf_counter())
+        if profiler is not None and len(times) == warmup + 1:
+            profiler.enable()
+        if profiler is not None and len(times) == len(batches):
+            profiler.disable()
 
     cfg = TrainerConfig(batch_size=bs, dense_lr=1e-3, log_every_s=1e-9, window=10**12,
                         pipeline=PIPELINE)
@@ -220,6 +226,78 @@ def run_torch(batches: list[dict[str, Any]], warmup: int, vocab: int, kind: str)
     return (len(steady) - 1) * bs / (steady[-1] - steady[0])
 
 
+# Where one Kraken step's milliseconds go: (label, depth, [(file suffix, function, caller)])
+# Each row is the inclusive time of the listed functions (caller: only when called from
+# that function); a parent's "rest" is its time minus its children's.
+_PROFILE_ROWS: list[tuple[str, int, list[tuple[str, str, str | None]]]] = [
+    ("pull (PS, train=True)", 0, [("ps/sharded.py", "pull", None)]),
+    ("index probe", 1, [("table/index.py", "find", "lookup")]),
+    ("admission + new rows", 1, [("table/table.py", "_admit", None)]),
+    ("gather", 1, [("table/table.py", "_gather", None)]),
+    ("embedding forward (pool, torch)", 0, [("nn/layout.py", "inputs", None)]),
+    ("dense forward (DLRM)", 0, [("models/dlrm.py", "forward", None)]),
+    ("loss", 0, [("torch/nn/modules/loss.py", "forward", None)]),
+    ("backward", 0, [("torch/_tensor.py", "backward", None)]),
+    ("finiteness check", 0, [("train/trainer.py", "_grads_finite", None)]),
+    ("dense optimizer (Adam, zero_grad)", 0, [("torch/optim/adam.py", "step", None),
+                                              ("torch/optim/optimizer.py", "zero_grad", None)]),
+    ("progressive metrics update", 0, [("train/progressive.py", "update", None)]),
+    ("push (PS)", 0, [("nn/embedding.py", "push", None)]),
+    ("index probe", 1, [("table/index.py", "find", "apply_gradients")]),
+    ("optimizer update (row-wise AdaGrad)", 1, [("optim/rowwise_adagrad.py", "update", None)]),
+    ("stamp", 1, [("table/table.py", "_stamp", "apply_gradients")]),
+    ("eviction", 1, [("ps/shard.py", "evict", None)]),
+    ("records", 0, [("train/trainer.py", "_record", None)]),
+    ("PS stats()", 1, [("ps/sharded.py", "stats", None)]),
+    ("peak RSS", 1, [("train/trainer.py", "_rss_mb", None)]),
+    ("metrics get()", 1, [("metrics/metric_set.py", "get", None)]),
+    ("waiting for the prefetch thread", 0, [("/queue.py", "get", None)]),
+]
+
+
+def profile_table(prof: Any, steps: int, step_ms: float) -> str:
+    """A markdown table of ``_PROFILE_ROWS`` in ms per step from a ``cProfile.Profile``."""
+    import pstats
+
+    st = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+
+    def ms(matchers: list[tuple[str, str, str | None]]) -> float:
+        total = 0.0
+        for (path, _, name), (_, _, _, ct, callers) in st.items():
+            for suffix, fn, caller in matchers:
+                if name != fn or not path.replace("\\", "/").endswith(suffix):
+                    continue
+                if caller is None:
+                    total += ct
+                else:
+                    total += sum(v[3] for c, v in callers.items() if c[2] == caller)
+        return 1e3 * total / steps
+
+    lines = ["| part of the step | ms/step | share |", "|---|---:|---:|"]
+    top = 0.0
+    parent: list[Any] = [None, 0.0]
+    rows = []
+    for label, depth, matchers in _PROFILE_ROWS:
+        v = ms(matchers)
+        if depth == 0:
+            if parent[0] is not None and parent[1] > 0:
+                rows.append((parent[0], 1, parent[2]))
+            top += v
+            parent = [f"rest of {label.split(' (')[0]}", 0.0, v]
+        else:
+            parent[1] += 1
+            parent[2] -= v
+        rows.append((label, depth, v))
+    if parent[1] > 0:
+        rows.append((parent[0], 1, parent[2]))
+    rows.append(("trainer loop, Python and the rest", 0, step_ms - top))
+    for label, depth, v in rows:
+        name = ("&nbsp;&nbsp;&nbsp;&nbsp;" * depth) + label
+        lines.append(f"| {name} | {v:.1f} | {100 * v / step_ms:.0f}% |")
+    lines.append(f"| **step (wall, profiled)** | **{step_ms:.1f}** | 100% |")
+    return "\n".join(lines)
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -233,7 +311,15 @@ def child(args: argparse.Namespace) -> None:
         if args.variant.startswith("kraken-remote"):
             s, k = args.variant.removeprefix("kraken-remote").split("-k")
             shards, staleness = int(s), int(k)
-        rate = run_kraken(batches, args.warmup, args.capacity, shards, staleness)
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+        rate = run_kraken(batches, args.warmup, args.capacity, shards, staleness, prof)
+        if prof is not None:
+            steps = args.steps - args.warmup - 1
+            print(profile_table(prof, steps, 1e3 * args.batch / rate), file=sys.stderr)
         st = run_kraken.stats  # type: ignore[attr-defined]
         extra = {"live_rows": st.live_rows, "admitted": st.admitted, "evicted": st.evicted,
                  "not_admitted": st.not_admitted}
@@ -260,6 +346,9 @@ def main() -> None:
                    help="Kraken's row budget (smaller than the IDs seen, so it evicts)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", action="store_true",
+                   help="with --child kraken*: cProfile the steps after warm-up and print\n"
+                        "where the milliseconds of one step go (to stderr)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
