@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kraken.errors import InputError
 from kraken.train.metrics import AUC, Calibration, LogLoss, MetricSet, exact_auc
 
 
@@ -72,3 +73,40 @@ def test_metric_set_state_round_trip() -> None:
     assert a.get() == b.get()
     a.reset()
     assert a.get()["samples"] == 0 and math.isnan(a.get()["auc"])
+
+
+def numpy_histogram_auc(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
+    """The histograms and value by whole-array numpy (the definition the kernels follow)."""
+    with np.errstate(invalid="ignore"):  # NaN scores: bin 0, as the kernel does
+        idx = np.clip((p.astype(np.float64) * bins).astype(np.int64), 0, bins - 1)
+    pos = np.bincount(idx[y > 0.5], minlength=bins)
+    neg = np.bincount(idx[~(y > 0.5)], minlength=bins)
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    value = math.nan
+    if n_pos and n_neg:
+        wins = (pos * (np.cumsum(neg) - neg)).sum() + 0.5 * (pos * neg).sum()
+        value = float(wins / (n_pos * n_neg))
+    return pos, neg, value
+
+
+edge_scores = st.sampled_from([0.0, 1e-9, 0.5, 1 - 1e-7, 1.0, 1.5, -0.25, math.nan])
+
+
+@given(st.lists(st.tuples(st.integers(0, 1), st.one_of(st.floats(0, 1, width=32), edge_scores)),
+                min_size=1, max_size=80),
+       st.sampled_from([1, 7, 256]), st.integers(1, 3))
+def test_histogram_auc_kernels_match_numpy_definition(data, bins, chunks) -> None:
+    y = np.array([a for a, _ in data], dtype=np.float32)
+    p = np.array([b for _, b in data], dtype=np.float32)
+    m = AUC(bins=bins)
+    for idx in np.array_split(np.arange(len(y)), chunks):
+        m.update(y[idx], p[idx])
+    pos, neg, want = numpy_histogram_auc(y, p, bins)
+    assert np.array_equal(m.pos, pos) and np.array_equal(m.neg, neg)
+    got = m.get()
+    assert (math.isnan(want) and math.isnan(got)) or got == want
+
+
+def test_auc_update_refuses_mismatched_lengths() -> None:
+    with pytest.raises(InputError, match="one length"):
+        AUC(bins=8).update(np.zeros(3, np.float32), np.zeros(4, np.float32))
