@@ -373,9 +373,10 @@ class Trainer:
                 "the model has diverged (lower the learning rates)")
 
     def _grads_finite(self) -> bool:
+        """Whether every gradient of the last backward (dense and row) is finite."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         grads += self.embedding.pending_grads()
-        return all(bool(torch.isfinite(g).all()) for g in grads)
+        return _all_finite(grads)
 
     def _record(self, kind: str, seconds: float, samples: int) -> dict[str, Any]:
         """One record; the only place the trainer asks the PS for its stats."""
@@ -392,6 +393,22 @@ def _table_summary(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Live rows, admitted, evicted and memory (bytes) per table, for records and summaries."""
     return {n: {"live_rows": s.live_rows, "admitted": s.admitted, "evicted": s.evicted,
                 "memory_bytes": s.memory_bytes} for n, s in stats.items()}
+
+
+_SUMMED_EXACTLY = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether no element of ``tensors`` is NaN or infinite, in one read of each.
+
+    A float32/16 tensor is summed in float64: finite elements (at most 3.4e38 each) cannot
+    overflow that sum, a NaN makes it NaN and an infinity makes it infinite or NaN, so
+    the sum is finite exactly when every element is. Other dtypes are checked elementwise.
+    """
+    sums = [g.sum(dtype=torch.float64) for g in tensors if g.dtype in _SUMMED_EXACTLY]
+    if sums and not bool(torch.isfinite(torch.stack(sums).sum())):
+        return False
+    return all(bool(torch.isfinite(g).all()) for g in tensors if g.dtype not in _SUMMED_EXACTLY)
 
 
 def _batch_now(batch: Any) -> int | None:

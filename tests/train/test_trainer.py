@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kraken.errors import CheckpointError, ConfigError
 from kraken.train import TrainerConfig
+from kraken.train.trainer import _all_finite
 from tests.train.helpers import make_trainer, model_state
 
 
@@ -232,3 +236,15 @@ def test_resume_from_an_incremental_checkpoint_gives_the_uninterrupted_model(
     assert second.resume() and second.samples == 5120
     second.run()
     assert model_state(second) == model_state(full)
+
+
+_EXTREMES = st.sampled_from([0.0, -0.0, 3.4e38, -3.4e38, 1e-45, math.inf, -math.inf, math.nan])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["float32", "float16", "float64"]),
+                          st.lists(st.one_of(st.floats(-1e4, 1e4), _EXTREMES), max_size=40)),
+                max_size=4))
+def test_gradient_check_agrees_with_elementwise_isfinite(parts) -> None:
+    tensors = [torch.tensor(v, dtype=getattr(torch, d)) for d, v in parts]
+    want = all(bool(torch.isfinite(t).all()) for t in tensors)
+    assert _all_finite(tensors) == want
