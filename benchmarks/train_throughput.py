@@ -10,6 +10,8 @@ every step). Variants, each in a fresh subprocess so peak RSS is its own:
                 count-min admission (threshold 2), LRU eviction under a row budget, Adam dense
   kraken-pipelined  the same with TrainerConfig(pipeline=True): the next batch's rows are
                 pulled in the background while the current batch computes
+  kraken-bgpush the same with LocalPS(background_push=True): each push is applied on a
+                background thread while the dense optimizer step runs (same results)
   kraken-remoteS-kK  the same table on S `kraken ps` shard processes over gRPC on loopback
                 (budget split among them), pushes trailing pulls by at most K batches;
                 shards compete with the trainer for this machine's cores, and their memory
@@ -43,6 +45,7 @@ import numpy as np
 
 N_DENSE, N_FIELDS, DIM = 13, 26, 16
 PIPELINE = False
+BACKGROUND_PUSH = False
 
 
 def make_batches(n_batches: int, batch: int, vocab: int, seed: int) -> list[dict[str, Any]]:
@@ -129,7 +132,7 @@ def run_kraken(batches: list[dict[str, Any]], warmup: int, capacity: int, shards
         ps = ShardedPS([RemoteShard(a, index=i) for i, a in enumerate(procs.addresses)],
                        Router.uniform(shards), push_staleness=staleness)
     else:
-        ps = LocalPS(tables, evict_every=5)
+        ps = LocalPS(tables, evict_every=5, background_push=BACKGROUND_PUSH)
     model = build_dense_model()
     stream = _ListStream(batches)
     emb = EmbeddingLayer(ps, stream.schema)
@@ -305,8 +308,9 @@ def child(args: argparse.Namespace) -> None:
     batches = make_batches(args.steps, args.batch, args.vocab, seed=1)
     extra: dict[str, Any] = {}
     if args.variant.startswith("kraken"):
-        global PIPELINE
+        global PIPELINE, BACKGROUND_PUSH
         PIPELINE = args.variant == "kraken-pipelined"
+        BACKGROUND_PUSH = args.variant == "kraken-bgpush"
         shards, staleness = 0, 0
         if args.variant.startswith("kraken-remote"):
             s, k = args.variant.removeprefix("kraken-remote").split("-k")

@@ -7,6 +7,7 @@
     shards = ["10.0.0.5:7100", "10.0.0.6:7100"]   # remote: shard i at shards[i]
     buckets = 4096                        # virtual buckets (fixed for the life of a model)
     push_staleness = 1                    # pushes in flight when the next batch pulls
+    background_push = false               # push returns at once; the next call waits
     evict_every = 10                      # pushes between a shard's eviction passes
     timeout_s = 30.0                      # per call; retries with backoff, then an error
     retries = 3
@@ -47,6 +48,7 @@ class PSConfig:
     shards: tuple[str, ...] = ()
     buckets: int = DEFAULT_BUCKETS
     push_staleness: int = 0
+    background_push: bool = False
     evict_every: int = 10
     timeout_s: float = 30.0
     retries: int = 3
@@ -74,6 +76,9 @@ class PSConfig:
             raise ConfigError(f"buckets: {self.buckets} buckets cannot spread over "
                               f"{len(self.shards)} shards")
         check_int("push_staleness", self.push_staleness, lo=0, hi=64)
+        if not isinstance(self.background_push, bool):
+            raise ConfigError(f"background_push: expected true or false, "
+                              f"got {self.background_push!r}")
         check_int("evict_every", self.evict_every, lo=0)
         check_positive("timeout_s", self.timeout_s)
         check_int("retries", self.retries, lo=0, hi=100)
@@ -93,7 +98,8 @@ def build_ps(tables: Mapping[str, TableConfig], cfg: PSConfig,
     (``shards`` overrides the addresses, e.g. those ``kraken launch`` just started)."""
     addresses = list(shards if shards is not None else cfg.shards)
     if cfg.mode is PSMode.LOCAL and shards is None:
-        return LocalPS(tables, evict_every=cfg.evict_every)
+        return LocalPS(tables, evict_every=cfg.evict_every,
+                       background_push=cfg.background_push)
     from kraken.ps.client import RemoteShard  # grpc only when shards are remote
 
     sec = cfg.security()
@@ -101,7 +107,8 @@ def build_ps(tables: Mapping[str, TableConfig], cfg: PSConfig,
            for i, a in enumerate(addresses)]
     try:
         ps = ShardedPS(eps, Router.uniform(len(eps), cfg.buckets),
-                       push_staleness=cfg.push_staleness)
+                       push_staleness=cfg.push_staleness,
+                       background_push=cfg.background_push)
     except BaseException:
         for e in eps:
             e.close()

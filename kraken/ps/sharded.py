@@ -17,6 +17,16 @@ Pushes go to one single-threaded queue per shard, so every shard applies one wor
 pushes in order. With ``push_staleness = k`` a push returns once at most ``k`` earlier
 pushes are still in flight (k = 0: it returns when every shard applied it). An error of
 a background push is raised by the next call.
+
+With ``background_push`` a push returns as soon as it is queued and the bound moves to
+the client's next call: a pull waits until at most ``k`` pushes are in flight, every
+other verb until none is. With ``k = 0`` every call therefore sees exactly what
+synchronous pushes give (same rows, same order, bit for bit), while what the caller
+computes between a push and its next call (a trainer's dense optimizer step) overlaps
+the push. Errors a shard would raise for the push's arguments (unknown table, keys, dtype,
+shape, ``now``) are raised by the push itself, non-finite values by the next call. The
+client may be called from two threads (a trainer's prefetch thread pulls
+while its main thread pushes).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -33,9 +44,16 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from kraken.config import check_int
-from kraken.errors import CheckpointMismatchError, ConfigError, InputError, StaleVersionError
+from kraken.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    DTypeError,
+    InputError,
+    ShapeError,
+    StaleVersionError,
+)
 from kraken.ps.router import Router
-from kraken.ps.shard import Shard, ShardInfo, shard_configs
+from kraken.ps.shard import Shard, ShardInfo, _as_now, shard_configs
 from kraken.table import TableConfig, TableDelta, TableStats
 from kraken.types import F32, Keys
 
@@ -82,14 +100,17 @@ class ShardedPS:
     Args:
         endpoints: one per shard, in shard order.
         router: key -> shard; ``router.n_shards == len(endpoints)``.
-        push_staleness: pushes that may still be in flight when a push returns.
+        push_staleness: pushes that may still be in flight when a push returns (with
+            ``background_push``: when a pull starts).
+        background_push: a push returns once queued; the next call waits for it (see
+            the module docstring).
 
     The handshake asks every shard for its :class:`ShardInfo` and refuses a set of
     shards that disagree on position, tables or the checkpoint they were restored from.
     """
 
     def __init__(self, endpoints: Sequence[ShardEndpoint], router: Router, *,
-                 push_staleness: int = 0) -> None:
+                 push_staleness: int = 0, background_push: bool = False) -> None:
         check_int("ps.push_staleness", push_staleness, lo=0)
         if router.n_shards != len(endpoints):
             raise ConfigError(f"ps: the router has {router.n_shards} shards, "
@@ -97,6 +118,7 @@ class ShardedPS:
         self._endpoints = list(endpoints)
         self.router = router
         self.push_staleness = push_staleness
+        self.background_push = bool(background_push)
         infos = [e.info() for e in self._endpoints]
         self._tables = _check_handshake(infos)
         self.checkpoint = infos[0].checkpoint
@@ -104,19 +126,21 @@ class ShardedPS:
         self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ps-fanout") \
             if n > 1 else None
         self._push_queues = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ps-push{i}")
-                             for i in range(n)] if (n > 1 or push_staleness) else []
+                             for i in range(n)] \
+            if (n > 1 or push_staleness or background_push) else []
         self._in_flight: deque[list[Future[None]]] = deque()
+        self._flight = threading.Lock()  # guards _in_flight (pulls may come from a 2nd thread)
         self._closed = False
 
     @classmethod
     def in_process(cls, tables: Mapping[str, TableConfig], shards: int = 1, *,
                    buckets: int | None = None, push_staleness: int = 0,
-                   evict_every: int = 10) -> ShardedPS:
+                   evict_every: int = 10, background_push: bool = False) -> ShardedPS:
         """``shards`` in-process :class:`Shard` s sharing each table's budget evenly."""
         router = Router.uniform(shards) if buckets is None else Router.uniform(shards, buckets)
         per = shard_configs(tables, shards)
         eps = [Shard(per, index=i, of=shards, evict_every=evict_every) for i in range(shards)]
-        ps = cls(eps, router, push_staleness=push_staleness)
+        ps = cls(eps, router, push_staleness=push_staleness, background_push=background_push)
         ps._tables = dict(tables)
         return ps
 
@@ -179,6 +203,7 @@ class ShardedPS:
         self._raise_push_errors()
         for name in keys:
             self._check_table(name)
+        self._settle(self.push_staleness)
         if self.n_shards == 1:
             return self._endpoints[0].pull(keys, train=train, now=now)
         plans, parts = self._split({n: _flat_keys(k) for n, k in keys.items()})
@@ -199,6 +224,8 @@ class ShardedPS:
         self._raise_push_errors()
         for name in grads:
             self._check_table(name)
+        if self.background_push:
+            self._check_push(grads, now)
         if not self._push_queues:
             self._endpoints[0].push(grads, now)
             return
@@ -216,16 +243,48 @@ class ShardedPS:
                 for i in range(self.n_shards):
                     if bounds[i + 1] > bounds[i]:
                         parts[i][name] = (ks[bounds[i]:bounds[i + 1]], gs[bounds[i]:bounds[i + 1]])
-        batch = [self._push_queues[i].submit(self._endpoints[i].push, parts[i], now)
-                 for i in range(self.n_shards) if parts[i]]
-        self._in_flight.append(batch)
-        while len(self._in_flight) > self.push_staleness:
-            self._wait(self._in_flight.popleft())
+        if self.background_push:  # at most push_staleness + 1 in flight after this one
+            self._settle(self.push_staleness)
+        with self._flight:
+            batch = [self._push_queues[i].submit(self._endpoints[i].push, parts[i], now)
+                     for i in range(self.n_shards) if parts[i]]
+            self._in_flight.append(batch)
+        if not self.background_push:
+            self._settle(self.push_staleness)
+
+    def _check_push(self, grads: Mapping[str, tuple[Keys, F32]], now: int) -> None:
+        """What a shard would refuse of a push, checked before it is queued (a push in
+        the background raises errors at the next call): keys, ``now``, gradient dtype
+        and shape. Finiteness is the shard's check (it reads every value)."""
+        _as_now(now)
+        for name, (k, g) in grads.items():
+            n, dim = _flat_keys(k).shape[0], self._tables[name].dim
+            if not isinstance(g, np.ndarray) or g.dtype != np.float32:
+                raise DTypeError(f"grads[{name!r}] must be a float32 numpy array, got "
+                                 f"{getattr(g, 'dtype', type(g).__name__)}")
+            if g.shape != (n, dim):
+                raise ShapeError(f"grads[{name!r}] must have shape ({n}, {dim}) for {n} keys "
+                                 f"of dim {dim}, got {g.shape}")
 
     def flush(self) -> None:
         """Wait until every push sent so far is applied (raises the first push error)."""
-        while self._in_flight:
-            self._wait(self._in_flight.popleft())
+        self._settle(0)
+
+    def _settle(self, keep: int) -> None:
+        """Wait, oldest first, until at most ``keep`` pushes are in flight; raises the
+        first error of a push this thread took off the queue."""
+        while True:
+            with self._flight:
+                if len(self._in_flight) <= keep:
+                    return
+                batch = self._in_flight[0]
+            wait(batch)
+            with self._flight:
+                mine = bool(self._in_flight) and self._in_flight[0] is batch
+                if mine:
+                    self._in_flight.popleft()
+            if mine:
+                self._wait(batch)
 
     def evict(self, now: int) -> dict[str, int]:
         self.flush()
@@ -370,20 +429,30 @@ class ShardedPS:
         """Raise the error of a finished background push now rather than much later."""
         if self._closed:
             raise InputError("the parameter server client is closed")
-        while self._in_flight and all(f.done() for f in self._in_flight[0]):
-            self._wait(self._in_flight.popleft())
+        done = []
+        with self._flight:
+            while self._in_flight and all(f.done() for f in self._in_flight[0]):
+                done.append(self._in_flight.popleft())
+        for batch in done:
+            self._wait(batch)
 
 
 class LocalPS(ShardedPS):
-    """Every table in this process: one :class:`Shard`, no routing, no threads.
+    """Every table in this process: one :class:`Shard`, no routing, no threads (but the
+    push thread of ``background_push``).
 
     Args:
         tables: name -> config of each table.
         evict_every: pushes between the shard's eviction passes (0: never).
+        background_push: apply each push on a background thread while the caller goes
+            on; its next call waits for it, so every call sees what a synchronous push
+            gives (see :class:`ShardedPS`).
     """
 
-    def __init__(self, tables: Mapping[str, TableConfig], *, evict_every: int = 10) -> None:
-        super().__init__([Shard(tables, evict_every=evict_every)], Router.uniform(1))
+    def __init__(self, tables: Mapping[str, TableConfig], *, evict_every: int = 10,
+                 background_push: bool = False) -> None:
+        super().__init__([Shard(tables, evict_every=evict_every)], Router.uniform(1),
+                         background_push=background_push)
 
 
 def _check_handshake(infos: list[ShardInfo]) -> dict[str, TableConfig]:

@@ -241,13 +241,16 @@ class Trainer:
                         self._stop_reason = "max_samples reached"
                         if not self._quiesce(items):
                             break
+                    learned = None
                     if len(batch):
                         now = _batch_now(batch) or now
-                        self._learn(item, now)
+                        learned = self._learn(item, now)
                     if gate is not None:
                         gate.before_push(j)
                     if len(batch):
                         self.embedding.push(now)
+                    if learned is not None:  # overlaps the push on a background-push PS
+                        self._step(*learned)
                     if batch.fresh is not None and len(batch.fresh):
                         self._score_fresh(batch.fresh, now)
                     self.offset = batch.offset
@@ -339,8 +342,10 @@ class Trainer:
                 items.release()
             self.cadence.checkpointed(self.samples)
 
-    def _learn(self, item: Prepared | Pulled, now: int) -> None:
-        """Pull (unless pipelined), score, then learn one batch; the row push follows."""
+    def _learn(self, item: Prepared | Pulled, now: int
+               ) -> tuple[np.ndarray, torch.Tensor, np.ndarray | None] | None:
+        """Pull (unless pipelined), score, backward; the row push and then :meth:`_step`
+        (given what this returns; None: nothing to learn from this batch) follow."""
         pulled = item if isinstance(item, Pulled) else self.embedding.pull(item, train=True,
                                                                             now=now)
         batch = pulled.prepared.batch
@@ -354,13 +359,8 @@ class Trainer:
         if torch.isfinite(loss):
             loss.backward()
             if self._grads_finite():
-                p = torch.sigmoid(logits.detach()).numpy()
-                if batch.prior is not None:  # scored when the impression was first seen
-                    p = np.where(np.isfinite(batch.prior), batch.prior, p).astype(np.float32)
-                self.evaluation.update(batch.label, p)
-                self.optimizer.step()
                 self._bad_in_a_row = 0
-                return
+                return batch.label, logits.detach(), batch.prior
         # A non-finite loss or gradient: learn nothing from this batch, keep running.
         self.embedding.discard()
         self.nonfinite_batches += 1
@@ -371,6 +371,15 @@ class Trainer:
             raise TrainingDivergedError(
                 f"{self._bad_in_a_row} batches in a row gave non-finite loss or gradients; "
                 "the model has diverged (lower the learning rates)")
+        return None
+
+    def _step(self, label: np.ndarray, logits: torch.Tensor, prior: np.ndarray | None) -> None:
+        """The progressive metrics of a learned batch, then its dense optimizer step."""
+        p = torch.sigmoid(logits).numpy()
+        if prior is not None:  # scored when the impression was first seen
+            p = np.where(np.isfinite(prior), prior, p).astype(np.float32)
+        self.evaluation.update(label, p)
+        self.optimizer.step()
 
     def _grads_finite(self) -> bool:
         """Whether every gradient of the last backward (dense and row) is finite."""

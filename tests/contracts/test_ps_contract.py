@@ -1,6 +1,8 @@
 """The parameter-server contract (``kraken/ps/protocol.py``), run over every implementation.
 
 - ``local``: :class:`LocalPS`, one in-process shard;
+- ``local-background``: the same with ``background_push`` (pushes applied on a thread,
+  every later call waits for them: no call may see a difference);
 - ``sharded``: :class:`ShardedPS` over 3 in-process shards (routing, fan-out, reassembly);
 - ``grpc``: :class:`ShardedPS` over 2 real ``kraken ps`` processes on loopback.
 
@@ -33,7 +35,7 @@ from kraken.ps import LocalPS, ParameterServer, Router, Shard, ShardedPS, shard_
 from kraken.table import TTL, CountMin, SparseTable, TableConfig, Zeros
 from tests.ps.cluster import Cluster, write_run_config
 
-IMPLS = ["local", "sharded", "grpc"]
+IMPLS = ["local", "local-background", "sharded", "grpc"]
 
 MakePS = Callable[..., ShardedPS]
 
@@ -53,8 +55,9 @@ def make_ps(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakePS]:
     def make(tables: dict[str, TableConfig] | None = None, *, evict_every: int = 10,
              push_staleness: int = 0) -> ShardedPS:
         tables = tables or _tables()
-        if request.param == "local":
-            ps: ShardedPS = LocalPS(tables, evict_every=evict_every)
+        if request.param.startswith("local"):
+            ps: ShardedPS = LocalPS(tables, evict_every=evict_every,
+                                    background_push=request.param == "local-background")
         elif request.param == "sharded":
             ps = ShardedPS.in_process(tables, 3, evict_every=evict_every,
                                       push_staleness=push_staleness)
@@ -86,7 +89,8 @@ def _keys(rng: np.random.Generator, n: int, hi: int = 5000) -> np.ndarray:
 def test_is_a_parameter_server(make_ps: MakePS) -> None:
     ps = make_ps()
     assert isinstance(ps, ParameterServer)
-    assert ps.n_shards == {"local": 1, "sharded": 3, "grpc": 2}[make_ps.kind]
+    assert ps.n_shards == {"local": 1, "local-background": 1, "sharded": 3,
+                           "grpc": 2}[make_ps.kind]
     assert {n: c.dim for n, c in ps.tables.items()} == {"emb": 8, "wide": 1}
     assert ps.tables["emb"].capacity >= 100_000
 

@@ -21,14 +21,14 @@ from kraken.train import Trainer, TrainerConfig
 
 def make_trainer(run_dir: Path | None, *, n_records: int = 12_000, model: str = "deepfm",
                  seed: int = 0, model_kw: dict[str, Any] | None = None,
-                 **trainer_kw: Any) -> Trainer:
+                 ps_kw: dict[str, Any] | None = None, **trainer_kw: Any) -> Trainer:
     stream = SyntheticStream(SyntheticConfig(n_records=n_records, n_fields=5, n_dense=3,
                                              vocab=3000, drift_ids_per_1k=50, seed=1))
     emb = TableConfig(dim=8, capacity=4000, optimizer=RowWiseAdaGrad(lr=0.1),
                       admission=CountMin(threshold=2, width=4096),
                       eviction=LRU(0.9, 0.7), seed=seed)
     tables = {"emb": emb, "wide": TableConfig(dim=1, capacity=4000, initializer=Zeros())}
-    ps = LocalPS(tables, evict_every=3)
+    ps = LocalPS(tables, evict_every=3, **(ps_kw or {}))
     torch.manual_seed(seed)
     kw = {"hidden": (32, 16)} if model in ("deepfm", "wide_deep") else {}
     kw.update(model_kw or {})

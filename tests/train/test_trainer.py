@@ -248,3 +248,14 @@ def test_gradient_check_agrees_with_elementwise_isfinite(parts) -> None:
     tensors = [torch.tensor(v, dtype=getattr(torch, d)) for d, v in parts]
     want = all(bool(torch.isfinite(t).all()) for t in tensors)
     assert _all_finite(tensors) == want
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sync", "pipelined"])
+def test_background_push_trains_the_model_of_synchronous_pushes(pipeline: bool) -> None:
+    """The dense step overlaps the push, but every pull still sees every earlier push."""
+    sync = make_trainer(None, n_records=8_000, pipeline=pipeline)
+    bg = make_trainer(None, n_records=8_000, pipeline=pipeline,
+                      ps_kw={"background_push": True})
+    s1, s2 = sync.run(), bg.run()
+    assert model_state(bg) == model_state(sync)
+    assert s2.metrics == s1.metrics and s2.tables == s1.tables
