@@ -302,7 +302,8 @@ def profile_table(prof: Any, steps: int, step_ms: float) -> str:
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
+    import kraken  # noqa: F401  first, as the kraken command: its OpenMP spin setting
+    import torch  # (kraken/_jit.py) reaches torch's runtime too, in every variant
 
     torch.set_num_threads(2)
     batches = make_batches(args.steps, args.batch, args.vocab, seed=1)

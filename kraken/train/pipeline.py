@@ -30,7 +30,8 @@ class PullGate:
     ``push(j)`` waits until ``pull(j + 1)`` is done or the stream has ended: every pull
     of batch ``j + 1`` lands exactly between ``push(j - 1)`` and ``push(j)``. While the
     reader is held (a log stream's checkpoint) pushes do not wait: the pull of the next
-    batch then follows them.
+    batch then follows them. On a PS with ``background_push`` a push counts as done once
+    queued; the pull the gate then lets start waits inside the PS until it is applied.
     """
 
     def __init__(self) -> None:

@@ -3,18 +3,24 @@
 Per batch (``now`` = the batch's newest event time)::
 
     prefetch thread:  read + parse the next batches, dedupe their IDs   (overlaps compute)
-    main thread:      pull rows (train=True: admission) -> forward -> record predictions
-                      (progressive evaluation: scored before learning) -> backward ->
-                      dense step (torch.optim) -> push row gradients (sparse optimizers)
-                      -> records and checkpoints when due
+    main thread:      pull rows (train=True: admission) -> forward -> backward -> push
+                      row gradients (sparse optimizers) -> record predictions (progressive
+                      evaluation: scored by the forward, before learning) -> dense step
+                      (torch.optim) -> records and checkpoints when due
     PS shards:        admit, apply, and evict on their own clock (``[ps] evict_every``)
+
+The push comes before the metrics and the dense step, which touch no row: with a PS
+that pushes in the background (``[ps] background_push``) they overlap the push, and
+the next pull still sees it.
 
 Its parts live beside it: :mod:`~kraken.train.pipeline` (prefetch thread, pull gate),
 :mod:`~kraken.train.progressive` (metrics), :mod:`~kraken.train.cadence` (when to log
 and checkpoint; injected clock), :mod:`~kraken.train.randomness` (the seeded
 generator), :mod:`~kraken.train.records` (``metrics.jsonl``).
 
-The PS is touched only from the main thread, in batch order, and the model's randomness
+The PS is called in batch order (a pipelined pull and a background push are ordered
+against the main thread's calls, see :mod:`~kraken.train.pipeline` and
+:class:`~kraken.ps.ShardedPS`), and the model's randomness
 comes from the trainer's own seeded generator, so a run is a pure function of (config,
 data, seed), and a run resumed from a checkpoint continues exactly as the uninterrupted
 run would have.
