@@ -302,8 +302,10 @@ def profile_table(prof: Any, steps: int, step_ms: float) -> str:
 
 
 def child(args: argparse.Namespace) -> None:
-    import kraken  # noqa: F401  first, as the kraken command: its OpenMP spin setting
-    import torch  # (kraken/_jit.py) reaches torch's runtime too, in every variant
+    # kraken first, as the kraken command does: its OpenMP spin setting (kraken/_jit.py)
+    # then reaches torch's runtime too, in every variant alike
+    import kraken  # noqa: F401, I001
+    import torch
 
     torch.set_num_threads(2)
     batches = make_batches(args.steps, args.batch, args.vocab, seed=1)
