@@ -12,7 +12,8 @@ deletion, so there are no tombstones and probe chains never degrade. The index
 grows by doubling when it would pass ``MAX_LOAD``; it stores each key exactly once
 (the row arena keeps no copy), so iteration over live keys scans this index.
 
-Memory: 12 bytes per slot, i.e. 16 to 32 bytes per live key between growths.
+Memory: 12 bytes per slot, i.e. 16 to 32 bytes per live key between growths (loads
+0.75 and 0.375); while it grows, the old and the new slots (36 bytes per old slot).
 
 Batch verbs hide the two cache misses of a probe (one in ``keys``, one in ``rows``)
 with software prefetch: while probing key ``n`` they prefetch the home slots of key
@@ -132,6 +133,25 @@ def _insert(skeys, srows, mask, keys, rows):  # pragma: no cover - numba
 
 
 @nb.njit(cache=True, nogil=True)
+def _rehash(old_keys, old_rows, skeys, srows, mask):  # pragma: no cover - numba
+    """Insert every entry of the old slot arrays into the new, empty ones (distinct keys,
+    so no comparisons): one pass over the old slots, no compacted copies in between."""
+    n_old = old_rows.shape[0]
+    for s in range(n_old):
+        if s + PREFETCH_DISTANCE < n_old:
+            _prefetch_home(skeys, srows, mask, old_keys[s + PREFETCH_DISTANCE])
+        r = old_rows[s]
+        if r < 0:
+            continue
+        k = old_keys[s]
+        i = np.int64(fmix64(k) & np.uint64(mask))
+        while srows[i] >= 0:
+            i = (i + 1) & mask
+        skeys[i] = k
+        srows[i] = r
+
+
+@nb.njit(cache=True, nogil=True)
 def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
     """Erase ``keys`` with backward-shift deletion; ``out_rows[n]`` gets the freed row or -1."""
     erased = 0
@@ -202,11 +222,12 @@ class HashIndex:
         while need > cap * MAX_LOAD:
             cap *= 2
         if cap != self.capacity:
-            live = self._rows >= 0
-            old_keys, old_rows = self._keys[live], self._rows[live]
+            # Peak memory while growing: the old slots and the new ones (12 B each), nothing
+            # else; the old arrays are released as soon as the new ones are filled.
+            old_keys, old_rows = self._keys, self._rows
             self._keys = np.empty(cap, dtype=np.int64)
             self._rows = np.full(cap, -1, dtype=np.int32)
-            _insert(self._keys, self._rows, cap - 1, old_keys, old_rows)
+            _rehash(old_keys, old_rows, self._keys, self._rows, cap - 1)
 
     def insert(self, keys: Keys, rows: np.ndarray) -> None:
         """Map distinct ``keys`` to ``rows``; an existing key is re-pointed."""
