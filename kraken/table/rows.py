@@ -1,9 +1,10 @@
 """The values a :class:`~kraken.table.table.SparseTable` hands out: stats, deltas, rows.
 
 Versions: every verb that changes rows in any column (weights, optimizer state, access
-metadata) or evicts stamps them with the table's current version; the first change after a reader has seen a version opens the next one. So a
-version names a set of changes, ``(since, version]`` is exactly the changes after
-``since`` up to ``version``, and reading never moves the version.
+metadata) or evicts stamps them with the table's current version; the first change after
+a reader has seen a version opens the next one. So a version names a set of changes,
+``(since, version]`` is exactly the changes after ``since`` up to ``version``, and reading
+never moves the version.
 """
 
 from __future__ import annotations
