@@ -256,7 +256,7 @@ class Trainer:
                     if len(batch):
                         self.embedding.push(now)
                     if learned is not None:  # overlaps the push on a background-push PS
-                        self._step(*learned)
+                        self._dense_step(*learned)
                     if batch.fresh is not None and len(batch.fresh):
                         self._score_fresh(batch.fresh, now)
                     self.offset = batch.offset
@@ -350,7 +350,7 @@ class Trainer:
 
     def _learn(self, item: Prepared | Pulled, now: int
                ) -> tuple[np.ndarray, torch.Tensor, np.ndarray | None] | None:
-        """Pull (unless pipelined), score, backward; the row push and then :meth:`_step`
+        """Pull (unless pipelined), score, backward; the row push and then :meth:`_dense_step`
         (given what this returns; None: nothing to learn from this batch) follow."""
         pulled = item if isinstance(item, Pulled) else self.embedding.pull(item, train=True,
                                                                             now=now)
@@ -379,7 +379,8 @@ class Trainer:
                 "the model has diverged (lower the learning rates)")
         return None
 
-    def _step(self, label: np.ndarray, logits: torch.Tensor, prior: np.ndarray | None) -> None:
+    def _dense_step(self, label: np.ndarray, logits: torch.Tensor, prior: np.ndarray | None
+                    ) -> None:
         """The progressive metrics of a learned batch, then its dense optimizer step."""
         p = torch.sigmoid(logits).numpy()
         if prior is not None:  # scored when the impression was first seen
