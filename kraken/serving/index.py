@@ -15,6 +15,12 @@ to its home than the probe is (short misses at 92% load, where plain linear prob
 scan long runs); erase shifts the following entries back (no tombstones). Every int64 is a
 valid key. Batch verbs run in numba with software prefetch of the home slots ahead.
 Not thread safe on its own (the store is serialised by the replica).
+
+Cost of the density (400k keys, one process, shared 2-core machine): a batch ``find``
+takes 25-40 ns a key against 11-13 for ``HashIndex`` at its lower load (about 30 us of a
+256-candidate request's ~1.5 ms); an insert 150 ns a key at load 0.5 rising to 700 at 0.92,
+and each growth re-inserts every entry (~100 ns each, every 15% of growth), so a replica
+applies new keys several times slower than the trainer's index takes them.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def _locate(skeys, srows, key):  # pragma: no cover - numba
             return -1
         if skeys[i] == key:
             return i
-        if _dist(i, _home(skeys[i], cap), cap) < d:
+        if d > 0 and _dist(i, _home(skeys[i], cap), cap) < d:
             return -1
         i += 1
         if i == cap:
