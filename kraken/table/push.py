@@ -110,10 +110,12 @@ def _find_check(skeys, srows, mask, keys, grads, rows):  # pragma: no cover - nu
         acc = np.float32(0.0)
         for j in range(d):  # x - x is 0 for finite x, NaN for NaN and inf
             acc += grads[i, j] - grads[i, j]
+        k = 0
         if acc != acc:
             for j in range(d):
                 if not np.isfinite(grads[i, j]):
-                    bad += 1
+                    k += 1
+        bad += k  # at the loop's top level: numba recognises the reduction only there
     return bad
 
 
