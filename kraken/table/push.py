@@ -13,9 +13,11 @@ without touching the table::
 The gradient of ``urows[p]`` is ``grads[first[p]] + grads[nxt[first[p]]] + ...``, added in
 occurrence order (bit for bit the sum of the duplicates in the order they came).
 Optimizers sum a chain and apply their step to the row in one parallel pass
-(:meth:`~kraken.optim.base.SparseOptimizer.update_groups`), so neither a ``[U, D]`` array of
-summed gradients nor a second hashing of the rows is needed; :func:`sum_groups` builds that
-array where it is needed (16-bit weights, optimizers without a fused step).
+(:meth:`~kraken.optim.base.SparseOptimizer.update_groups`), so no ``[U, D]`` array of summed
+gradients is written and read back; :func:`sum_groups` builds that array where it is needed
+(16-bit weights, optimizers without a fused step). Duplicates are found by the row the probe
+returned (a multiply-shift hash into a reused scratch table), not by hashing keys again.
+Passes 1 and 3 run in parallel for large batches (``kraken._jit.batch_kernel``).
 
 Every kernel here is ``nogil``: a push can run on a background thread while Python (or
 torch) keeps working on another.
