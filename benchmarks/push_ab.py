@@ -132,7 +132,8 @@ def ab(args: argparse.Namespace) -> None:
                         secs[m].append(s)
             ms = {m: spread([x * 1e3 for x in v], "{:.1f}") for m, v in secs.items()}
             line = f"{name:15s} ms/step " + "  ".join(f"{m} {ms[m]}" for m in names)
-            line += f"  | new/old speed {spread([o / n for n, o in zip(secs['new'], secs['old'])])}x"
+            speedup = [o / n for n, o in zip(secs["new"], secs["old"])]
+            line += f"  | new/old speed {spread(speedup)}x"
             if "torch" in secs:
                 for m in ("new", "old"):
                     rs = [t / x for x, t in zip(secs[m], secs["torch"])]
@@ -141,35 +142,40 @@ def ab(args: argparse.Namespace) -> None:
             del new, old, methods
 
 
+def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The passes of ``t.apply_gradients`` on batch ``b``, each callable on its own."""
+    from kraken.table import push
+
+    keys, g = b["bkeys"], b["grads"]
+    skeys, srows, mask = t._index.slots()
+    a, opt = t._arena, t.config.optimizer
+    n, d = g.shape
+    rows = np.empty(n, dtype=np.int32)
+    grp = push.group(skeys, srows, mask, keys, g)
+    return {
+        "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
+        "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys, g,
+                                                    rows),
+        "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g),
+        "sum + update": lambda: opt.update_groups(a.weights, a.state, grp.rows, g, grp.first,
+                                                  grp.nxt),
+        "last_seen + stamp": lambda: (a.last_seen.__setitem__(grp.rows, 1), t._stamp(grp.rows)),
+        "total apply_gradients": lambda: t.apply_gradients(keys, g, now=1),
+    }
+
+
 def breakdown(args: argparse.Namespace) -> None:
     """Median ms of each pass of this checkout's apply_gradients (called one by one)."""
     import kraken
-    from kraken.table import push
 
     b = make_batch(args.rows, args.unique, args.dup, 16)
     print(f"per-pass ms, median of {args.reps} calls ({b['bkeys'].shape[0]:,} keys -> "
-          f"{args.unique:,} rows of {args.rows:,}, dim 16)")
+          f"{args.unique:,} rows of {args.rows:,}, dim 16; 'chain' is group() minus its "
+          "first pass)")
     for name in ("SGD", "AdaGrad", "Adam", "RowWiseAdaGrad"):
         if args.only and name not in args.only:
             continue
-        t = build(kraken, getattr(kraken, name)(), b)
-        keys, g = b["bkeys"], b["grads"]
-        skeys, srows, mask = t._index.slots()
-        a, opt = t._arena, t.config.optimizer
-        n, d = g.shape
-        rows = np.empty(n, dtype=np.int32)
-        grp = push.group(skeys, srows, mask, keys, g)
-        passes = {
-            "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
-            "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys,
-                                                        g, rows),
-            "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g),
-            "sum + update": lambda: opt.update_groups(a.weights, a.state, grp.rows, g,
-                                                      grp.first, grp.nxt),
-            "last_seen + stamp": lambda: (a.last_seen.__setitem__(grp.rows, 1),
-                                          t._stamp(grp.rows)),
-            "total apply_gradients": lambda: t.apply_gradients(keys, g, now=1),
-        }
+        passes = _passes(kraken, build(kraken, getattr(kraken, name)(), b), b)
         out: dict[str, list[float]] = {p: [] for p in passes}
         for _ in range(args.reps):
             for p, fn in passes.items():
