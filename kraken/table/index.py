@@ -353,7 +353,14 @@ class HashIndex:
                                rows, new_keys, new_slots, new_counts, nu)
             if start >= n:
                 break
-            self._resize(2 * self.capacity, new_slots)
+            # Grow once for the new keys still expected at the rate seen so far (all-new
+            # batches grow straight to the size insert would give, not by repeated doubling).
+            rate = nu / start if start else 1.0
+            need = self._size + nu + int(rate * (n - start)) + 1
+            cap = 2 * self.capacity
+            while need > cap * MAX_LOAD:
+                cap *= 2
+            self._resize(cap, new_slots)
         return rows, PendingKeys(new_keys[:nu], new_counts[:nu], new_slots[:nu], cap0)
 
     def settle(self, pending: PendingKeys, rows: np.ndarray) -> None:

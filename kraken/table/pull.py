@@ -23,6 +23,7 @@ import numba as nb
 import numpy as np
 
 from kraken._jit import batch_kernel
+from kraken.table.kernels import ROW_PREFETCH, prefetch_row
 
 __all__ = ["consecutive", "resolve", "resolve_gather"]
 
@@ -33,7 +34,12 @@ def resolve_gather(rows, row_of, weights, default, out):  # pragma: no cover - n
     :meth:`HashIndex.claim`), then ``out[n] = weights[rows[n]]`` (float32 storage; ``default``
     where the row is -1). ``rows, row_of: int64``, ``out: float32[N, D]``."""
     d = weights.shape[1]
-    for n in nb.prange(rows.shape[0]):
+    flat = weights.reshape(-1)
+    n_rows = rows.shape[0]
+    for n in nb.prange(n_rows):
+        if n + ROW_PREFETCH < n_rows:  # a row further on (resolved or not: the same row)
+            ahead = rows[n + ROW_PREFETCH]
+            prefetch_row(flat, d, row_of[-2 - ahead] if ahead < -1 else ahead)
         r = rows[n]
         if r < -1:
             r = row_of[-2 - r]
