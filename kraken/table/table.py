@@ -130,6 +130,7 @@ class SparseTable:
         self._evict_log: deque[tuple[int, Keys]] = deque()
         self._log_floor = 0
         self._counters = dict.fromkeys(COUNTERS, 0)
+        self._turned_away = 0.0  # share of the last pull's new keys that got no row
 
     # -- queries -------------------------------------------------------------------------
 
@@ -616,16 +617,32 @@ class SparseTable:
 
         Returns ``(rows int64[N], out float32[N, D])``: each key's row (-1 where not
         admitted) and its weights (``default_value`` for -1). One index probe per key;
-        the passes are described in :mod:`kraken.table.pull`.
+        the passes are described in :mod:`kraken.table.pull`. While most new keys are
+        turned away (a count-min policy's first sightings, a full table), claimed slots
+        would mostly be released again, so new keys are found and deduplicated beside
+        the index instead (the same decisions and rows).
         """
-        rows, pending = self._index.claim(flat)
-        row_of = np.empty(0, dtype=np.int64)
-        if len(pending):
-            try:
-                row_of = self._admit(pending.keys, pending.counts, now)
-            finally:  # an error above must not leave claimed slots behind
-                self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
-                                   else np.full(len(pending), -1, dtype=np.int64))
+        if self._turned_away <= 0.5:
+            rows, pending = self._index.claim(flat)
+            new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
+            if len(pending):
+                try:
+                    row_of = self._admit(pending.keys, pending.counts, now)
+                finally:  # an error above must not leave claimed slots behind
+                    self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
+                                       else np.full(len(pending), -1, dtype=np.int64))
+        else:
+            rows = self._index.find(flat)
+            absent = np.flatnonzero(rows < 0)
+            new_keys, inverse = kernels.unique_inverse(flat[absent])
+            row_of = self._admit(new_keys, np.bincount(inverse, minlength=new_keys.shape[0]),
+                                 now)
+            kept = row_of >= 0
+            if kept.any():
+                self._index.insert(new_keys[kept], row_of[kept])
+            rows[absent] = -2 - inverse  # pending codes, resolved below
+        if new_keys.shape[0]:
+            self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
         a = self._arena
         if a.precision is Precision.FP32:
             out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)

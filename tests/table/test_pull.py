@@ -1,5 +1,7 @@
 """The training pull (``lookup(train=True)``) against a plain reference: a dict of rows, the
-library's initializer called per admitted key, and the admission rules written out.
+library's initializer called per admitted key, and the admission rules written out. Both
+ways the pull finds new keys (claiming index slots, or beside the index while most new keys
+are turned away) are checked.
 
 Batches are large enough to grow the hash index in the middle of a batch (and, when most new
 keys are turned away, to shrink it back), to run the parallel kernels, and to hit the
@@ -90,8 +92,8 @@ def _check_same(table: kraken.SparseTable, ref: PullReference, cap: int) -> int:
     return cap
 
 
-batches_st = st.lists(
-    st.tuples(st.integers(1, 2500), st.integers(0, 3000), st.booleans()),  # size, pool, evict
+batches_st = st.lists(  # size, pool, evict after, dedupe beside the index (else by claims)
+    st.tuples(st.integers(1, 2500), st.integers(0, 3000), st.booleans(), st.booleans()),
     min_size=1, max_size=4)
 
 
@@ -100,14 +102,14 @@ batches_st = st.lists(
        precision=st.sampled_from(list(Precision)), batches=batches_st,
        seed=st.integers(0, 2**32 - 1))
 def test_pull_matches_reference(policy: str, capacity: int, precision: Precision,
-                                batches: list[tuple[int, int, bool]], seed: int) -> None:
+                                batches: list[tuple[int, int, bool, bool]], seed: int) -> None:
     config = TableConfig(dim=3, capacity=capacity, optimizer=kraken.AdaGrad(),
                          precision=precision, admission=POLICIES[policy], eviction=TTL(1),
                          default_value=-0.5, seed=seed % 1000)
     table, ref = kraken.SparseTable(config), PullReference(config)
     rng = np.random.default_rng(seed)
     cap = table.stats().index_slots
-    for step, (size, pool, evict) in enumerate(batches):
+    for step, (size, pool, evict, beside) in enumerate(batches):
         now = 3 * step
         # keys from a pool of pool + 2 (many duplicates when small), two of them extreme
         pool_keys = rng.integers(-(2**63), 2**63 - 1, size=pool + 2, dtype=np.int64)
@@ -116,6 +118,7 @@ def test_pull_matches_reference(policy: str, capacity: int, precision: Precision
         if step and rng.random() < 0.5:  # keys of earlier batches come back
             old = np.array(list(ref.rows) or [0], dtype=np.int64)
             keys[: size // 2] = old[rng.integers(0, old.shape[0], size=size // 2)]
+        table._turned_away = 1.0 if beside else 0.0  # the path _pull takes (same results)
         got = table.lookup(keys, train=True, now=now)
         want = ref.pull(keys.tolist(), now)
         np.testing.assert_array_equal(got, want)
