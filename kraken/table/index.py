@@ -360,7 +360,12 @@ class HashIndex:
             cap = 2 * self.capacity
             while need > cap * MAX_LOAD:
                 cap *= 2
-            self._resize(cap, new_slots)
+            try:
+                self._resize(cap, new_slots)
+            except BaseException:  # (out of memory) release the claims made so far
+                _settle(self._keys, self._rows, self.capacity - 1, new_keys[:nu],
+                        new_slots[:nu], np.full(nu, -1, dtype=np.int64))
+                raise
         return rows, PendingKeys(new_keys[:nu], new_counts[:nu], new_slots[:nu], cap0)
 
     def settle(self, pending: PendingKeys, rows: np.ndarray) -> None:

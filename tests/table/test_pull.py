@@ -21,7 +21,7 @@ import kraken
 from kraken.config import Precision
 from kraken.table import TTL, Always, CountMin, Probabilistic, TableConfig
 from kraken.table.codec import decode, encode
-from kraken.table.index import MAX_LOAD
+from kraken.table.index import MAX_LOAD, HashIndex
 from tests.table.reference import ReferenceTable
 
 POLICIES = {"always": Always(), "count_min": CountMin(threshold=2, width=64, depth=2),
@@ -141,3 +141,36 @@ def test_large_batch_matches_reference(policy: str) -> None:
         np.testing.assert_array_equal(table.lookup(keys, train=True, now=step),
                                       ref.pull(keys.tolist(), step))
         cap = _check_same(table, ref, cap)
+
+
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=st.lists(st.tuples(st.lists(int64s | st.integers(0, 50), max_size=1500),
+                                  st.integers(0, 2**32 - 1)), max_size=5))
+def test_claim_settle_is_insert_or_find(program: list[tuple[list[int], int]]) -> None:
+    """The bare index: claim + settle (keeping a random subset of the new keys) against a
+    dict; sizes past a thousand keys grow the index while claiming."""
+    idx, ref = HashIndex(), {}
+    next_row, cap = 0, idx.capacity
+    for keys, salt in program:
+        arr = np.array(keys, dtype=np.int64)
+        rows, pending = idx.claim(arr)
+        new = list(dict.fromkeys(k for k in keys if k not in ref))
+        assert pending.keys.tolist() == new
+        assert pending.counts.tolist() == [keys.count(k) for k in new]
+        assert [r if r >= 0 else -1 for r in rows.tolist()] == [ref.get(k, -1) for k in keys]
+        assert [-2 - r for r in rows.tolist() if r < -1] == [new.index(k) for k in keys
+                                                             if k not in ref]
+        keep = np.random.default_rng(salt).random(len(new)) < 0.6
+        given_rows = np.where(keep, np.arange(next_row, next_row + len(new)), -1)
+        next_row += len(new)
+        idx.settle(pending, given_rows.astype(np.int64))
+        ref.update((k, int(r)) for k, r in zip(new, given_rows) if r >= 0)
+        assert idx.find(arr).tolist() == [ref.get(k, -1) for k in keys]
+        assert len(idx) == len(ref)
+        cap = _index_capacity(len(ref), cap)
+        assert idx.capacity == cap
+    k, r = idx.items()
+    assert dict(zip(k.tolist(), r.tolist())) == ref
