@@ -14,7 +14,11 @@ The pull runs over a batch of ``N`` keys (duplicates allowed) in these passes::
                             into the output (default for -1)
     5. touch / stamps       access metadata through the table's usual calls
 
-Per key the index is probed once (plus once more for a new key that is not admitted).
+Per key the index is probed once (plus once more for a new key that is not admitted). While
+most new keys are turned away (the last pull gave more than half of them no row: a count-min
+policy's first sightings, a full table), ``SparseTable._pull`` finds keys without claiming,
+deduplicates the absent ones beside the index (``kernels.unique_inverse``) and inserts the
+admitted ones: claims would mostly be released again. Both ways give the same rows.
 """
 
 from __future__ import annotations
