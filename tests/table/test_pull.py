@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import kraken
 from kraken.config import Precision
-from kraken.table import TTL, Always, CountMin, Probabilistic, TableConfig
+from kraken.table import LFU, TTL, Always, CountMin, Probabilistic, TableConfig
 from kraken.table.codec import decode, encode
 from kraken.table.index import MAX_LOAD, HashIndex
 from tests.table.reference import ReferenceTable
@@ -59,7 +59,8 @@ class PullReference(ReferenceTable):
         for k in keys:
             if k in self.rows:
                 self.rows[k].last_seen = now
-                self.rows[k].count = np.float32(self.rows[k].count + np.float32(1))
+                if self.counts:  # kept only when an eviction policy reads it
+                    self.rows[k].count = np.float32(self.rows[k].count + np.float32(1))
         out = np.full((len(keys), self.c.dim), self.c.default_value, dtype=np.float32)
         for i, k in enumerate(keys):
             if k in self.rows:
@@ -100,11 +101,13 @@ batches_st = st.lists(  # size, pool, evict after, dedupe beside the index (else
 @settings(max_examples=40, deadline=None)
 @given(policy=st.sampled_from(sorted(POLICIES)), capacity=st.integers(1, 3000),
        precision=st.sampled_from(list(Precision)), batches=batches_st,
-       seed=st.integers(0, 2**32 - 1))
+       seed=st.integers(0, 2**32 - 1), lfu=st.booleans())
 def test_pull_matches_reference(policy: str, capacity: int, precision: Precision,
-                                batches: list[tuple[int, int, bool, bool]], seed: int) -> None:
+                                batches: list[tuple[int, int, bool, bool]], seed: int,
+                                lfu: bool) -> None:
+    eviction = (TTL(1), LFU(0.9, 0.5, decay=0.5)) if lfu else (TTL(1),)  # LFU: counts kept
     config = TableConfig(dim=3, capacity=capacity, optimizer=kraken.AdaGrad(),
-                         precision=precision, admission=POLICIES[policy], eviction=TTL(1),
+                         precision=precision, admission=POLICIES[policy], eviction=eviction,
                          default_value=-0.5, seed=seed % 1000)
     table, ref = kraken.SparseTable(config), PullReference(config)
     rng = np.random.default_rng(seed)
