@@ -230,13 +230,16 @@ def run_torch(batches: list[dict[str, Any]], warmup: int, vocab: int, kind: str)
 
 
 # Where one Kraken step's milliseconds go: (label, depth, [(file suffix, function, caller)])
-# Each row is the inclusive time of the listed functions (caller: only when called from
-# that function); a parent's "rest" is its time minus its children's.
+# Each row is the inclusive time of the listed functions (file: a part of the path; caller:
+# only when called from that function); a parent's "rest" is its time minus its children's.
 _PROFILE_ROWS: list[tuple[str, int, list[tuple[str, str, str | None]]]] = [
     ("pull (PS, train=True)", 0, [("ps/sharded.py", "pull", None)]),
-    ("index probe", 1, [("table/index.py", "find", "lookup")]),
+    ("index probe (find or claim, settle)", 1, [("table/index.py", "find", "lookup"),
+                                                 ("table/index.py", "find", "_pull"),
+                                                 ("table/index.py", "claim", "_pull"),
+                                                 ("table/index.py", "settle", "_pull")]),
     ("admission + new rows", 1, [("table/table.py", "_admit", None)]),
-    ("gather", 1, [("table/table.py", "_gather", None)]),
+    ("gather", 1, [("table/table.py", "_gather", None), ("kraken/_jit.py", "dispatch", "_pull")]),
     ("embedding forward (pool, torch)", 0, [("nn/layout.py", "inputs", None)]),
     ("dense forward (DLRM)", 0, [("models/dlrm.py", "forward", None)]),
     ("loss", 0, [("torch/nn/modules/loss.py", "forward", None)]),
@@ -246,8 +249,11 @@ _PROFILE_ROWS: list[tuple[str, int, list[tuple[str, str, str | None]]]] = [
                                               ("torch/optim/optimizer.py", "zero_grad", None)]),
     ("progressive metrics update", 0, [("train/progressive.py", "update", None)]),
     ("push (PS)", 0, [("nn/embedding.py", "push", None)]),
-    ("index probe", 1, [("table/index.py", "find", "apply_gradients")]),
-    ("optimizer update (row-wise AdaGrad)", 1, [("optim/rowwise_adagrad.py", "update", None)]),
+    ("index probe, grouping", 1, [("table/index.py", "find", "apply_gradients"),
+                                   ("table/push.py", "group", "apply_gradients")]),
+    ("optimizer update (row-wise AdaGrad)", 1, [("kraken/optim/", "update", "apply_gradients"),
+                                                ("kraken/optim/", "update_groups",
+                                                 "apply_gradients")]),
     ("stamp", 1, [("table/table.py", "_stamp", "apply_gradients")]),
     ("eviction", 1, [("ps/shard.py", "evict", None)]),
     ("records", 0, [("train/trainer.py", "_record", None)]),
@@ -268,7 +274,7 @@ def profile_table(prof: Any, steps: int, step_ms: float) -> str:
         total = 0.0
         for (path, _, name), (_, _, _, ct, callers) in st.items():
             for suffix, fn, caller in matchers:
-                if name != fn or not path.replace("\\", "/").endswith(suffix):
+                if name != fn or suffix not in path.replace("\\", "/"):
                     continue
                 if caller is None:
                     total += ct
