@@ -26,7 +26,9 @@ optim    one optimizer step over 50k unique rows (each 4x in a 200k-key batch) o
          is timed). Target: >= 5x for SGD, AdaGrad, Adam.
 memory   bytes per live row from process RSS in a fresh subprocess per (optimizer, dim),
          just after an index growth (load 0.375) and just before the next (load 0.75),
-         vs the ideal (8 B key + weights + optimizer state + 8 B metadata).
+         vs the ideal (8 B key + weights + optimizer state + 8 B metadata); then one
+         RowWiseAdaGrad dim-16 table filled to ``--mem-rows`` (20M): just before and just
+         after its last index growth on the way, and at 20M rows.
          Targets: <= 1.3x ideal; RowWiseAdaGrad <= 0.36x Adam.
 demo     wall time of ``kraken demo`` (subprocess, median of 3). Target: < 60 s.
 
@@ -500,8 +502,24 @@ def _trim() -> None:
         pass
 
 
+def _peak_rss() -> int:
+    """Peak RSS of this process so far (``VmHWM``), bytes; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def memory_child(opt_name: str, dim: int, levels: list[int], capacity: int) -> None:
-    """Runs in a fresh process: RSS per live row at each fill level, as one JSON line."""
+    """Runs in a fresh process: RSS per live row at each fill level, as one JSON line.
+
+    The table is filled by ``lookup(train=True)`` in batches of 2**18 keys that end exactly
+    at each level, so a level of ``0.75 * slots`` is just before a growth and one more key
+    is just after it."""
     import kraken
 
     opt = getattr(kraken, opt_name)()
@@ -531,8 +549,48 @@ def memory_child(opt_name: str, dim: int, levels: list[int], capacity: int) -> N
                               "load": n / st.index_slots,
                               "rss_bytes_per_row": (rss - base) / n,
                               "rss_untrimmed_bytes_per_row": (raw - base) / n,
+                              "peak_rss_bytes_per_row": (_peak_rss() - base) / n,
                               "stats_bytes_per_row": st.memory_bytes / n})
     print(json.dumps(out))
+
+
+def _run_child(opt: str, dim: int, levels: list[int], capacity: int) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child",
+           ",".join(str(x) for x in [opt, dim, capacity] + levels)]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"memory child {opt} dim {dim} failed:\n{p.stderr}")
+    res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    res["ideal_bytes_per_row"] = ideal = 8 + 4 * dim + 4 * res["state_width"] + 8
+    for lv in res["levels"]:
+        lv["ratio_to_ideal"] = lv["rss_bytes_per_row"] / ideal
+    return res
+
+
+def _memory_rows(res: dict[str, Any], names: list[str]) -> list[list[Any]]:
+    out = []
+    for lv, name in zip(res["levels"], names):
+        out.append([res["dim"], res["optimizer"], res["state_width"], name, f"{lv['live']:,}",
+                    f"{lv['load']:.3f}", f"{lv['rss_bytes_per_row']:.1f}",
+                    f"{lv['rss_untrimmed_bytes_per_row']:.1f}",
+                    f"{lv['peak_rss_bytes_per_row']:.1f}", f"{lv['stats_bytes_per_row']:.1f}",
+                    res["ideal_bytes_per_row"], f"{lv['ratio_to_ideal']:.2f}x",
+                    verdict(lv["ratio_to_ideal"], 1.3, higher_better=False)])
+    return out
+
+
+_MEM_HEADER = ["dim", "optimizer", "state", "level", "live rows", "load", "RSS B/row",
+               "untrimmed", "peak", "stats() B/row", "ideal", "RSS/ideal", "target <=1.3x"]
+
+
+def large_levels(rows: int) -> list[int]:
+    """Just before and just after the last index growth below ``rows`` (index of 2**k
+    slots grows when live passes ``0.75 * 2**k``), then ``rows`` itself."""
+    slots = 1024
+    while 0.75 * slots * 2 < rows:
+        slots *= 2
+    before = int(0.75 * slots)
+    return [before, before + 1, rows] if before + 1 < rows else [rows]
 
 
 def section_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -545,31 +603,22 @@ def section_memory(args: argparse.Namespace) -> dict[str, Any]:
     by = {}
     for dim in args.dims:
         for opt in args.mem_optimizers:
-            cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child",
-                   f"{opt},{dim},{levels[0]},{levels[1]},{capacity}"]
-            p = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if p.returncode != 0:
-                raise RuntimeError(f"memory child {opt} dim {dim} failed:\n{p.stderr}")
-            res = json.loads(p.stdout.strip().splitlines()[-1])
-            s = res["state_width"]
-            ideal = 8 + 4 * dim + 4 * s + 8
-            res["ideal_bytes_per_row"] = ideal
+            res = _run_child(opt, dim, levels, capacity)
             results["configs"].append(res)
             for lv in res["levels"]:
                 by[(opt, dim, lv["live"])] = lv["rss_bytes_per_row"]
-                r = lv["rss_bytes_per_row"] / ideal
-                lv["ratio_to_ideal"] = r
-                rows_out.append([dim, opt, s, f"{lv['live']:,}", f"{lv['load']:.3f}",
-                                 f"{lv['rss_bytes_per_row']:.1f}",
-                                 f"{lv['rss_untrimmed_bytes_per_row']:.1f}",
-                                 f"{lv['stats_bytes_per_row']:.1f}", ideal, f"{r:.2f}x",
-                                 verdict(r, 1.3, higher_better=False)])
+            rows_out += _memory_rows(res, ["after growth", "before growth"])
     print_table(
         f"bytes per live row (RSS delta in a fresh process per optimizer and dim; "
         f"index of {slots:,} slots at load 0.375 and 0.75); "
-        "ideal = 8 key + 4*dim + 4*state + 8 metadata",
-        ["dim", "optimizer", "state", "live rows", "load", "RSS B/row", "untrimmed",
-         "stats() B/row", "ideal", "RSS/ideal", "target <=1.3x"], rows_out)
+        "ideal = 8 key + 4*dim + 4*state + 8 metadata; peak = highest RSS so far",
+        _MEM_HEADER, rows_out)
+    big = large_levels(args.mem_rows)
+    res = _run_child("RowWiseAdaGrad", 16, big, args.mem_rows + 1024)
+    results["large"] = res
+    names = ["before growth", "after growth", "final"][-len(big):]
+    print_table(f"bytes per live row up to {args.mem_rows:,} rows, RowWiseAdaGrad dim 16 "
+                "(one fresh process)", _MEM_HEADER, _memory_rows(res, names))
     rows2 = []
     results["rowwise_over_adam"] = []
     for dim in args.dims:
@@ -640,6 +689,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--optim-steps", type=int, default=5, help="steps per method per rep")
     p.add_argument("--mem-log2-slots", type=int, default=22,
                    help="measure memory at index loads 0.375 and 0.75 of 2**N slots (default 22)")
+    p.add_argument("--mem-rows", type=int, default=20_000_000,
+                   help="memory of one RowWiseAdaGrad dim-16 table filled to N rows, and just "
+                        "before and after its last index growth on the way (default 20M)")
     p.add_argument("--demo-reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
     p.add_argument("--json", type=str, default=None, help="also write results to this file")
@@ -650,7 +702,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.live, args.batch, args.batches, args.reps = 50_000, 5_000, 2, min(args.reps, 2)
         args.insert_live, args.dims = 50_000, [16]
         args.optim_rows, args.optim_unique, args.optim_steps = 20_000, 2_000, 2
-        args.mem_log2_slots, args.demo_reps = 14, 1
+        args.mem_log2_slots, args.demo_reps, args.mem_rows = 14, 1, 60_000
         args.mem_optimizers = ["RowWiseAdaGrad", "Adam"]
     if args.insert_live is None:
         args.insert_live = args.live
@@ -683,8 +735,8 @@ def _git_state() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_child:
-        opt, dim, n1, n2, cap = args.memory_child.split(",")
-        memory_child(opt, int(dim), [int(n1), int(n2)], int(cap))
+        opt, dim, cap, *levels = args.memory_child.split(",")
+        memory_child(opt, int(dim), [int(x) for x in levels], int(cap))
         return 0
     import torch
 

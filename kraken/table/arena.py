@@ -6,10 +6,15 @@ Per row ``r``::
     state[r]      S float32 optimizer-state columns
     last_seen[r]  int32, the caller's ``now`` at the last access; free rows chain
                   the free list through this column (so it costs no extra memory)
-    count[r]      float32, access count (decayed by LFU)
-    stamp[r]      int32, table version of the last change of the weights (``touched_since``)
-    mark[r]       int32, table version of the last change of any column (weights, state,
-                  last_seen, count): what an incremental checkpoint writes (``export_since``)
+    stamp[r]      int32, table version of the last change of any column (weights, state,
+                  last_seen, count): what ``touched_since`` and ``export_since`` select by
+    count[r]      float32, access count (decayed by LFU); only kept when ``counts`` is
+                  set (an eviction policy reads it)
+
+Metadata is 8 bytes per row (``last_seen``, ``stamp``), 12 with ``count``. Without
+``counts``, ``count`` is a zero-stride scratch column: it has ``capacity`` entries that
+all alias one float, so kernels that add to ``count[r]`` stay in bounds and commit no
+memory; what it holds means nothing (readers use :attr:`RowArena.has_count`).
 
 The columns are reserved as anonymous ``MAP_NORESERVE`` mappings: pages are
 committed only when first written, so a large ``capacity`` costs address space,
@@ -33,12 +38,25 @@ __all__ = ["RowArena", "keys_by_row", "reserve_array"]
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
-def reserve_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """An uncommitted zero-filled array (pages materialise on first write)."""
+def reserve_array(shape: tuple[int, ...], dtype: type, huge_pages: bool = False) -> np.ndarray:
+    """An uncommitted zero-filled array (pages materialise on first write), in a mapping of
+    its own (dropping the array unmaps it).
+
+    ``huge_pages`` asks for transparent huge pages (2 MiB, where the system offers them), as
+    numpy does for its large arrays: right for an array written all over (the hash index),
+    where random reads then miss the TLB far less. The arena's columns stay on 4 KiB pages,
+    so their memory follows the rows in use (huge pages would commit up to 2 MiB a column
+    beyond the high-water mark, 5 B a row at 1.5M rows of dim 16).
+    """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes == 0:
         return np.zeros(shape, dtype=dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+    if huge_pages and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # a kernel without transparent huge pages: small pages it is
+            pass
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
@@ -84,7 +102,8 @@ def keys_by_row(skeys, srows, key_at, live):  # pragma: no cover - numba
 class RowArena:
     """Fixed-capacity row storage with a free list; batched verbs only."""
 
-    def __init__(self, capacity: int, dim: int, state_width: int, precision: Precision) -> None:
+    def __init__(self, capacity: int, dim: int, state_width: int, precision: Precision,
+                 counts: bool = True) -> None:
         self.capacity = capacity
         self.dim = dim
         self.state_width = state_width
@@ -92,9 +111,10 @@ class RowArena:
         self.weights = reserve_array((capacity, dim), STORAGE[precision])
         self.state = reserve_array((capacity, state_width), np.float32)
         self.last_seen = reserve_array((capacity,), np.int32)
-        self.count = reserve_array((capacity,), np.float32)
         self.stamp = reserve_array((capacity,), np.int32)
-        self.mark = reserve_array((capacity,), np.int32)
+        self.mark = self.stamp  # one column: the version of a row's last change of any kind
+        self.count = reserve_array((capacity,), np.float32) if counts else \
+            np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (capacity,), (0,))
         self._head = np.array([-1, 0, capacity], dtype=np.int64)
         self.live = 0
 
@@ -108,9 +128,19 @@ class RowArena:
         return self.capacity - self.live
 
     @property
+    def has_count(self) -> bool:
+        """Whether ``count`` is a real column (else a zero-stride scratch, see above)."""
+        return bool(self.count.strides[0] != 0)
+
+    @property
+    def meta_bytes(self) -> int:
+        """Metadata bytes per row: ``last_seen`` and ``stamp``, plus ``count`` if kept."""
+        return 12 if self.has_count else 8
+
+    @property
     def row_bytes(self) -> int:
         """Bytes of one row across all columns."""
-        return self.dim * self.precision.itemsize + 4 * self.state_width + 16
+        return self.dim * self.precision.itemsize + 4 * self.state_width + self.meta_bytes
 
     @property
     def committed_bytes(self) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -45,7 +45,13 @@ class EvictionPolicy(Tagged):
 
     ``select`` gets the live rows' ``keys: int64[L]``, ``last_seen: int32[L]`` and
     ``count: float32[L]`` and returns indices into them (int64, no duplicates).
+
+    ``reads_count``: whether the policy reads ``count`` (or changes it in ``after_pass``).
+    A table keeps a per-row access count (4 bytes a row) only when one of its policies
+    does; otherwise ``count`` reads as zeros.
     """
+
+    reads_count: ClassVar[bool] = False
 
     def select(self, keys: Keys, last_seen: np.ndarray, count: np.ndarray, now: int,
                capacity: int) -> np.ndarray:
@@ -109,6 +115,7 @@ class LFU(_Watermarks):
 
     decay: float = 0.5
     kind = "lfu"
+    reads_count: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -70,12 +70,16 @@ def sum_by_row(rows, grads):  # pragma: no cover - numba
 
 @nb.njit(cache=True, nogil=True)
 def touch(rows, last_seen, count, now):  # pragma: no cover - numba
-    """Record one access per occurrence: ``last_seen = now``, ``count += 1`` (rows < 0 skipped)."""
+    """Record one access per occurrence: ``last_seen = now``, ``count += 1`` (rows < 0 skipped).
+
+    A zero-stride ``count`` (a table that keeps no access count) is left alone."""
+    counting = count.strides[0] != 0
     for i in range(rows.shape[0]):
         r = rows[i]
         if r >= 0:
             last_seen[r] = now
-            count[r] += np.float32(1.0)
+            if counting:
+                count[r] += np.float32(1.0)
 
 
 def find_gather(work, skeys, srows, mask, keys, weights, default, out):

@@ -6,8 +6,16 @@ Layout (every part checksummed by the arrayfile container; written atomically)::
             "clock": int, "version": int, "rng": numpy bit-generator state,
             "counters": {name: int}}
     keys       int64[L]        weights  float32/float16/uint16[L, D]
-    state      float32[L, S]   last_seen int32[L]   count float32[L]   stamp int32[L]
+    state      float32[L, S]   last_seen int32[L]   stamp int32[L]
+    count      float32[L]      (only from a table that keeps access counts, i.e. with an
+                               eviction policy that reads them; absent reads as zeros)
     sketch     uint32[depth, width]  (only with CountMin admission)
+
+``stamp`` is the table version of the row's last change in any column (files written
+before the table kept one version per row hold the version of the last change of the
+weights there: loading either gives the same table, since every version in a file is at
+most its ``version`` and a loaded table answers no cursor older than that). Files written
+before ``count`` became optional always hold it; they load unchanged.
 
 An incremental file (kind ``kraken.sparse_table_delta``, meta ``"since": int``) has the
 same layout but holds only the rows changed after table version ``since`` (any column:
@@ -43,6 +51,7 @@ __all__ = ["DELTA_KIND", "FILE_KIND", "TableFile", "check_fits", "merge_table_fi
 FILE_KIND = "kraken.sparse_table"
 DELTA_KIND = "kraken.sparse_table_delta"
 _ROW_ARRAYS = ("keys", "weights", "state", "last_seen", "count", "stamp")
+_OPTIONAL = ("count",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +118,7 @@ def read_table_file(path: str | os.PathLike[str], into: Into | None = None,
     consistent and fit a table is checked when they are loaded into one.
     """
     meta, arrays = read_arrays(path, into, after)
-    missing = [k for k in _ROW_ARRAYS if k not in arrays]
+    missing = [k for k in _ROW_ARRAYS if k not in arrays and k not in _OPTIONAL]
     delta = meta.get("kind") == DELTA_KIND
     if delta and "evicted" not in arrays:
         missing.append("evicted")
@@ -127,6 +136,8 @@ def read_table_file(path: str | os.PathLike[str], into: Into | None = None,
         since = int(meta["since"]) if delta else None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptCheckpointError(f"{path}: unreadable table metadata: {exc}") from exc
+    if "count" not in arrays:
+        arrays["count"] = np.zeros(np.shape(arrays["keys"])[:1], dtype=np.float32)
     rows = TableRows(**{k: arrays[k] for k in _ROW_ARRAYS})
     return TableFile(config=config, rows=rows, sketch=arrays.get("sketch"), clock=clock,
                      version=version, rng_state=rng_state, counters=counters, since=since,

@@ -1,9 +1,10 @@
 """The values a :class:`~kraken.table.table.SparseTable` hands out: stats, deltas, rows.
 
-Versions: every verb that changes rows (or evicts) stamps them with the table's current
-version; the first change after a reader has seen a version opens the next one. So a
-version names a set of changes, ``(since, version]`` is exactly the changes after
-``since`` up to ``version``, and reading never moves the version.
+Versions: every verb that changes rows in any column (weights, optimizer state, access
+metadata) or evicts stamps them with the table's current version; the first change after
+a reader has seen a version opens the next one. So a version names a set of changes,
+``(since, version]`` is exactly the changes after ``since`` up to ``version``, and reading
+never moves the version.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class TableDelta:
 class TableRows:
     """Rows in columnar form: ``keys int64[L]``, ``weights float32[L, D]`` (or stored dtype),
     ``state float32[L, S]``, ``last_seen int32[L]``, ``count float32[L]``, ``stamp int32[L]``.
+
+    ``count`` is the access count, zeros from a table that keeps none (no eviction policy
+    reads it); ``stamp`` the table version of the row's last change in any column.
 
     ``version`` is the table version the rows are complete up to (for ``touched_since``).
     """

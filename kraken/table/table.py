@@ -119,7 +119,8 @@ class SparseTable:
         self._lock = threading.RLock()
         self._index = HashIndex()
         self._arena = RowArena(config.capacity, config.dim, config.state_width,
-                               config.precision)
+                               config.precision,
+                               counts=any(p.reads_count for p in config.eviction))
         self._sketch = config.admission.new_state()
         self._rng = np.random.default_rng(config.seed)
         self._clock = 0
@@ -194,6 +195,12 @@ class SparseTable:
     def touched_since(self, version: int) -> TableDelta:
         """Rows changed and keys evicted after ``version`` (0 = since creation).
 
+        A row counts as changed when any of its columns changed: its weights (training,
+        ``assign``, admission), its optimizer state, or its access metadata (a training
+        ``lookup`` of it, an LFU decay of its count). So every row whose weights changed
+        is in the delta, with rows that were only read in training beside them (the
+        table keeps one version per row, 4 bytes, not one per column).
+
         ``delta.version`` covers every change made so far; passing it next time yields
         exactly the later changes. Changes nothing. Raises :class:`StaleVersionError` if
         evictions after ``version`` are no longer remembered (older than
@@ -210,9 +217,10 @@ class SparseTable:
 
     def export_since(self, version: int) -> tuple[TableRows, Keys]:
         """Whole rows (weights, state, ``last_seen``, ``count``, ``stamp``) of every key whose
-        row changed in any column after ``version``, and the keys evicted since then and
-        absent now (``int64[E]``, sorted): what turns the table as it was at ``version``
-        into the table as it is (``rows.version``). Rows come in arena order.
+        row changed in any column after ``version`` (the keys of :meth:`touched_since`), and
+        the keys evicted since then and absent now (``int64[E]``, sorted): what turns the
+        table as it was at ``version`` into the table as it is (``rows.version``). Rows come
+        in arena order.
 
         Raises :class:`StaleVersionError` like :meth:`touched_since`. Changes nothing.
         """
@@ -222,7 +230,7 @@ class SparseTable:
             keys, sel = self._arena_order(v)
             a = self._arena
             rows = TableRows(keys=keys, weights=a.weights[sel], state=a.state[sel],
-                             last_seen=a.last_seen[sel], count=a.count[sel],
+                             last_seen=a.last_seen[sel], count=self._counts(sel),
                              stamp=a.stamp[sel], version=current)
             return rows, self._evicted_since(v)
 
@@ -255,7 +263,7 @@ class SparseTable:
         if since is None and n == hw:
             return key_at, None
         if since is not None:
-            live &= self._arena.mark[:hw] > since
+            live &= self._arena.stamp[:hw] > since
         sel = np.flatnonzero(live)
         return key_at[sel], sel
 
@@ -269,7 +277,7 @@ class SparseTable:
             keys, rows = self._index.items()
             a = self._arena
             return TableRows(keys=keys, weights=a.weights[rows], state=a.state[rows],
-                             last_seen=a.last_seen[rows], count=a.count[rows],
+                             last_seen=a.last_seen[rows], count=self._counts(rows),
                              stamp=a.stamp[rows], version=self._publish())
 
     # -- mutations -----------------------------------------------------------------------
@@ -344,7 +352,7 @@ class SparseTable:
             for policy in self.config.eviction:
                 idx = np.flatnonzero(alive)
                 r = rows[idx]
-                sel = policy.select(keys[idx], a.last_seen[r], a.count[r], t, a.capacity)
+                sel = policy.select(keys[idx], a.last_seen[r], self._counts(r), t, a.capacity)
                 alive[idx[sel]] = False
             victims, vrows = keys[~alive], rows[~alive]
             if victims.size:
@@ -354,7 +362,7 @@ class SparseTable:
                 while len(self._evict_log) > self.config.delta_log:
                     self._log_floor = self._evict_log.popleft()[0]
                 self._counters["evicted"] += victims.shape[0]
-            survivors = rows[alive]
+            survivors = rows[alive] if a.has_count else rows[:0]
             for policy in self.config.eviction:
                 c = a.count[survivors]
                 old = c.copy()
@@ -362,7 +370,7 @@ class SparseTable:
                 a.count[survivors] = c
                 moved = survivors[c != old]
                 if moved.size:
-                    a.mark[moved] = self._open_version()
+                    a.stamp[moved] = self._open_version()
             return np.sort(victims)
 
     # -- persistence (the file format lives in kraken/table/persistence.py) -------------
@@ -389,7 +397,7 @@ class SparseTable:
                           evicted=None if v is None else self._evicted_since(v))
             a = self._arena
             columns: dict[str, np.ndarray | Chunked] = {"keys": keys}
-            for name in ("weights", "state", "last_seen", "count", "stamp"):
+            for name in self._file_columns():
                 columns[name] = _column(getattr(a, name), keys.shape[0], sel)
             write_table_file(path, f, columns)
 
@@ -465,7 +473,7 @@ class SparseTable:
         failed: list[BaseException] = []
 
         def into(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray | None:
-            col = getattr(a, name) if name in _COLUMNS else None
+            col = getattr(a, name) if name in self._file_columns() else None
             if col is None or not shape or shape[0] > a.capacity or dtype != col.dtype \
                     or shape[1:] != col.shape[1:]:
                 return None
@@ -506,7 +514,7 @@ class SparseTable:
                 if d.evicted is not None and d.evicted.size:
                     freed = fresh._index.erase(np.ascontiguousarray(d.evicted, np.int64))
                     fresh._arena.release(freed[freed >= 0])
-                fresh.load_rows(d.rows)
+                fresh._upsert_rows(d.rows, keep_stamps=True)
         except CapacityError as exc:
             raise CheckpointMismatchError(f"{path}: {exc}") from exc
         except InputError as exc:
@@ -519,7 +527,10 @@ class SparseTable:
             fresh._rng.bit_generator.state = last.rng_state
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(f"{path}: unreadable generator state: {exc}") from exc
-        fresh._arena.mark[:fresh._arena.high_water] = 0  # every row is as of the save
+        # Rows keep the versions they were saved with; none is newer than the last save,
+        # so touched_since(last.version) starts empty (a damaged file cannot break that).
+        st = fresh._arena.stamp[:fresh._arena.high_water]
+        np.minimum(st, np.int32(min(last.version, NOW_MAX)), out=st)
         with self._lock:
             self._index, self._arena, self._rng = fresh._index, fresh._arena, fresh._rng
             self._sketch = last.sketch
@@ -542,7 +553,7 @@ class SparseTable:
             self._index.insert(keys, a.allocate(n))  # a new arena hands out 0 .. n-1
         if a.live != n or len(self._index) != n:
             raise InputError("load_rows: keys must be distinct")
-        for name in _COLUMNS:
+        for name in self._file_columns():
             col, src = getattr(a, name), getattr(rows, name)
             if not np.shares_memory(col[:n], src):  # read straight into the arena already
                 col[:n] = src
@@ -559,24 +570,35 @@ class SparseTable:
                                  f"got {arr.dtype}{list(arr.shape)}")
 
     def load_rows(self, rows: TableRows) -> None:
-        """Insert or overwrite whole rows (weights in stored dtype, state, metadata).
+        """Insert or overwrite whole rows (weights in stored dtype, state, ``last_seen``,
+        ``count``; ``count`` is dropped by a table that keeps none). The rows count as
+        changed now: their ``stamp`` becomes the current version, whatever ``rows.stamp``
+        says, so :meth:`touched_since` reports them.
 
         All or nothing: raises :class:`CapacityError` if the new keys do not fit.
         """
         if not isinstance(rows, TableRows):
             raise InputError(f"rows must be a TableRows, got {type(rows).__name__}")
+        with self._lock:
+            self._upsert_rows(rows, keep_stamps=False)
+
+    def _upsert_rows(self, rows: TableRows, keep_stamps: bool) -> None:
+        """:meth:`load_rows`; with ``keep_stamps`` the rows keep ``rows.stamp`` (replaying
+        saved files, whose versions the restored table takes over) instead of a new one."""
         keys, _ = _as_keys(rows.keys)
         n = keys.shape[0]
         self._check_rows(rows, n)
         if kernels.unique_counts(keys)[0].shape[0] != n:
             raise InputError("load_rows: keys must be distinct")
-        with self._lock:
-            r, _ = self._reserve(keys, "load_rows")
-            a = self._arena
-            a.weights[r], a.state[r], a.last_seen[r] = rows.weights, rows.state, rows.last_seen
-            a.count[r], a.stamp[r] = rows.count, rows.stamp
-            if n:
-                a.mark[r] = self._open_version()
+        r, _ = self._reserve(keys, "load_rows")
+        a = self._arena
+        a.weights[r], a.state[r], a.last_seen[r] = rows.weights, rows.state, rows.last_seen
+        if a.has_count:
+            a.count[r] = rows.count
+        if keep_stamps:
+            a.stamp[r] = rows.stamp
+        elif n:
+            self._stamp(r)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -593,9 +615,17 @@ class SparseTable:
         return self._version
 
     def _stamp(self, rows: np.ndarray) -> None:
-        v = self._open_version()
-        self._arena.stamp[rows] = v
-        self._arena.mark[rows] = v
+        """Mark ``rows`` as changed by the change being made (any column)."""
+        self._arena.stamp[rows] = self._open_version()
+
+    def _counts(self, rows: np.ndarray) -> np.ndarray:
+        """``float32[L]`` access counts of ``rows``; zeros when the table keeps no count."""
+        a = self._arena
+        return a.count[rows] if a.has_count else np.zeros(rows.shape[0], dtype=np.float32)
+
+    def _file_columns(self) -> tuple[str, ...]:
+        """Arena columns a table file holds besides ``keys`` (``count`` only if kept)."""
+        return _COLUMNS if self._arena.has_count else _COLUMNS_NO_COUNT
 
     def _reserve(self, keys: Keys, verb: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows for distinct ``keys: int64[N]``, all or nothing: ``(rows int64[N], new bool[N])``.
@@ -675,6 +705,7 @@ class SparseTable:
 
 _COLUMNS = ("weights", "state", "last_seen", "count", "stamp")
 """The arena's row columns a table file holds besides ``keys``."""
+_COLUMNS_NO_COUNT = tuple(c for c in _COLUMNS if c != "count")
 
 
 def _column(arr: np.ndarray, n: int, sel: np.ndarray | None) -> Chunked:

@@ -122,6 +122,13 @@ def test_memory_figures_agree_with_their_raw_numbers(run: tuple[str, dict[str, A
                 lv["rss_bytes_per_row"] / c["ideal_bytes_per_row"])
             by[(c["optimizer"], dim, lv["live"])] = lv["rss_bytes_per_row"]
     assert {c["optimizer"] for c in mem["configs"]} == {"RowWiseAdaGrad", "Adam"}
+    big = mem["large"]  # one table filled to --mem-rows: before / after its last growth, end
+    assert (big["optimizer"], big["dim"]) == ("RowWiseAdaGrad", 16)
+    before, after, final = big["levels"]
+    assert (after["live"], final["live"]) == (before["live"] + 1, 60_000)
+    assert after["index_slots"] == 2 * before["index_slots"] and before["load"] == 0.75
+    for lv in big["levels"]:
+        assert lv["ratio_to_ideal"] == pytest.approx(lv["rss_bytes_per_row"] / 84)
     assert len(mem["rowwise_over_adam"]) == len(mem["levels"])
     for e in mem["rowwise_over_adam"]:
         want = by[("RowWiseAdaGrad", e["dim"], e["live"])] / by[("Adam", e["dim"], e["live"])]

@@ -49,6 +49,11 @@ class ReferenceTable:
         self.counters = dict.fromkeys(
             ("lookups", "train_lookups", "admitted", "not_admitted", "rejected_full",
              "evicted", "updated_rows", "dropped_gradients"), 0)
+        # The table keeps an access count only when an eviction policy reads it (LFU);
+        # otherwise every count reads as zero.
+        self.counts = any(isinstance(p, LFU) for p in config.eviction)
+        # Keys whose row changed in any column (weights, state, last_seen, count) since
+        # the last sync: what touched_since reports.
         self.changed: set[int] = set()
         self.evicted: set[int] = set()
 
@@ -102,7 +107,9 @@ class ReferenceTable:
             for k in keys:
                 if k in self.rows:
                     self.rows[k].last_seen = t
-                    self.rows[k].count = np.float32(self.rows[k].count + np.float32(1))
+                    self.changed.add(k)
+                    if self.counts:
+                        self.rows[k].count = np.float32(self.rows[k].count + np.float32(1))
         out = np.full((len(keys), self.c.dim), self.c.default_value, dtype=np.float32)
         for i, k in enumerate(keys):
             if k in self.rows:
@@ -164,8 +171,11 @@ class ReferenceTable:
             victims += chosen
         for pol in self.c.eviction:
             if isinstance(pol, LFU):
-                for row in self.rows.values():
-                    row.count = np.float32(row.count * np.float32(pol.decay))
+                for k, row in self.rows.items():
+                    decayed = np.float32(row.count * np.float32(pol.decay))
+                    if decayed != row.count:
+                        self.changed.add(k)
+                    row.count = decayed
         self.counters["evicted"] += len(victims)
         self.evicted.update(victims)
         return sorted(victims)
