@@ -60,7 +60,7 @@ def reference(widths, keep, add, lr, eps, init, w0, grads, touched):
     return w, s
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(segmented_problems(), st.floats(1e-4, 1.0), st.sampled_from([1e-10, 1e-6, 1e-3]),
        st.sampled_from([0.0, 0.1]), st.sampled_from([None, 0.0, 0.9, 0.9999, 1.0]))
 def test_each_segment_steps_with_its_own_accumulator(problem, lr, eps, init, decay):

@@ -16,7 +16,7 @@ D = 4
 
 def _train(model: str, wide: str, optimizer: dict) -> tuple[dict, dict]:
     cfg = RunConfig.from_dict({
-        "data": {"source": "synthetic", "n_records": 1000, "n_fields": 4, "n_dense": 2,
+        "data": {"source": "synthetic", "n_records": 768, "n_fields": 4, "n_dense": 2,
                  "vocab": 300, "seed": 5},
         "model": {"name": model, "wide": wide,
                   **({"hidden": [8]} if model in ("deepfm", "wide_deep", "nfm") else {})},
@@ -25,7 +25,7 @@ def _train(model: str, wide: str, optimizer: dict) -> tuple[dict, dict]:
     run = build_run(cfg)
     s = Trainer(model=run.model, embedding=run.embedding, ps=run.ps, stream=run.stream,
                 config=cfg.trainer).run()
-    keys = np.sort(np.concatenate([b.keys.reshape(-1) for b in run.stream.batches(1000)]))
+    keys = np.sort(np.concatenate([b.keys.reshape(-1) for b in run.stream.batches(768)]))
     keys = np.unique(keys)
     rows = run.ps.pull({n: keys for n in run.ps.tables})
     run.ps.close()
