@@ -72,7 +72,6 @@ OPTIMIZERS = {
 
 from kraken.errors import KrakenError  # noqa: E402
 
-
 # --memory: (name, optimizer, precision of the weights, where the first-order weights live)
 VARIANTS = (
     ("adam-fp32-table", "adam", "fp32", "table"),

@@ -31,7 +31,8 @@ class EmbeddingLayer(nn.Module):
 
     Args:
         ps: the parameter server; it must hold every table the layout reads.
-        schema, table, wide_table, wide_column, pooling, sequence_fields, max_sequence, hash_buckets:
+        schema, table, wide_table, wide_column, pooling, sequence_fields, max_sequence,
+        hash_buckets:
             the :class:`~kraken.nn.layout.EmbeddingLayout` (see there).
 
     Raises :class:`~kraken.errors.ConfigError` for settings that do not fit the schema

@@ -98,8 +98,9 @@ class EmbeddingLayout:
     """
 
     def __init__(self, schema: Schema, *, table: str = "emb", wide_table: str | None = None,
-                 wide_column: bool = False, pooling: Pooling | str = Pooling.SUM, sequence_fields: tuple[str, ...] = (),
-                 max_sequence: int = 50, hash_buckets: int | None = None) -> None:
+                 wide_column: bool = False, pooling: Pooling | str = Pooling.SUM,
+                 sequence_fields: tuple[str, ...] = (), max_sequence: int = 50,
+                 hash_buckets: int | None = None) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigError(f"table: expected a table name, got {table!r}")
         if wide_table is not None and (not isinstance(wide_table, str) or wide_table == table):

@@ -140,9 +140,9 @@ class ModelConfig:
     candidate item (DIN's query), the first field if ``None``; ``wide``, a
     :class:`WideLayout` (or its name), where a model with first-order weights keeps them
     (``"table"`` by default, so existing configs and checkpoints read as before;
-    ``"segment"`` only for such models). Validated on construction: an unknown name (``model.name: unknown model 'x'; models are
-    [...]``) or a key the model does not take (``model.hiden: unknown
-    hyperparameter(s) ...``). Values are checked when the model is built
+    ``"segment"`` only for such models). Validated on construction: an unknown
+    name (``model.name: unknown model 'x'; models are [...]``) or a key the model
+    does not take (``model.hiden: unknown hyperparameter(s) ...``). Values are checked when the model is built
     (:func:`build_run`), since some depend on the data's shape.
     """
 

@@ -59,7 +59,8 @@ def cases(draw: st.DrawFn) -> dict:
 
 def _layout(c: dict) -> EmbeddingLayout:
     return EmbeddingLayout(c["schema"], wide_table="wide" if c["wide"] == "table" else None,
-                           wide_column=c["wide"] == "column", pooling=c["pooling"], sequence_fields=c["sequence_fields"],
+                           wide_column=c["wide"] == "column", pooling=c["pooling"],
+                           sequence_fields=c["sequence_fields"],
                            max_sequence=c["max_sequence"], hash_buckets=c["hash_buckets"])
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kraken.errors import ConfigError, DataError
 from kraken.config import Precision
+from kraken.errors import ConfigError, DataError
 from kraken.optim import Adam, RowWiseAdaGrad
 from kraken.table import Normal, TableConfig, Zeros
 from kraken.table.init import Columns
