@@ -142,8 +142,9 @@ class ModelConfig:
     (``"table"`` by default, so existing configs and checkpoints read as before;
     ``"segment"`` only for such models). Validated on construction: an unknown
     name (``model.name: unknown model 'x'; models are [...]``) or a key the model
-    does not take (``model.hiden: unknown hyperparameter(s) ...``). Values are checked when the model is built
-    (:func:`build_run`), since some depend on the data's shape.
+    does not take (``model.hiden: unknown hyperparameter(s) ...``). Values are
+    checked when the model is built (:func:`build_run`), since some depend on the
+    data's shape.
     """
 
     name: str = "deepfm"
