@@ -31,9 +31,13 @@ AdaGrad, count-min admission (threshold 2) and LRU eviction, plus the dim-1 wide
         send time, so queueing shows) at fractions of the 1-client throughput.
 
     python benchmarks/serving.py memory --samples 1000000
-        Trains, then loads the published snapshot into replicas in fp32, fp16 and bf16 and
-        compares the replica's store with the trainer's tables (``TableStats.memory_bytes``:
-        index + rows incl. optimizer state and metadata + admission sketch).
+        Trains, then loads the published snapshot into replicas in fp32, fp16, bf16 and
+        int8 and compares the replica's store with the trainer's tables
+        (``TableStats.memory_bytes``: index + rows incl. optimizer state and metadata +
+        admission sketch). Then the cost of each format: scores of the stream's next
+        ``--holdout`` records (100k, never trained on) against the fp32 replica's (max and
+        mean absolute difference in probability) and their AUC, and the latency of one
+        256-candidate request (its lookups; the whole predict), formats alternating.
 
 Results print as a table and are written to ``benchmarks/results/serving-*.json``.
 """
@@ -58,6 +62,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path(os.environ.get("KRAKEN_DATA", ROOT.parent / "shared" / "data"))
 
 
 def run_config(samples: int | None, batch_size: int = 4096) -> Any:
@@ -498,10 +503,23 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:
-    from kraken.serving import DirectoryFollower, Replica
+    """Replica bytes against the trainer's tables, then the cost of each replica format:
+    scores on held-out samples (the stream's next ``--holdout`` records, never trained on)
+    against the fp32 replica's, their AUC, and the latency of a request's lookups."""
+    import dataclasses
 
+    from kraken.data.synthetic import SyntheticStream
+    from kraken.serving import DirectoryFollower, Replica
+    from kraken.train.metrics.auc import exact_auc
+
+    formats = ("fp32", "fp16", "bf16", "int8")
     with tempfile.TemporaryDirectory(prefix="kraken-mem-") as tmp:
-        run, tr, pub = build(args.samples, Path(tmp), snapshot_interval=0.0)
+        if args.data == "ml-1m":
+            run, tr, pub, held = _movielens(Path(tmp))
+        else:
+            run, tr, pub = build(args.samples, Path(tmp), snapshot_interval=0.0)
+            held = SyntheticStream(dataclasses.replace(run.stream.config, n_records=None)
+                                   ).batches(4096, start=args.samples)
         tr.run()
         pub.publish(full=True)
         stats = run.ps.stats()
@@ -509,20 +527,111 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
         sketch = {n: 0 if c.admission.new_state() is None else c.admission.new_state().nbytes
                   for n, c in run.ps.tables.items()}
         live = {n: s.live_rows for n, s in stats.items()}
-        out: dict[str, Any] = {"samples": args.samples, "live_rows": live,
+        out: dict[str, Any] = {"data": args.data, "samples": args.samples, "live_rows": live,
                                "trainer_bytes": trainer, "trainer_sketch_bytes": sketch,
                                "replica": {}}
         total = sum(trainer.values())
         no_sketch = total - sum(sketch.values())
-        for precision in ("fp32", "fp16", "bf16"):
+        out["trainer_bytes_per_key_without_sketch"] = no_sketch / max(live.values())
+        replicas = {}
+        for precision in formats:
             r = Replica(precision=precision)
             DirectoryFollower(r, tmp).poll()
+            replicas[precision] = r
             b = r.info().memory_bytes
-            out["replica"][precision] = {"bytes": b, "ratio": b / total,
-                                         "ratio_without_sketch": b / no_sketch,
-                                         "bytes_per_key": b / max(1, len(r._m.store))}  # noqa: SLF001
+            store = r._m.store  # noqa: SLF001
+            n = max(1, len(store))
+            out["replica"][precision] = {
+                "bytes": b, "ratio": b / total, "ratio_without_sketch": b / no_sketch,
+                "bytes_per_key": b / n, "row_bytes": store.row_bytes,
+                "index_bytes_per_key": store.index_bytes / n}
+    batches = []
+    for b in held:
+        batches.append(b)
+        if sum(len(x) for x in batches) >= args.holdout:
+            break
+    labels = np.concatenate([b.label for b in batches])
+    scores = {p: np.concatenate([r.predict(b).scores for b in batches])
+              for p, r in replicas.items()}
+    for p in formats:
+        d = np.abs(scores[p].astype(np.float64) - scores["fp32"])
+        out["replica"][p].update({"auc": exact_auc(labels, scores[p]),
+                                  "max_abs_diff_vs_fp32": float(d.max()),
+                                  "mean_abs_diff_vs_fp32": float(d.mean())})
+    out["holdout"] = int(labels.shape[0])
+    out["latency"] = _lookup_latency(replicas, batches[0], args.reps)
     print(json.dumps(out, indent=2))
     save("memory", out)
+    return out
+
+
+class _Head:
+    """The first ``stop`` records of a stream (the rest is held out)."""
+
+    def __init__(self, stream: Any, stop: int) -> None:
+        self.stream, self.stop = stream, stop
+        self.schema, self.features = stream.schema, stream.features
+
+    @property
+    def skipped(self) -> int:
+        return int(self.stream.skipped)
+
+    def batches(self, batch_size: int, start: int = 0) -> Any:
+        for b in self.stream.batches(batch_size, start):
+            begin = b.offset - len(b)
+            if begin >= self.stop:
+                return
+            yield b if b.offset <= self.stop else b.slice(0, self.stop - begin)
+
+
+def _movielens(model_dir: Path) -> tuple[Any, Any, Any, Any]:
+    """``examples/movielens-1m.toml`` trained on the first 90% of the ratings (time order);
+    the last 10% are held out."""
+    from kraken.config import read_config_file
+    from kraken.serving import ModelSpec, Publisher
+    from kraken.train import Trainer
+    from kraken.train.config import RunConfig, build_run
+
+    doc = read_config_file(ROOT / "examples" / "movielens-1m.toml")
+    doc["data"]["root"] = str(DATA / "movielens" / "ml-1m")
+    cfg = RunConfig.from_dict(doc)
+    run = build_run(cfg)
+    n = len(run.stream)
+    stop = int(n * 0.9)
+    pub = Publisher(run.ps, run.model, ModelSpec.from_run(run), model_dir,
+                    snapshot_interval=0.0)
+    tr = Trainer(model=run.model, embedding=run.embedding, ps=run.ps,
+                 stream=_Head(run.stream, stop), config=cfg.trainer, publisher=pub)
+    return run, tr, pub, run.stream.batches(4096, start=stop)
+
+
+def _lookup_latency(replicas: dict[str, Any], batch: Any, reps: int) -> dict[str, Any]:
+    """Per format, median [min-max] microseconds of a 256-candidate request: its store
+    lookups (every table, the request's distinct keys) and the whole ``predict``; formats
+    alternate within each repetition so they share the machine's state."""
+    import torch
+
+    torch.set_num_threads(1)  # as `kraken serve` (--threads 1)
+    req = batch.slice(0, 256)
+    keys = np.unique(req.keys.reshape(-1))
+    times: dict[str, dict[str, list[float]]] = {p: {"lookup": [], "predict": []}
+                                                for p in replicas}
+    for _ in range(reps):
+        for p, r in replicas.items():
+            store = r._m.store  # noqa: SLF001
+            t0 = time.perf_counter()
+            for name in store.tables:
+                store.lookup(name, keys)
+            t1 = time.perf_counter()
+            r.predict(req)
+            t2 = time.perf_counter()
+            times[p]["lookup"].append((t1 - t0) * 1e6)
+            times[p]["predict"].append((t2 - t1) * 1e6)
+    out: dict[str, Any] = {"request": {"candidates": 256, "distinct_keys": int(keys.shape[0])}}
+    for p, t in times.items():
+        out[p] = {k: {"median_us": pct(v, 50), "min_us": min(v), "max_us": max(v)}
+                  for k, v in t.items()}
+        out[p]["lookup_vs_fp16"] = pct(t["lookup"], 50) / pct(times["fp16"]["lookup"], 50)
     return out
 
 
@@ -540,6 +649,12 @@ def main() -> None:
     lat.add_argument("--rate", type=float, default=2.0, help="trainer batches per second")
     m = sub.add_parser("memory")
     m.add_argument("--samples", type=int, default=1_000_000)
+    m.add_argument("--data", choices=["synthetic", "ml-1m"], default="synthetic",
+                   help="ml-1m: examples/movielens-1m.toml on the first 90%% of the "
+                        "ratings, the last 10%% held out ($KRAKEN_DATA/movielens/ml-1m)")
+    m.add_argument("--holdout", type=int, default=100_000,
+                   help="held-out samples scored by every replica format")
+    m.add_argument("--reps", type=int, default=300, help="repetitions of the latency timing")
     t = sub.add_parser("_trainer")
     t.add_argument("--model-dir", required=True)
     t.add_argument("--warmup", type=int, default=300_000)

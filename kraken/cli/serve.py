@@ -44,8 +44,11 @@ def add_parser(sub: Any) -> None:
                    help="receive versions pushed over gRPC on this port instead (0: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (0: a free one; default 8080)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="weight storage (auto: as in training)")
+    p.add_argument("--precision", default="int8",
+                   choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="weight storage (default int8: 8-bit row-wise quantized, tables "
+                        "of dim <= 4 in fp16; auto: as in training, scores bit for bit "
+                        "the trainer's)")
     p.add_argument("--poll-interval", type=float, default=0.05,
                    help="seconds between scans of the model directory")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)

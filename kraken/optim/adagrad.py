@@ -11,18 +11,34 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.chains import CHUNK, chain_sum
 from kraken.types import F32, Rows
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _adagrad_row(w, s, r, g, lr, eps):  # pragma: no cover - numba
+    """One step of row ``r`` with its summed gradient ``g: float32[D]``."""
+    for j in range(w.shape[1]):
+        gj = g[j]
+        sj = s[r, j] + gj * gj
+        s[r, j] = sj
+        w[r, j] -= lr * gj / (np.float32(math.sqrt(sj)) + eps)
 
 
 @batch_kernel
 def _adagrad(w, s, rows, g, lr, eps):  # pragma: no cover - numba
     for i in nb.prange(rows.shape[0]):
-        r = rows[i]
-        for j in range(w.shape[1]):
-            gj = g[i, j]
-            sj = s[r, j] + gj * gj
-            s[r, j] = sj
-            w[r, j] -= lr * gj / (np.float32(math.sqrt(sj)) + eps)
+        _adagrad_row(w, s, rows[i], g[i], lr, eps)
+
+
+@batch_kernel
+def _adagrad_groups(w, s, rows, first, nxt, g, lr, eps):  # pragma: no cover - numba
+    u, d = rows.shape[0], w.shape[1]
+    for c in nb.prange((u + CHUNK - 1) // CHUNK):
+        buf = np.empty(d, dtype=np.float32)
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+            chain_sum(g, first, nxt, p, buf)
+            _adagrad_row(w, s, rows[p], buf, lr, eps)
 
 
 @register
@@ -48,3 +64,8 @@ class AdaGrad(SparseOptimizer):
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         _adagrad(grads.size, weights, state, rows, grads, np.float32(self.lr), np.float32(self.eps))
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        _adagrad_groups(grads.size, weights, state, rows, first, nxt, grads,
+                        np.float32(self.lr), np.float32(self.eps))

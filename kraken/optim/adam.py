@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -23,30 +24,69 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.chains import CHUNK, chain_sum
 from kraken.types import F32, Rows
 
 
-@batch_kernel
-def _adam(w, s, rows, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover - numba
+@nb.njit(cache=True, nogil=True, inline="always")
+def _adam_row(w, s, r, g, step, c1, c2, eps):  # pragma: no cover - numba
+    """Moments and weights of row ``r`` with its summed gradient ``g: float32[D]`` and the
+    bias-corrected step size ``step`` of its new step count (already written)."""
     # c1 = float32(1 - b1), c2 = float32(1 - b2), rounded once from float64 as torch does:
     # 1 - float32(0.9999) is off by 1.7e-4 relative.
     d = w.shape[1]
     one = np.float32(1.0)
+    for j in range(d):
+        gj = g[j]
+        # beta = 0 keeps only the new value, exactly: the interpolation would round
+        # g*g - v to -v when g*g is below v's last bit, leaving v = 0 beside m != 0
+        m = gj if c1 == one else s[r, j] + (gj - s[r, j]) * c1
+        s[r, j] = m
+        v = gj * gj if c2 == one else s[r, d + j] + (gj * gj - s[r, d + j]) * c2
+        s[r, d + j] = v
+        w[r, j] -= step * (m / (np.float32(math.sqrt(v)) + eps))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _step_size(lr, b1, b2, t):  # pragma: no cover - numba
+    """``lr * sqrt(1 - b2**t) / (1 - b1**t)`` in float64 (as torch), rounded to float32."""
+    tt = float(t)
+    return np.float32(lr * math.sqrt(1.0 - b2**tt) / (1.0 - b1**tt))
+
+
+@batch_kernel
+def _adam(w, s, rows, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover - numba
+    d = w.shape[1]
     for i in nb.prange(rows.shape[0]):
         r = rows[i]
-        t = s[r, 2 * d] + one
+        t = s[r, 2 * d] + np.float32(1.0)
         s[r, 2 * d] = t
-        tt = float(t)
-        step = np.float32(lr * math.sqrt(1.0 - b2**tt) / (1.0 - b1**tt))
-        for j in range(d):
-            gj = g[i, j]
-            # beta = 0 keeps only the new value, exactly: the interpolation would round
-            # g*g - v to -v when g*g is below v's last bit, leaving v = 0 beside m != 0
-            m = gj if c1 == one else s[r, j] + (gj - s[r, j]) * c1
-            s[r, j] = m
-            v = gj * gj if c2 == one else s[r, d + j] + (gj * gj - s[r, d + j]) * c2
-            s[r, d + j] = v
-            w[r, j] -= step * (m / (np.float32(math.sqrt(v)) + eps))
+        _adam_row(w, s, r, g[i], _step_size(lr, b1, b2, t), c1, c2, eps)
+
+
+_MEMO = 64
+"""Step sizes remembered per task, by step count modulo ``_MEMO`` (exact: the key is kept)."""
+
+
+@batch_kernel
+def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover
+    # Two float64 powers per row cost more than the rest of the step: each task remembers
+    # the step sizes of the counts it met (rows of a batch share few distinct counts).
+    u, d = rows.shape[0], w.shape[1]
+    for c in nb.prange((u + CHUNK - 1) // CHUNK):
+        buf = np.empty(d, dtype=np.float32)
+        memo_t = np.full(_MEMO, np.float32(-1.0), dtype=np.float32)
+        memo_step = np.empty(_MEMO, dtype=np.float32)
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+            chain_sum(g, first, nxt, p, buf)
+            r = rows[p]
+            t = s[r, 2 * d] + np.float32(1.0)
+            s[r, 2 * d] = t
+            k = np.int64(t) & (_MEMO - 1)
+            if memo_t[k] != t:
+                memo_t[k] = t
+                memo_step[k] = _step_size(lr, b1, b2, t)
+            _adam_row(w, s, r, buf, memo_step[k], c1, c2, eps)
 
 
 @register
@@ -68,7 +108,13 @@ class Adam(SparseOptimizer):
     def state_width(self, dim: int) -> int:
         return 2 * dim + 1
 
+    def _args(self) -> tuple[Any, ...]:
+        return (float(self.lr), float(self.beta1), float(self.beta2),
+                np.float32(1.0 - self.beta1), np.float32(1.0 - self.beta2), np.float32(self.eps))
+
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _adam(grads.size, weights, state, rows, grads, float(self.lr), float(self.beta1),
-              float(self.beta2),
-              np.float32(1.0 - self.beta1), np.float32(1.0 - self.beta2), np.float32(self.eps))
+        _adam(grads.size, weights, state, rows, grads, *self._args())
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        _adam_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args())

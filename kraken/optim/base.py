@@ -23,6 +23,7 @@ import numpy as np
 from kraken.config import Tagged, build_from_dict, check_positive
 from kraken.config import register as _register
 from kraken.errors import ConfigError
+from kraken.optim.chains import sum_chains
 from kraken.types import F32, Rows
 
 __all__ = ["SparseOptimizer", "optimizer_from_dict", "register"]
@@ -59,6 +60,19 @@ class SparseOptimizer(Tagged, abc.ABC):
     @abc.abstractmethod
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         """Apply one step to ``weights[rows]`` and ``state[rows]`` in place."""
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        """:meth:`update` of ``rows: int64[U]`` with the summed gradient chains of
+        ``grads: float32[N, D]`` (``first: int32[U]``, ``nxt: int32[N]``; see
+        :mod:`kraken.optim.chains`): the same result as ``update(weights, state, rows,
+        sum_chains(grads, first, nxt))``, bit for bit.
+
+        This default sums the chains into a ``float32[U, D]`` array first; optimizers with
+        a fused kernel sum each chain and step its row in one parallel pass. Kernels are
+        ``nogil``.
+        """
+        self.update(weights, state, rows, sum_chains(grads, first, nxt))
 
 
 

@@ -22,30 +22,46 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_f32_positive, register
+from kraken.optim.chains import CHUNK, chain_sum
 from kraken.types import F32, Rows
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ftrl_row(w, s, r, g, alpha, beta, l1, l2):  # pragma: no cover - numba
+    """One step of row ``r`` with its summed gradient ``g: float32[D]``."""
+    d = w.shape[1]
+    for j in range(d):
+        gj = g[j]
+        n = s[r, d + j]
+        n_new = n + gj * gj
+        sigma = (np.float32(math.sqrt(n_new)) - np.float32(math.sqrt(n))) / alpha
+        z = s[r, j] + gj - sigma * w[r, j]
+        s[r, j] = z
+        s[r, d + j] = n_new
+        den = (beta + np.float32(math.sqrt(n_new))) / alpha + l2
+        # den is 0 only if beta, l2 and n are (n is when every gradient seen squared to
+        # 0 in float32, |g| < 3e-23): no usable information yet, so w = 0, not x / 0
+        if abs(z) <= l1 or den == 0:
+            w[r, j] = np.float32(0.0)
+        else:
+            sgn = np.float32(1.0) if z > 0 else np.float32(-1.0)
+            w[r, j] = -(z - sgn * l1) / den
 
 
 @batch_kernel
 def _ftrl(w, s, rows, g, alpha, beta, l1, l2):  # pragma: no cover - numba
-    d = w.shape[1]
     for i in nb.prange(rows.shape[0]):
-        r = rows[i]
-        for j in range(d):
-            gj = g[i, j]
-            n = s[r, d + j]
-            n_new = n + gj * gj
-            sigma = (np.float32(math.sqrt(n_new)) - np.float32(math.sqrt(n))) / alpha
-            z = s[r, j] + gj - sigma * w[r, j]
-            s[r, j] = z
-            s[r, d + j] = n_new
-            den = (beta + np.float32(math.sqrt(n_new))) / alpha + l2
-            # den is 0 only if beta, l2 and n are (n is when every gradient seen squared to
-            # 0 in float32, |g| < 3e-23): no usable information yet, so w = 0, not x / 0
-            if abs(z) <= l1 or den == 0:
-                w[r, j] = np.float32(0.0)
-            else:
-                sgn = np.float32(1.0) if z > 0 else np.float32(-1.0)
-                w[r, j] = -(z - sgn * l1) / den
+        _ftrl_row(w, s, rows[i], g[i], alpha, beta, l1, l2)
+
+
+@batch_kernel
+def _ftrl_groups(w, s, rows, first, nxt, g, alpha, beta, l1, l2):  # pragma: no cover - numba
+    u, d = rows.shape[0], w.shape[1]
+    for c in nb.prange((u + CHUNK - 1) // CHUNK):
+        buf = np.empty(d, dtype=np.float32)
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+            chain_sum(g, first, nxt, p, buf)
+            _ftrl_row(w, s, rows[p], buf, alpha, beta, l1, l2)
 
 
 @register
@@ -73,7 +89,13 @@ class FTRL(SparseOptimizer):
     def state_width(self, dim: int) -> int:
         return 2 * dim
 
+    def _args(self) -> tuple[np.float32, ...]:
+        return (np.float32(self.alpha), np.float32(self.beta), np.float32(self.l1),
+                np.float32(self.l2))
+
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
-        _ftrl(grads.size, weights, state, rows, grads, np.float32(self.alpha),
-              np.float32(self.beta),
-              np.float32(self.l1), np.float32(self.l2))
+        _ftrl(grads.size, weights, state, rows, grads, *self._args())
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        _ftrl_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args())

@@ -9,6 +9,7 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.chains import CHUNK, chain_sum
 from kraken.types import F32, Rows
 
 
@@ -18,6 +19,18 @@ def _sgd(w, rows, g, lr):  # pragma: no cover - numba
         r = rows[i]
         for j in range(w.shape[1]):
             w[r, j] -= lr * g[i, j]
+
+
+@batch_kernel
+def _sgd_groups(w, rows, first, nxt, g, lr):  # pragma: no cover - numba
+    u, d = rows.shape[0], w.shape[1]
+    for c in nb.prange((u + CHUNK - 1) // CHUNK):
+        buf = np.empty(d, dtype=np.float32)
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+            chain_sum(g, first, nxt, p, buf)
+            r = rows[p]
+            for j in range(d):
+                w[r, j] -= lr * buf[j]
 
 
 @register
@@ -36,3 +49,7 @@ class SGD(SparseOptimizer):
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         _sgd(grads.size, weights, rows, grads, np.float32(self.lr))
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        _sgd_groups(grads.size, weights, rows, first, nxt, grads, np.float32(self.lr))

@@ -4,7 +4,8 @@ Trainer side: a :class:`Publisher` (passed to the :class:`~kraken.train.Trainer`
 versions of the model (row deltas every second, dense weights every minute, full
 snapshots) through a transport: a model directory (:class:`DirectoryTransport`, the
 default) or a gRPC push to servers (:class:`kraken.serving.push.PushTransport`, needs
-``grpcio``). Server side: a :class:`Replica` (weights only, optionally 16-bit) kept current
+``grpcio``). Server side: a :class:`Replica` (weights only, optionally 16-bit or 8-bit
+row-wise quantized: :class:`WeightFormat`) kept current
 by a :class:`DirectoryFollower` (or a :class:`kraken.serving.push.PushReceiver`).
 With tables on parameter-server shards, each shard may publish its own rows
 (:class:`ShardPublisher`, ``kraken ps --publish``) while the trainer's publisher sends only
@@ -18,14 +19,14 @@ from kraken.serving.publisher import FanoutTransport, Publisher, Transport
 from kraken.serving.replica import Prediction, Replica, ReplicaInfo, ShardState
 from kraken.serving.shard_publisher import ShardPublisher
 from kraken.serving.spec import ModelSpec
-from kraken.serving.store import StoreTable, WeightStore
+from kraken.serving.store import StoreTable, WeightFormat, WeightStore
 from kraken.serving.sync import DirectoryFollower
 from kraken.serving.version import ModelVersion, TableUpdate
 
 __all__ = ["DirectoryFollower", "DirectoryTransport", "FanoutTransport", "ModelSpec",
            "ModelVersion", "Prediction", "Publisher", "Replica", "ReplicaInfo",
            "ShardPublisher", "ShardState", "StoreTable", "TableUpdate", "Transport",
-           "WeightStore", "create_app", "scan_versions"]
+           "WeightFormat", "WeightStore", "create_app", "scan_versions"]
 
 
 def __getattr__(name: str) -> object:

@@ -1,7 +1,8 @@
 """``Replica``: a read-only copy of the trainer's model that answers predictions.
 
 It holds weights only (a :class:`~kraken.serving.store.WeightStore`: no optimizer state,
-no admission counters, optionally 16-bit) and a dense model rebuilt from the spec. An
+no admission counters, optionally 16-bit or 8-bit row-wise quantized) and a dense model
+rebuilt from the spec. An
 ID it does not hold reads as the table's default vector, exactly as in training.
 
 Updates apply as whole versions. A delta's rows are written under the replica's lock
@@ -43,7 +44,7 @@ from kraken.errors import CheckpointMismatchError, NotReadyError, VersionGapErro
 from kraken.nn.layout import EmbeddingLayout, Pulled
 from kraken.nn.models import RankingModel
 from kraken.serving.spec import ModelSpec
-from kraken.serving.store import StoreTable, WeightStore
+from kraken.serving.store import StoreTable, WeightFormat, WeightStore
 from kraken.serving.version import ModelVersion
 from kraken.table import TableConfig
 from kraken.types import F32, Keys
@@ -113,13 +114,18 @@ class Replica:
     """Serves the newest applied version (see the module docstring).
 
     Args:
-        precision: storage of the weights; None keeps each table's training precision.
+        precision: storage of the weights (a :class:`~kraken.serving.store.WeightFormat`
+            or its name: ``fp32``, ``fp16``, ``bf16``, ``int8``); None or ``"auto"`` keeps
+            each table's training precision. ``int8`` stores each row as 8-bit codes with
+            an fp16 scale and bias (tables of dim <= 4 in fp16). Anything else raises
+            :class:`~kraken.errors.ConfigError` naming ``precision``.
         clock: wall clock (unix seconds), injectable for tests.
     """
 
-    def __init__(self, *, precision: Precision | str | None = None,
+    def __init__(self, *, precision: WeightFormat | Precision | str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.precision = None if precision is None else Precision(precision)
+        self.precision = (None if precision is None or precision == "auto"
+                          else WeightFormat.of(precision, "precision"))
         self.clock = clock
         self._lock = threading.Lock()
         self._m: _Model | None = None
@@ -360,7 +366,7 @@ class Replica:
         with self._lock:
             m = self._m
             tables = {} if m is None else {
-                n: {"rows": m.store.rows(n), "dim": t.dim, "precision": t.precision.value}
+                n: {"rows": m.store.rows(n), "dim": t.dim, "precision": t.format.value}
                 for n, t in m.store.tables.items()}
             return ReplicaInfo(
                 ready=self.ready, version=self.version, dense_version=self.dense_version,

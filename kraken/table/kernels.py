@@ -1,4 +1,5 @@
-"""Batch kernels the table composes: dedupe, gradient summing, access stamping, gather.
+"""Batch kernels the table composes: dedupe, access stamping, gather (gradient summing
+lives in :mod:`kraken.table.push`).
 
 All run in numba over whole batches; none allocates per key in Python.
 """
@@ -28,44 +29,6 @@ def unique_counts(keys):  # pragma: no cover - numba
     for i in range(inverse.shape[0]):
         counts[inverse[i]] += 1
     return uniq, counts
-
-
-@nb.njit(cache=True, nogil=True)
-def sum_by_row(rows, grads):  # pragma: no cover - numba
-    """Sum ``grads: f32[N, D]`` of equal ``rows`` (rows < 0 dropped), in occurrence order.
-
-    Returns ``(urows int64[U], ugrads float32[U, D])``.
-    """
-    n, d = grads.shape
-    cap = _pow2_at_least(2 * n)
-    mask = cap - 1
-    slot_row = np.empty(cap, dtype=np.int64)
-    slot_pos = np.full(cap, -1, dtype=np.int32)
-    urows = np.empty(n, dtype=np.int64)
-    # Not zero-filled: a row's sum starts as a copy of its first gradient, so only the
-    # U rows in use are ever touched (np.zeros((n, d)) faulted in all N; 2x slower).
-    ug = np.empty((n, d), dtype=np.float32)
-    u = 0
-    for i in range(n):
-        r = rows[i]
-        if r < 0:
-            continue
-        s = np.int64(fmix64(r) & np.uint64(mask))
-        while slot_pos[s] >= 0 and slot_row[s] != r:
-            s = (s + 1) & mask
-        p = slot_pos[s]
-        if p < 0:
-            p = u
-            slot_row[s] = r
-            slot_pos[s] = p
-            urows[p] = r
-            u += 1
-            for j in range(d):
-                ug[p, j] = grads[i, j]
-        else:
-            for j in range(d):
-                ug[p, j] += grads[i, j]
-    return urows[:u], ug[:u]
 
 
 @nb.njit(cache=True, nogil=True)

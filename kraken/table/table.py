@@ -45,7 +45,7 @@ from kraken.errors import (
     ShapeError,
     StaleVersionError,
 )
-from kraken.table import kernels
+from kraken.table import kernels, push
 from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
@@ -87,7 +87,8 @@ def _as_now(now: Any, what: str = "now") -> int:
     return int(now)
 
 
-def _as_values(values: Any, n: int, dim: int, what: str) -> F32:
+def _as_values(values: Any, n: int, dim: int, what: str, finite: bool = True) -> F32:
+    """``values`` as C-contiguous ``float32[n, dim]``; with ``finite``, free of NaN and inf."""
     if not isinstance(values, np.ndarray):
         raise DTypeError(f"{what} must be a float32 numpy array, got {type(values).__name__}")
     if values.dtype != np.float32:
@@ -95,7 +96,7 @@ def _as_values(values: Any, n: int, dim: int, what: str) -> F32:
     if values.shape != (n, dim):
         raise ShapeError(f"{what} must have shape ({n}, {dim}) for {n} keys of dim {dim}, "
                          f"got {values.shape}")
-    if not np.isfinite(values).all():
+    if finite and not np.isfinite(values).all():
         bad = int(np.count_nonzero(~np.isfinite(values)))
         raise NonFiniteError(f"{what} hold {bad} NaN or inf value(s)")
     return np.ascontiguousarray(values)
@@ -285,21 +286,33 @@ class SparseTable:
     def apply_gradients(self, keys: Any, grads: Any, now: int) -> None:
         """One optimizer step for the rows of ``keys: int[N]`` with ``grads: float32[N, D]``.
 
-        Gradients of duplicate keys are summed first; gradients of keys without a row
-        are dropped (counted in ``dropped_gradients``). Stamps ``last_seen = now``.
+        Gradients of duplicate keys are summed first, in the order they come; gradients of
+        keys without a row are dropped (counted in ``dropped_gradients``). Stamps
+        ``last_seen = now``. Raises :class:`NonFiniteError` (changing nothing) if any
+        gradient, of a present key or not, is NaN or inf.
+
+        Two passes over the batch find the rows and link each row's duplicates
+        (:func:`kraken.table.push.group`, which also checks finiteness), then the
+        optimizer sums each row's gradients and steps it in one parallel pass
+        (:meth:`~kraken.optim.base.SparseOptimizer.update_groups`). The kernels release
+        the GIL, so a push can run on a background thread.
         """
-        flat, g, t = self._gradient_args(keys, grads, now)
+        flat, g, t = self._gradient_args(keys, grads, now, finite=False)
         with self._lock:
-            rows = self._index.find(flat)
-            urows, ug = kernels.sum_by_row(rows, g)
-            self._counters["dropped_gradients"] += int(np.count_nonzero(rows < 0))
+            skeys, srows, mask = self._index.slots()
+            groups = push.group(skeys, srows, mask, flat, g)
+            if groups.nonfinite:
+                raise NonFiniteError(f"grads hold {groups.nonfinite} NaN or inf value(s)")
+            urows = groups.rows
+            self._counters["dropped_gradients"] += groups.dropped
             self._counters["updated_rows"] += urows.shape[0]
             a, opt = self._arena, self.config.optimizer
             if a.precision is Precision.FP32:
-                opt.update(a.weights, a.state, urows, ug)
+                opt.update_groups(a.weights, a.state, urows, g, groups.first, groups.nxt)
             else:
                 w, s = a.read(urows), a.state[urows]
-                opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64), ug)
+                opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64),
+                           push.sum_groups(groups, g))
                 a.write(urows, w, self._rng)
                 a.state[urows] = s
             a.last_seen[urows] = t
@@ -314,9 +327,13 @@ class SparseTable:
         """
         self._gradient_args(keys, grads, now)
 
-    def _gradient_args(self, keys: Any, grads: Any, now: int) -> tuple[Keys, F32, int]:
+    def _gradient_args(self, keys: Any, grads: Any, now: int,
+                       finite: bool = True) -> tuple[Keys, F32, int]:
+        """Validated ``(keys int64[N], grads float32[N, D], now)``; ``finite=False`` leaves
+        the NaN/inf check to the caller (``apply_gradients`` folds it into its first pass)."""
         flat, _ = _as_keys(keys)
-        return flat, _as_values(grads, flat.shape[0], self.config.dim, "grads"), _as_now(now)
+        g = _as_values(grads, flat.shape[0], self.config.dim, "grads", finite)
+        return flat, g, _as_now(now)
 
     def assign(self, keys: Any, values: Any, now: int | None = None) -> None:
         """Set the weights of distinct ``keys: int[N]`` to ``values: float32[N, D]``.

@@ -20,7 +20,8 @@ RECORDS = probe_records(16, seed=3)
 
 def _start(model_dir: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "kraken.cli.main", "serve", "--model-dir",
-                             str(model_dir), "--follow", "--port", "0", "--poll-interval", "0.02"],
+                             str(model_dir), "--follow", "--port", "0", "--poll-interval", "0.02",
+                             "--precision", "auto"],  # exact scores: training precision
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline() if proc.stdout else ""
     assert line.startswith("kraken serve: http://127.0.0.1:"), (line, proc.stderr)

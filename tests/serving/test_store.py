@@ -1,4 +1,4 @@
-"""The weights-only store: one index for all tables, presence per table, 16-bit storage."""
+"""The weights-only store: one index for all tables, presence per table, 16- and 8-bit rows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from kraken.config import Precision
-from kraken.errors import CapacityError, ShapeError
-from kraken.serving.store import StoreTable, WeightStore, decode, encode
+from kraken.errors import CapacityError, ConfigError, ShapeError
+from kraken.serving import Replica
+from kraken.serving.quant import dequantize_rows, quantize_rows
+from kraken.serving.store import StoreTable, WeightFormat, WeightStore, decode, encode
 
 
 def _w(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -56,5 +58,32 @@ def test_16bit_rounds_to_nearest_and_halves_the_rows(precision: Precision) -> No
     for s in (s16, s32):
         s.upsert("t", keys, x)
     np.testing.assert_array_equal(s16.lookup("t", keys), y)
-    index = s32.memory_bytes - 1000 * (64 + 1)
-    assert s16.memory_bytes == index + 1000 * (32 + 1)
+    index = s32.memory_bytes - 1000 * 64  # one table: no presence byte
+    assert s16.memory_bytes == index + 1000 * 32
+
+
+def test_int8_rows_quantize_small_tables_stay_fp16_and_presence_still_counts() -> None:
+    s = WeightStore({"emb": StoreTable(16, "int8"), "wide": StoreTable(1, "int8", 0.5)},
+                    capacity=3000)
+    assert s.tables["emb"].format is WeightFormat.INT8
+    assert s.tables["wide"].format is WeightFormat.FP16  # 1 + 4 bytes would be more than 2
+    x, keys = _w(2000, 16), np.arange(2000, dtype=np.int64) * 7919
+    s.upsert("emb", keys, x)
+    s.upsert("wide", keys[:5], np.full((5, 1), 0.25, np.float32))
+    np.testing.assert_array_equal(s.lookup("emb", keys), dequantize_rows(quantize_rows(x)))
+    np.testing.assert_array_equal(s.lookup("wide", keys[3:7]), [[0.25]] * 2 + [[0.5]] * 2)
+    s.delete("emb", keys[:10])
+    got = s.lookup("emb", np.concatenate([keys[:10], [-1]]))
+    np.testing.assert_array_equal(got, np.zeros((11, 16), np.float32))
+    assert s.rows("emb") == 1990 and len(s) == 1995  # keys 0-4 live on in "wide"
+    assert s.row_bytes == 20 + 2 + 1
+    assert s.memory_bytes == s.index_bytes + 2000 * 23 + 8 * 5
+
+
+def test_a_bad_format_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^precision: expected one of .*'int8'.*got 'int4'"):
+        StoreTable(16, "int4")
+    with pytest.raises(ConfigError, match=r"^precision: .*got 'fp8'"):
+        Replica(precision="fp8")
+    assert Replica(precision="auto").precision is None
+    assert Replica(precision=Precision.BF16).precision is WeightFormat.BF16

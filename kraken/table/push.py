@@ -1,0 +1,173 @@
+"""The push path of a table: ``(keys[N], grads[N, D])`` to one gradient chain per row.
+
+``group`` finds every key's row in the hash index, checks that every gradient is finite
+and links the occurrences of each row into a chain, in two passes over the batch and
+without touching the table::
+
+    keys   [ 7,  9,  7, 42,  7]      42 has no row: dropped
+    rows   [ 3,  0,  3, -1,  3]      pass 1 (parallel): index probe + isfinite
+    urows  [ 3,  0]                  pass 2 (serial): distinct rows, first-occurrence order
+    first  [ 0,  1]                  first occurrence of urows[p]
+    nxt    [ 2, -1,  4, -1, -1]      next occurrence of the same row, -1 ends a chain
+
+The gradient of ``urows[p]`` is ``grads[first[p]] + grads[nxt[first[p]]] + ...``, added in
+occurrence order (bit for bit the sum of the duplicates in the order they came).
+Optimizers sum a chain and apply their step to the row in one parallel pass
+(:meth:`~kraken.optim.base.SparseOptimizer.update_groups`), so no ``[U, D]`` array of summed
+gradients is written and read back; :func:`sum_groups` builds that array where it is needed
+(16-bit weights, optimizers without a fused step). Duplicates are found by the row the probe
+returned (a multiply-shift hash into a reused scratch table), not by hashing keys again.
+Passes 1 and 3 run in parallel for large batches (``kraken._jit.batch_kernel``).
+
+Every kernel here is ``nogil``: a push can run on a background thread while Python (or
+torch) keeps working on another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numba as nb
+import numpy as np
+
+from kraken._jit import batch_kernel
+from kraken.optim.chains import sum_chains
+from kraken.table.index import PREFETCH_DISTANCE, _prefetch_home, _probe, prefetch
+from kraken.types import F32, Rows
+
+__all__ = ["Groups", "group", "sum_groups"]
+
+_FIB = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: Fibonacci hashing of row ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+    """The rows a push touches and the chains of their gradients (see the module docstring).
+
+    ``rows: int64[U]`` distinct rows in first-occurrence order, ``first: int32[U]``,
+    ``nxt: int32[N]``, ``dropped``: keys without a row, ``nonfinite``: NaN or inf values
+    in ``grads`` (over all ``N`` keys, present or not).
+    """
+
+    rows: Rows
+    first: np.ndarray
+    nxt: np.ndarray
+    dropped: int
+    nonfinite: int
+
+
+def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
+          grads: F32) -> Groups:
+    """Rows of ``keys: int64[N]`` in the index ``(skeys, srows, mask)`` (``HashIndex.slots()``)
+    and the chains of ``grads: float32[N, D]`` per row. Reads only; changes nothing.
+
+    When ``nonfinite > 0`` the chains are not built (``rows`` is empty): the caller raises.
+    """
+    n = keys.shape[0]
+    rows = np.empty(n, dtype=np.int32)
+    bad = int(_find_check(n * (grads.shape[1] + 8), skeys, srows, mask, keys, grads, rows))
+    if bad:
+        empty = np.empty(0, dtype=np.int32)
+        return Groups(np.empty(0, dtype=np.int64), empty, empty, 0, bad)
+    urows = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int32)
+    nxt = np.empty(n, dtype=np.int32)
+    u, dropped = _chain(rows, _scratch(n), urows, first, nxt)
+    return Groups(urows[:u], first[:u], nxt, int(dropped), 0)
+
+
+_local = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """This thread's dedupe table for a batch of ``n`` keys: ``int64[C]`` all -1, ``C`` a
+    power of two >= ``2n`` (load <= 0.5). Kept between pushes, so a push neither allocates
+    nor clears ``8C`` bytes; :func:`_chain` leaves it all -1 again. One per thread (not per
+    table): its memory is that of the largest batch a thread has pushed."""
+    table = getattr(_local, "table", None)
+    if table is None or table.shape[0] < 2 * n:
+        cap = 16
+        while cap < 2 * n:
+            cap *= 2
+        table = _local.table = np.full(cap, -1, dtype=np.int64)
+    return table
+
+
+def sum_groups(groups: Groups, grads: F32) -> F32:
+    """``float32[U, D]``: the summed gradient of each of ``groups.rows`` (parallel)."""
+    return sum_chains(grads, groups.first, groups.nxt)
+
+
+@batch_kernel
+def _find_check(skeys, srows, mask, keys, grads, rows):  # pragma: no cover - numba
+    """``rows[n]`` = row of ``keys[n]`` or -1; returns the number of non-finite values."""
+    n, d = grads.shape
+    bad = 0
+    for i in nb.prange(n):
+        if i + PREFETCH_DISTANCE < n:
+            _prefetch_home(skeys, srows, mask, keys[i + PREFETCH_DISTANCE])
+        s = _probe(skeys, srows, mask, keys[i])
+        rows[i] = srows[s] if s >= 0 else -1
+        acc = np.float32(0.0)
+        for j in range(d):  # x - x is 0 for finite x, NaN for NaN and inf
+            acc += grads[i, j] - grads[i, j]
+        k = 0
+        if acc != acc:
+            for j in range(d):
+                if not np.isfinite(grads[i, j]):
+                    k += 1
+        bad += k  # at the loop's top level: numba recognises the reduction only there
+    return bad
+
+
+@nb.njit(cache=True, nogil=True)
+def _chain(rows, table, urows, first, nxt):  # pragma: no cover - numba
+    """Link equal ``rows`` (``int32[N]``, -1 skipped) into chains; returns ``(U, dropped)``.
+
+    Distinct rows are found with ``table``, an open-addressing scratch of a power-of-two
+    ``C >= 2N`` int64 entries, all -1 (empty) on entry and on return; an entry packs
+    ``row << 32 | p``, its home is the row's Fibonacci hash. Probes are prefetched;
+    ``last[p]`` is the chain's tail while it grows.
+    """
+    n = rows.shape[0]
+    cap = table.shape[0]
+    bits = 0
+    while (1 << bits) < cap:
+        bits += 1
+    tmask = cap - 1
+    shift = np.uint64(64 - bits)
+    last = np.empty(n, dtype=np.int32)
+    u = 0
+    dropped = 0
+    for i in range(n):
+        if i + PREFETCH_DISTANCE < n:
+            ra = rows[i + PREFETCH_DISTANCE]
+            prefetch(table, np.int64((np.uint64(ra) * _FIB) >> shift))
+        r = rows[i]
+        nxt[i] = -1
+        if r < 0:
+            dropped += 1
+            continue
+        h = np.int64((np.uint64(r) * _FIB) >> shift)
+        while True:
+            e = table[h]
+            if e < 0:
+                table[h] = (np.int64(r) << 32) | u
+                urows[u] = r
+                first[u] = i
+                last[u] = i
+                u += 1
+                break
+            if (e >> 32) == r:
+                p = e & 0xFFFFFFFF
+                nxt[last[p]] = i
+                last[p] = i
+                break
+            h = (h + 1) & tmask
+    for p in range(u):  # leave the scratch empty for the next push
+        h = np.int64((np.uint64(urows[p]) * _FIB) >> shift)
+        while table[h] >> 32 != urows[p]:
+            h = (h + 1) & tmask
+        table[h] = -1
+    return u, dropped
