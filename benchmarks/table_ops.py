@@ -16,9 +16,19 @@ lookup   ``table.lookup(keys)`` (train=False: probe + gather) of present keys vs
 insert   insert-or-find, 90% present / 10% new keys per 100k batch:
          ``table.lookup(keys, train=True)`` (Always admission; also initialises new rows,
          stamps access metadata and gathers all rows) and the bare hash index
-         (``kraken.table.index.HashIndex`` find + insert, internal API, labelled) vs
+         (``kraken.table.index.HashIndex`` claim + settle: one probe per key, new keys
+         numbered in first-occurrence order; internal API, labelled) vs
          pandas' ``Int64HashTable`` (two ways) and a Python dict. Targets: >= 3x pandas,
          >= 10x dict.
+admit    admission of new rows: all-new keys in batches of 1M into an empty table of dim 16
+         growing to 20M rows (capacity 20M + 1024, Always admission, default initializer):
+         ``table.lookup(keys, train=True)`` (probe, claim, initialise weights and state,
+         stamp metadata, gather the rows) vs the minimal equivalent in pandas/numpy: pandas'
+         ``Int64HashTable.map_keys_to_values`` of the keys to new row numbers (growing from
+         empty) and ``Generator.random(out=...)`` writing 16 float32 per new row into a
+         preallocated array. Each batch is one sample (both methods take the same batch,
+         the first one alternating); rows/s median [min-max] over the batches.
+         Target: >= 10M rows/s.
 optim    one optimizer step over 50k unique rows (each 4x in a 200k-key batch) of dim 16:
          ``table.apply_gradients`` (finds keys, sums duplicates, updates, stamps) vs the
          torch optimizer's ``step()`` on the sparse (uncoalesced) gradient of
@@ -62,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-SECTIONS = ("lookup", "insert", "optim", "memory", "demo")
+SECTIONS = ("lookup", "insert", "admit", "optim", "memory", "demo")
 
 # --------------------------------------------------------------------------- helpers
 
@@ -303,22 +313,16 @@ def section_insert(args: argparse.Namespace) -> dict[str, Any]:
             out.append(b)
         return out
 
-    def first_occurrence_unique(x: np.ndarray) -> np.ndarray:
-        u, idx = np.unique(x, return_index=True)
-        return u[np.argsort(idx, kind="stable")]
-
     def op_kraken(b: np.ndarray) -> Any:
         return table.lookup(b, train=True, now=1)
 
     def op_index(b: np.ndarray) -> np.ndarray:
-        rows = index.find(b)
-        absent = rows < 0
-        if absent.any():
-            miss = b[absent]
-            u = first_occurrence_unique(miss)
-            index.insert(u, np.arange(index_next[0], index_next[0] + u.shape[0]))
-            index_next[0] += u.shape[0]
-            rows[absent] = index.find(miss)
+        rows, pending = index.claim(b)  # one probe per key; new keys claim their slots
+        new = np.arange(index_next[0], index_next[0] + len(pending), dtype=np.int64)
+        index_next[0] += len(pending)
+        index.settle(pending, new)
+        fresh_at = rows < -1
+        rows[fresh_at] = new[-2 - rows[fresh_at]]
         return rows
 
     def op_factorize(b: np.ndarray) -> np.ndarray:
@@ -340,7 +344,7 @@ def section_insert(args: argparse.Namespace) -> dict[str, Any]:
         return np.array([sd(k, len(d)) for k in b.tolist()], dtype=np.int64)
 
     ops = {"kraken lookup(train=True)": op_kraken,
-           "kraken HashIndex find+insert (internal)": op_index,
+           "kraken HashIndex claim+settle (internal)": op_index,
            "pandas Int64Factorizer.factorize": op_factorize,
            "pandas Int64HashTable lookup+map_keys_to_values": op_lookup_map,
            "python dict.setdefault loop": op_dict}
@@ -370,7 +374,7 @@ def section_insert(args: argparse.Namespace) -> dict[str, Any]:
             rates["pandas Int64HashTable lookup+map_keys_to_values"])]
         dict_rate = rates["python dict.setdefault loop"]
         res = {"keys_per_s": {n: summary(v) for n, v in rates.items()}, "ratios": {}}
-        for n in ("kraken lookup(train=True)", "kraken HashIndex find+insert (internal)"):
+        for n in ("kraken lookup(train=True)", "kraken HashIndex claim+settle (internal)"):
             rp = paired_ratio(rates[n], pandas_best)
             rd = paired_ratio(rates[n], dict_rate)
             res["ratios"][n] = {"over_pandas_best": rp, "over_dict": rd}
@@ -390,6 +394,64 @@ def section_insert(args: argparse.Namespace) -> dict[str, Any]:
         "pandas = faster of its two variants per rep",
         ["keys", "method", "keys/s", "x pandas", "x dict", "target >=3x pandas / >=10x dict"],
         rows_out)
+    return results
+
+
+# --------------------------------------------------------------------------- 2b. admit
+
+
+def section_admit(args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    import kraken
+
+    htable = pd.core.algorithms.htable
+    total, batch, dim = args.admit_rows, args.admit_batch, 16
+    nb = total // batch
+    table = kraken.SparseTable(kraken.TableConfig(dim=dim, capacity=nb * batch + 1024,
+                                                  admission=kraken.Always()))
+    ht = htable.Int64HashTable()
+    weights = np.empty((nb * batch, dim), dtype=np.float32)
+    gen = np.random.default_rng(4)
+    warm = make_keys(0, 1000, salt=0xA11)  # load kernels in both (not timed, not counted)
+    kraken.SparseTable(kraken.TableConfig(dim=dim, capacity=2048)).lookup(warm, train=True)
+    htable.Int64HashTable().map_keys_to_values(warm, np.arange(1000, dtype=np.int64))
+
+    def m_kraken(i: int, keys: np.ndarray) -> float:
+        return timed(lambda: table.lookup(keys, train=True, now=i))
+
+    def m_pandas(i: int, keys: np.ndarray) -> float:
+        def run() -> None:
+            ht.map_keys_to_values(keys, np.arange(i * batch, (i + 1) * batch, dtype=np.int64))
+            gen.random(out=weights[i * batch:(i + 1) * batch], dtype=np.float32)
+        return timed(run)
+
+    methods = {"kraken lookup(train=True)": m_kraken,
+               "pandas Int64HashTable + numpy random rows": m_pandas}
+    names = list(methods)
+    secs: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(nb):
+        keys = make_keys(i * batch, batch, salt=0xAD)
+        for name in (names if i % 2 == 0 else names[::-1]):
+            secs[name].append(methods[name](i, keys))
+    assert len(table) == nb * batch and len(ht) == nb * batch
+    probe = make_keys(0, nb * batch, salt=0xAD)[:: max(1, nb * batch // 10_000)]
+    assert table.contains(probe).all() and (ht.lookup(probe) >= 0).all()
+    rates = {n: [batch / s for s in v] for n, v in secs.items()}
+    ratio = paired_ratio(rates[names[0]], rates[names[1]])
+    k = summary(rates[names[0]])
+    results: dict[str, Any] = {"rows": nb * batch, "batch": batch, "dim": dim, "batches": nb,
+                               "rows_per_s": {n: summary(v) for n, v in rates.items()},
+                               "kraken_over_pandas": ratio,
+                               "index_slots": table.stats().index_slots}
+    print_table(
+        f"admission of all-new keys: {nb} batches of {batch:,} into an empty table of dim "
+        f"{dim} growing to {nb * batch:,} rows; rows/s per batch, median [min-max]",
+        ["method", "rows/s", "kraken/pandas", "target >=10M rows/s"],
+        [[names[0], fmt_spread(k), fmt_spread(ratio, "ratio"), verdict(k["median"], 10e6)],
+         [names[1], fmt_spread(summary(rates[names[1]])), "-", "-"]])
+    del table, ht, weights
+    gc.collect()
     return results
 
 
@@ -689,6 +751,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=5,
                    help="batches per method per repetition (default 5)")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--admit-rows", type=int, default=20_000_000,
+                   help="rows the admit section's table grows to (default 20M)")
+    p.add_argument("--admit-batch", type=int, default=1_000_000,
+                   help="new keys per admit batch (default 1M)")
     p.add_argument("--optim-rows", type=int, default=1_000_000)
     p.add_argument("--optim-unique", type=int, default=50_000)
     p.add_argument("--optim-dup", type=int, default=4, help="occurrences of each unique row")
@@ -707,6 +773,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.live, args.batch, args.batches, args.reps = 50_000, 5_000, 2, min(args.reps, 2)
         args.insert_live, args.dims = 50_000, [16]
+        args.admit_rows, args.admit_batch = 100_000, 50_000  # 2 batches: n == reps
         args.optim_rows, args.optim_unique, args.optim_steps = 20_000, 2_000, 2
         args.mem_log2_slots, args.demo_reps, args.mem_rows = 14, 1, 60_000
         args.mem_optimizers = ["RowWiseAdaGrad", "Adam"]
@@ -760,7 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"git {meta['git']}")
     print(f"sections {args.sections}, {args.reps} reps; medians [min-max]; ratios are paired "
           "per repetition (methods alternate, order rotates)")
-    fns = {"lookup": section_lookup, "insert": section_insert, "optim": section_optim,
+    fns = {"lookup": section_lookup, "insert": section_insert, "admit": section_admit,
+           "optim": section_optim,
            "memory": section_memory, "demo": section_demo}
     results: dict[str, Any] = {"meta": meta}
     gc.collect()

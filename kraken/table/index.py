@@ -41,7 +41,7 @@ from kraken._jit import batch_kernel
 from kraken.table.arena import reserve_array
 from kraken.types import Keys
 
-__all__ = ["MAX_LOAD", "PREFETCH_DISTANCE", "HashIndex", "fmix64", "prefetch"]
+__all__ = ["MAX_LOAD", "PREFETCH_DISTANCE", "HashIndex", "PendingKeys", "fmix64", "prefetch"]
 
 MAX_LOAD = 0.75
 _MIN_CAPACITY = 1024
@@ -188,6 +188,122 @@ def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
     return erased
 
 
+# -- find-or-claim: the training pull's single probe ---------------------------------------
+#
+# ``claim`` probes each key once. A present key yields its row; an absent one takes the empty
+# slot its probe ends on (key written, row set to the *pending* code ``-2 - u``, ``u`` its
+# position among the batch's new keys in first-occurrence order), so a later duplicate in the
+# same batch finds that slot and is counted there: the slot is the dedupe, no second hash.
+# ``settle`` then gives each pending key its row or removes it. Between the two, only ``-1``
+# marks an empty slot (codes <= -2 are occupied); no other verb runs in between (the table
+# holds its lock across both).
+
+
+@nb.njit(cache=True, nogil=True)
+def _claim(skeys, srows, mask, keys, start, room, rows, new_keys, new_slots, new_counts,
+           nu):  # pragma: no cover - numba
+    """Probe ``keys[start:]``; returns ``(stop, nu)``: ``stop < N`` when claiming one more slot
+    would exceed ``room`` new keys (the caller grows the index and resumes at ``stop``)."""
+    n_keys = keys.shape[0]
+    for n in range(start, n_keys):
+        if n + PREFETCH_DISTANCE < n_keys:
+            _prefetch_home(skeys, srows, mask, keys[n + PREFETCH_DISTANCE])
+        k = keys[n]
+        i = np.int64(fmix64(k) & np.uint64(mask))
+        while True:
+            r = srows[i]
+            if r == -1:
+                if nu >= room:
+                    return n, nu
+                skeys[i] = k
+                srows[i] = -2 - nu
+                new_keys[nu] = k
+                new_slots[nu] = i
+                new_counts[nu] = 1
+                rows[n] = -2 - nu
+                nu += 1
+                break
+            if skeys[i] == k:
+                if r < -1:
+                    new_counts[-2 - r] += 1
+                rows[n] = r
+                break
+            i = (i + 1) & mask
+    return n_keys, nu
+
+
+@nb.njit(cache=True, nogil=True)
+def _rehash_pending(skeys, srows, nkeys, nrows, nmask, new_slots):  # pragma: no cover - numba
+    """:func:`_rehash` while claims are pending: copy every occupied slot (row != -1, pending
+    codes included) into the empty arrays ``nkeys``/``nrows``; a pending key's new slot
+    goes to ``new_slots[u]``."""
+    cap = skeys.shape[0]
+    for s in range(cap):
+        if s + PREFETCH_DISTANCE < cap:
+            prefetch(nrows, np.int64(fmix64(skeys[s + PREFETCH_DISTANCE]) & np.uint64(nmask)))
+        r = srows[s]
+        if r == -1:
+            continue
+        k = skeys[s]
+        i = np.int64(fmix64(k) & np.uint64(nmask))
+        while nrows[i] != -1:
+            i = (i + 1) & nmask
+        nkeys[i] = k
+        nrows[i] = r
+        if r < -1:
+            new_slots[-2 - r] = i
+
+
+@nb.njit(cache=True, nogil=True)
+def _settle(skeys, srows, mask, new_keys, new_slots, row_of):  # pragma: no cover - numba
+    """Pending key ``u`` gets row ``row_of[u]``; where that is -1 its slot is freed
+    (backward shift, so chains stay whole). Returns how many got a row."""
+    nu = new_keys.shape[0]
+    kept = 0
+    for u in range(nu):
+        if u + PREFETCH_DISTANCE < nu:
+            prefetch(srows, new_slots[u + PREFETCH_DISTANCE])
+        if row_of[u] >= 0:
+            srows[new_slots[u]] = row_of[u]
+            kept += 1
+    for u in range(nu):
+        if row_of[u] >= 0:
+            continue
+        k = new_keys[u]
+        i = np.int64(fmix64(k) & np.uint64(mask))
+        while skeys[i] != k or srows[i] == -1:  # it is there: probe never meets -1 first
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if srows[j] == -1:
+                break
+            home = np.int64(fmix64(skeys[j]) & np.uint64(mask))
+            if i <= j:
+                if i < home <= j:
+                    continue
+            elif home > i or home <= j:
+                continue
+            skeys[i] = skeys[j]
+            srows[i] = srows[j]
+            i = j
+        srows[i] = -1
+    return kept
+
+
+class PendingKeys:
+    """The new keys of one :meth:`HashIndex.claim`, in first-occurrence order.
+
+    ``keys int64[U]`` distinct keys absent before the claim, ``counts int64[U]`` their
+    occurrences in the batch; ``slots`` (internal) where each is claimed.
+    """
+
+    def __init__(self, keys: Keys, counts: np.ndarray, slots: np.ndarray, cap0: int) -> None:
+        self.keys, self.counts, self._slots, self._cap0 = keys, counts, slots, cap0
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
 _GROW_BLOCK = 1 << 19
 """Old slots moved between two releases of their pages while the index grows (a multiple
 of the page size in both arrays)."""
@@ -274,6 +390,71 @@ class HashIndex:
         self.reserve(keys.shape[0])
         self._size += int(_insert(self._keys, self._rows, self.capacity - 1, keys,
                                   rows.astype(np.int32, copy=False)))
+
+    def claim(self, keys: Keys) -> tuple[np.ndarray, PendingKeys]:
+        """Find-or-claim ``keys: int64[N]`` (duplicates allowed) with one probe per key.
+
+        Returns ``(rows int64[N], pending)``: ``rows[n]`` is the key's row when present, else
+        ``-2 - u`` with ``u`` its index in ``pending.keys`` (new keys, first-occurrence
+        order). The index is unusable for other verbs until :meth:`settle` ``(pending, ...)``.
+        Claims may load the index up to ``(1 + MAX_LOAD) / 2`` (it grows past that);
+        ``settle`` brings it back to the size ``insert`` would have given.
+        """
+        n = keys.shape[0]
+        rows = np.empty(n, dtype=np.int64)
+        new_keys = np.empty(n, dtype=np.int64)
+        new_slots = np.empty(n, dtype=np.int64)
+        new_counts = np.empty(n, dtype=np.int64)
+        cap0 = self.capacity
+        start, nu = 0, 0
+        while True:
+            hard = int(self.capacity * (1.0 + MAX_LOAD) / 2.0)
+            room = max(0, min(hard, self.capacity - 1) - self._size)
+            start, nu = _claim(self._keys, self._rows, self.capacity - 1, keys, start, room,
+                               rows, new_keys, new_slots, new_counts, nu)
+            if start >= n:
+                break
+            # Grow once for the new keys still expected at the rate seen so far (all-new
+            # batches grow straight to the size insert would give, not by repeated doubling).
+            rate = nu / start if start else 1.0
+            need = self._size + nu + int(rate * (n - start)) + 1
+            cap = 2 * self.capacity
+            while need > cap * MAX_LOAD:
+                cap *= 2
+            try:
+                self._resize(cap, new_slots)
+            except BaseException:  # (out of memory) release the claims made so far
+                _settle(self._keys, self._rows, self.capacity - 1, new_keys[:nu],
+                        new_slots[:nu], np.full(nu, -1, dtype=np.int64))
+                raise
+        return rows, PendingKeys(new_keys[:nu], new_counts[:nu], new_slots[:nu], cap0)
+
+    def settle(self, pending: PendingKeys, rows: np.ndarray) -> None:
+        """End a :meth:`claim`: pending key ``u`` maps to ``rows[u]`` (``int64[U]``, distinct
+        rows), or is removed where ``rows[u] == -1``; then the index takes the capacity
+        ``insert`` of the kept keys would have given it."""
+        kept = int(_settle(self._keys, self._rows, self.capacity - 1, pending.keys,
+                           pending._slots, rows))
+        self._size += kept
+        if self.capacity > pending._cap0:  # grew while claiming: maybe for dropped keys
+            cap = pending._cap0
+            while self._size > cap * MAX_LOAD:
+                cap *= 2
+            if cap != self.capacity:
+                self._resize(cap, np.empty(0, dtype=np.int64))
+        self.reserve(0)
+
+    def _resize(self, cap: int, new_slots: np.ndarray) -> None:
+        """Rehash into ``cap`` slots, pending claims included (their slots into ``new_slots``);
+        old slots move a block at a time and hand their pages back, as ``reserve`` does."""
+        old_keys, old_rows = self._keys, self._rows
+        self._keys, self._rows = _empty_slots(cap)
+        for a in range(0, old_rows.shape[0], _GROW_BLOCK):
+            b = min(a + _GROW_BLOCK, old_rows.shape[0])
+            _rehash_pending(old_keys[a:b], old_rows[a:b], self._keys, self._rows, cap - 1,
+                            new_slots)
+            _drop_pages(old_keys, a, b)
+            _drop_pages(old_rows, a, b)
 
     def erase(self, keys: Keys) -> np.ndarray:
         """Remove ``keys``; returns ``int64[N]`` freed rows (-1 where the key was absent)."""

@@ -33,21 +33,49 @@ def _uniform01(key, seed, j):  # pragma: no cover - numba
     return float(h >> np.uint64(11)) * _INV_2_53
 
 
-@batch_kernel
-def _init_rows(out, keys, seed, mode, param):  # pragma: no cover - numba
+@nb.njit(cache=True, nogil=True)
+def _column_salts(seed, n):  # pragma: no cover - numba
+    """``uint64[n]``: the key-independent half of :func:`_uniform01` for columns ``0 .. n-1``
+    (``_uniform01(k, seed, j) == _draw(k, salts[j])``), computed once per batch."""
+    out = np.empty(n, dtype=np.uint64)
+    for j in range(n):
+        out[j] = fmix64(np.uint64(seed) * _GOLDEN + np.uint64(j) + np.uint64(1))
+    return out
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _draw(key, salt):  # pragma: no cover - numba
+    return float(fmix64(np.uint64(key) ^ salt) >> np.uint64(11)) * _INV_2_53
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _init_row(out, i, k, salts, mode, param):  # pragma: no cover - numba
+    """Row ``out[i]`` of key ``k``: zeros (mode 0), uniform (1) or Box-Muller normal (2)."""
     d = out.shape[1]
-    for i in nb.prange(keys.shape[0]):
-        k = keys[i]
+    if mode == 0:
         for j in range(d):
-            if mode == 0:
-                out[i, j] = 0.0
-            elif mode == 1:
-                out[i, j] = np.float32((2.0 * _uniform01(k, seed, j) - 1.0) * param)
-            else:
-                u1 = _uniform01(k, seed, 2 * j)
-                u2 = _uniform01(k, seed, 2 * j + 1)
-                r = math.sqrt(-2.0 * math.log(1.0 - u1))
-                out[i, j] = np.float32(r * math.cos(2.0 * math.pi * u2) * param)
+            out[i, j] = 0.0
+    elif mode == 1:
+        for j in range(d):
+            out[i, j] = np.float32((2.0 * _draw(k, salts[j]) - 1.0) * param)
+    else:
+        for j in range(d):
+            u1 = _draw(k, salts[2 * j])
+            u2 = _draw(k, salts[2 * j + 1])
+            r = math.sqrt(-2.0 * math.log(1.0 - u1))
+            out[i, j] = np.float32(r * math.cos(2.0 * math.pi * u2) * param)
+
+
+@batch_kernel
+def _init_rows(out, keys, salts, mode, param):  # pragma: no cover - numba
+    for i in nb.prange(keys.shape[0]):
+        _init_row(out, i, keys[i], salts, mode, param)
+
+
+@batch_kernel
+def _init_rows_at(out, rows, keys, salts, mode, param):  # pragma: no cover - numba
+    for i in nb.prange(keys.shape[0]):
+        _init_row(out, rows[i], keys[i], salts, mode, param)
 
 
 @batch_kernel
@@ -74,7 +102,22 @@ class Initializer(Tagged):
 
     def fill(self, keys: Keys, seed: int, out: F32) -> None:
         """Write the initial rows of ``keys: int64[U]`` into ``out: float32[U, D]``."""
-        _init_rows(out.size, out, keys, np.uint64(seed), self._mode, self._param())
+        salts = _column_salts(np.uint64(seed), 2 * out.shape[1])
+        _init_rows(out.size, out, keys, salts, self._mode, self._param())
+
+    def fill_rows(self, keys: Keys, seed: int, out: F32, rows: np.ndarray) -> None:
+        """Write the initial row of ``keys[i]`` into ``out[rows[i]]`` (``keys: int64[U]``,
+        distinct ``rows: int64[U]``, ``out: float32[R, D]``, e.g. the arena's weights):
+        the values :meth:`fill` gives, without a temporary. A subclass that overrides only
+        :meth:`fill` gets it through a temporary."""
+        if type(self).fill is not Initializer.fill:
+            tmp = np.empty((keys.shape[0], out.shape[1]), dtype=np.float32)
+            self.fill(keys, seed, tmp)
+            out[rows] = tmp
+            return
+        salts = _column_salts(np.uint64(seed), 2 * out.shape[1])
+        _init_rows_at(keys.shape[0] * out.shape[1], out, rows, keys, salts, self._mode,
+                      self._param())
 
 
 

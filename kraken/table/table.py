@@ -45,7 +45,7 @@ from kraken.errors import (
     ShapeError,
     StaleVersionError,
 )
-from kraken.table import kernels, push
+from kraken.table import kernels, pull, push
 from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
@@ -132,6 +132,7 @@ class SparseTable:
         self._evict_log: deque[tuple[int, Keys]] = deque()
         self._log_floor = 0
         self._counters = dict.fromkeys(COUNTERS, 0)
+        self._turned_away = 0.0  # share of the last pull's new keys that got no row
 
     # -- queries -------------------------------------------------------------------------
 
@@ -172,15 +173,11 @@ class SparseTable:
                 t = self._clock if t is None else t
                 self._clock = max(self._clock, t)
                 self._counters["train_lookups"] += flat.shape[0]
-                rows = self._index.find(flat)
-                absent = rows < 0
-                if absent.any():
-                    rows[absent] = self._admit(flat[absent], t)
+                rows, out = self._pull(flat, t)
                 kernels.touch(rows, self._arena.last_seen, self._arena.count, t)
                 held = rows[rows >= 0]
                 if held.size:
                     self._arena.mark[held] = self._open_version()
-                out = self._gather(rows)
         return out.reshape(shape + (d,))
 
     def stats(self) -> TableStats:
@@ -662,39 +659,96 @@ class SparseTable:
             rows[new] = fresh
         return rows, new
 
-    def _admit(self, keys: Keys, now: int) -> np.ndarray:
-        """Admission for absent ``keys`` (with duplicates); creates rows for admitted ones.
+    def _pull(self, flat: Keys, now: int) -> tuple[np.ndarray, F32]:
+        """The training pull of ``flat: int64[N]``: find or admit every key, gather.
 
-        Returns ``int64[N]``: the new row of each key, -1 where it was not admitted.
+        Returns ``(rows int64[N], out float32[N, D])``: each key's row (-1 where not
+        admitted) and its weights (``default_value`` for -1). One index probe per key;
+        the passes are described in :mod:`kraken.table.pull`. While most new keys are
+        turned away (a count-min policy's first sightings, a full table), claimed slots
+        would mostly be released again, so new keys are found and deduplicated beside
+        the index instead (the same decisions and rows).
         """
-        ukeys, inverse = kernels.unique_inverse(keys)
-        counts = np.bincount(inverse, minlength=ukeys.shape[0])
-        admit = self.config.admission.decide(ukeys, counts, self._sketch, self._rng)
+        if self._turned_away <= 0.5:
+            rows, pending = self._index.claim(flat)
+            new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
+            if len(pending):
+                try:
+                    row_of = self._admit(pending.keys, pending.counts, now)
+                finally:  # an error above must not leave claimed slots behind
+                    self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
+                                       else np.full(len(pending), -1, dtype=np.int64))
+        else:
+            rows = self._index.find(flat)
+            absent = np.flatnonzero(rows < 0)
+            new_keys, inverse = kernels.unique_inverse(flat[absent])
+            row_of = self._admit(new_keys, np.bincount(inverse, minlength=new_keys.shape[0]),
+                                 now)
+            kept = row_of >= 0
+            if kept.any():
+                self._index.insert(new_keys[kept], row_of[kept])
+            rows[absent] = -2 - inverse  # pending codes, resolved below
+        if new_keys.shape[0]:
+            self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
+        a = self._arena
+        if a.precision is Precision.FP32:
+            out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
+            pull.resolve_gather(out.size, rows, row_of, a.weights,
+                                np.float32(self.config.default_value), out)
+            return rows, out
+        pull.resolve(rows.shape[0], rows, row_of)
+        return rows, self._gather(rows)
+
+    def _admit(self, keys: Keys, counts: np.ndarray, now: int) -> np.ndarray:
+        """Admission for distinct absent ``keys: int64[U]`` seen ``counts: int64[U]`` times,
+        in first-occurrence order; creates rows for the admitted ones that fit.
+
+        Returns ``int64[U]``: the new row of each key, -1 where it was not admitted.
+        """
+        admit = self.config.admission.decide(keys, counts, self._sketch, self._rng)
         cand_idx = np.flatnonzero(admit)
-        self._counters["not_admitted"] += int(ukeys.shape[0] - cand_idx.shape[0])
+        u = keys.shape[0]
+        self._counters["not_admitted"] += int(u - cand_idx.shape[0])
         rows = self._arena.allocate(cand_idx.shape[0])
         if rows.shape[0] < cand_idx.shape[0]:
             self._counters["rejected_full"] += int(cand_idx.shape[0] - rows.shape[0])
             cand_idx = cand_idx[: rows.shape[0]]
-        row_of = np.full(ukeys.shape[0], -1, dtype=np.int64)
+        if cand_idx.shape[0] == u:  # all admitted and all fit: no scatter needed
+            if u:
+                self._init_rows(keys, rows, now)
+                self._counters["admitted"] += u
+            return rows
+        row_of = np.full(u, -1, dtype=np.int64)
         if cand_idx.shape[0]:
-            cand = ukeys[cand_idx]
-            self._index.insert(cand, rows)
+            cand = keys[cand_idx]
             self._init_rows(cand, rows, now)
             self._counters["admitted"] += int(cand.shape[0])
             row_of[cand_idx] = rows
-        return row_of[inverse]
+        return row_of
 
     def _init_rows(self, keys: Keys, rows: np.ndarray, now: int) -> None:
+        """Fresh rows: initial weights of ``keys: int64[U]`` and optimizer state written into
+        distinct ``rows: int64[U]`` (slices when the rows are consecutive), metadata stamped."""
         c, a = self.config, self._arena
-        w = np.empty((keys.shape[0], c.dim), dtype=np.float32)
-        c.initializer.fill(keys, c.seed, w)
-        a.write(rows, w, None)
-        s = np.empty((keys.shape[0], c.state_width), dtype=np.float32)
-        c.optimizer.init_state(s)
-        a.state[rows] = s
-        a.last_seen[rows] = now
-        a.count[rows] = 0.0
+        n = keys.shape[0]
+        if n == 0:
+            return
+        span = slice(int(rows[0]), int(rows[0]) + n) if pull.consecutive(rows) else None
+        if a.precision is Precision.FP32:
+            c.initializer.fill_rows(keys, c.seed, a.weights, rows)
+        else:
+            w = np.empty((n, c.dim), dtype=np.float32)
+            c.initializer.fill(keys, c.seed, w)
+            a.write(rows, w, None)
+        if span is not None:
+            c.optimizer.init_state(a.state[span])
+        else:
+            s = np.empty((n, c.state_width), dtype=np.float32)
+            c.optimizer.init_state(s)
+            a.state[rows] = s
+        at = rows if span is None else span
+        a.last_seen[at] = now
+        a.count[at] = 0.0
         self._stamp(rows)
 
     def _read(self, flat: Keys) -> F32:

@@ -48,21 +48,22 @@ def _summaries(x: Any, path: str = "") -> Iterator[tuple[str, dict[str, float]]]
 
 def test_every_section_prints_its_table(run: tuple[str, dict[str, Any]]) -> None:
     stdout, _ = run
-    for title in ("== lookup of present keys", "== insert-or-find", "== apply_gradients",
+    for title in ("== lookup of present keys", "== insert-or-find", "== admission of all-new",
+                  "== apply_gradients",
                   "== bytes per live row", "== RowWiseAdaGrad bytes / Adam bytes",
                   "wall time"):
         assert title in stdout, f"missing section {title!r}:\n{stdout[-3000:]}"
-    for section in ("lookup", "insert", "optim", "memory", "demo"):
+    for section in ("lookup", "insert", "admit", "optim", "memory", "demo"):
         assert f"[{section}: " in stdout
 
 
 def test_the_record_has_its_fields(run: tuple[str, dict[str, Any]]) -> None:
     _, r = run
-    assert set(r) == {"meta", "lookup", "insert", "optim", "memory", "demo"}
+    assert set(r) == {"meta", "lookup", "insert", "admit", "optim", "memory", "demo"}
     meta = r["meta"]
     assert set(meta) >= {"date", "argv", "python", "cpus", "kraken", "numpy", "torch", "git"}
     assert meta["kraken"] == kraken.__version__ and "--quick" in meta["argv"]
-    for s in ("lookup", "insert", "optim", "memory", "demo"):
+    for s in ("lookup", "insert", "admit", "optim", "memory", "demo"):
         assert r[s]["section_wall_s"] > 0 and len(r[s]["loadavg_1min"]) == 2, s
         assert "error" not in r[s], r[s].get("error")
     assert (r["lookup"]["live"], r["lookup"]["batch"]) == (50_000, 5_000)
@@ -92,6 +93,9 @@ def test_paired_ratios_lie_within_their_rates(run: tuple[str, dict[str, Any]]) -
                        r["lookup"][key]["kraken_over_index_select"]))
         pairs.append((rates["numpy take"], rates["torch.index_select"],
                       r["lookup"][key]["take_over_index_select"]))
+    adm = r["admit"]["rows_per_s"]
+    pairs.append((adm["kraken lookup(train=True)"], adm["pandas Int64HashTable + numpy random rows"],
+                  r["admit"]["kraken_over_pandas"]))
     torch_names = {"SGD": "torch.optim.SGD", "AdaGrad": "torch.optim.Adagrad",
                    "Adam": "torch.optim.SparseAdam"}
     for name, ratio in r["optim"]["ratios"].items():
