@@ -88,7 +88,7 @@ def shard_tables(path: str) -> tuple[dict[str, TableConfig], PSConfig]:
     from kraken.train.config import load_config  # the model decides its tables: torch
 
     config = load_config(path)
-    return dict(config.tables), config.ps
+    return config.ps_tables, config.ps
 
 
 def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:

@@ -138,7 +138,7 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     try:
         say(f"{title}: model {config.model.name}, tables "
               + ", ".join(f"{n} (dim {t.dim}, {t.optimizer.kind}, cap {t.capacity:,})"
-                          for n, t in config.tables.items())
+                          for n, t in config.ps_tables.items())
               + f", batch {config.trainer.batch_size}, run dir {run_dir}"
               + (f", {group.world} workers" if group is not None else ""))
         t0 = time.perf_counter()

@@ -31,7 +31,8 @@ class EmbeddingLayer(nn.Module):
 
     Args:
         ps: the parameter server; it must hold every table the layout reads.
-        schema, table, wide_table, pooling, sequence_fields, max_sequence, hash_buckets:
+        schema, table, wide_table, wide_column, pooling, sequence_fields, max_sequence,
+        hash_buckets:
             the :class:`~kraken.nn.layout.EmbeddingLayout` (see there).
 
     Raises :class:`~kraken.errors.ConfigError` for settings that do not fit the schema
@@ -39,16 +40,18 @@ class EmbeddingLayer(nn.Module):
     """
 
     def __init__(self, ps: ParameterServer, schema: Schema, *, table: str = "emb",
-                 wide_table: str | None = None, pooling: Pooling | str = Pooling.SUM,
+                 wide_table: str | None = None, wide_column: bool = False,
+                 pooling: Pooling | str = Pooling.SUM,
                  sequence_fields: tuple[str, ...] = (), max_sequence: int = 50,
                  hash_buckets: int | None = None) -> None:
         super().__init__()
-        layout = EmbeddingLayout(schema, table=table, wide_table=wide_table, pooling=pooling,
+        layout = EmbeddingLayout(schema, table=table, wide_table=wide_table,
+                                 wide_column=wide_column, pooling=pooling,
                                  sequence_fields=sequence_fields, max_sequence=max_sequence,
                                  hash_buckets=hash_buckets)
         layout.check_tables(ps.tables)
         self.ps, self.layout = ps, layout
-        self.dim = ps.tables[table].dim
+        self.dim = layout.emb_dim(ps.tables)  # D, without a wide column
         self._pending: list[tuple[str, np.ndarray, torch.Tensor]] = []
 
     # The layout's settings, read through (the trainer and the serving spec use them).
@@ -63,6 +66,10 @@ class EmbeddingLayer(nn.Module):
     @property
     def wide_table(self) -> str | None:
         return self.layout.wide_table
+
+    @property
+    def wide_column(self) -> bool:
+        return self.layout.wide_column
 
     @property
     def pooling(self) -> Pooling:

@@ -22,6 +22,14 @@ kept as sequences. It works in two steps around a row source that it never sees:
     summed gradient per unique key, ready to push. No tensor the size of the vocabulary
     exists anywhere.
 
+The first-order ("wide") weight of a field comes from a dim-1 table of its own
+(``wide_table``) or, with ``wide_column``, from the last column of the embedding row::
+
+    table row   [ e_0 ... e_{D-1} | w ]     float32[U, D + 1]: one key, one probe, one
+                  emb (D)          wide      metadata; the model sees emb [B, F, D] and
+                                             wide [B, F]; the leaf's gradient keeps the
+                                             same columns, so one push updates both
+
 The training binding over a parameter server is :class:`kraken.nn.embedding.EmbeddingLayer`;
 a serving replica uses the layout directly over its weight store.
 """
@@ -47,8 +55,8 @@ from kraken.table.kernels import unique_inverse
 __all__ = ["EmbeddingLayout", "Prepared", "Pulled"]
 
 # The keyword settings of EmbeddingLayout (after the schema), as saved in a model spec.
-_SETTINGS = ("table", "wide_table", "pooling", "sequence_fields", "max_sequence",
-             "hash_buckets")
+_SETTINGS = ("table", "wide_table", "wide_column", "pooling", "sequence_fields",
+             "max_sequence", "hash_buckets")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +84,9 @@ class EmbeddingLayout:
         schema: the stream's schema (field order defines the ``F`` axis).
         table: the table holding the ``D``-dim embeddings of every field.
         wide_table: a dim-1 table for first-order weights, or None.
+        wide_column: the first-order weight is the last column of ``table``'s rows (a row
+            of segments ``[embedding (D) | wide (1)]``: one key, one probe, one metadata
+            for both); ``table`` then has dim ``D + 1``. Exclusive with ``wide_table``.
         pooling: :class:`~kraken.config.Pooling` (or its name) of multi-valued fields.
         sequence_fields: multi-valued fields also returned unpooled (padded, masked).
         max_sequence: keep at most the last this-many values of a sequence (>= 1).
@@ -87,13 +98,19 @@ class EmbeddingLayout:
     """
 
     def __init__(self, schema: Schema, *, table: str = "emb", wide_table: str | None = None,
-                 pooling: Pooling | str = Pooling.SUM, sequence_fields: tuple[str, ...] = (),
-                 max_sequence: int = 50, hash_buckets: int | None = None) -> None:
+                 wide_column: bool = False, pooling: Pooling | str = Pooling.SUM,
+                 sequence_fields: tuple[str, ...] = (), max_sequence: int = 50,
+                 hash_buckets: int | None = None) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigError(f"table: expected a table name, got {table!r}")
         if wide_table is not None and (not isinstance(wide_table, str) or wide_table == table):
             raise ConfigError(f"wide_table: expected a table name other than {table!r}, "
                               f"got {wide_table!r}")
+        if not isinstance(wide_column, bool):
+            raise ConfigError(f"wide_column: expected true or false, got {wide_column!r}")
+        if wide_column and wide_table is not None:
+            raise ConfigError(f"wide_column: the first-order weight is either a column of "
+                              f"{table!r} or the table {wide_table!r}, not both")
         for name in sequence_fields:
             if name not in schema.jagged:
                 raise ConfigError(f"sequence field {name!r} is not a multi-valued field "
@@ -102,7 +119,7 @@ class EmbeddingLayout:
         if hash_buckets is not None:
             check_int("hash_buckets", hash_buckets, lo=1)
         self.schema = schema
-        self.table, self.wide_table = table, wide_table
+        self.table, self.wide_table, self.wide_column = table, wide_table, wide_column
         self.pooling = check_enum("pooling", pooling, Pooling)
         self.sequence_fields = tuple(sequence_fields)
         self.max_sequence, self.hash_buckets = max_sequence, hash_buckets
@@ -114,24 +131,39 @@ class EmbeddingLayout:
         return (self.table,) if self.wide_table is None else (self.table, self.wide_table)
 
     @property
+    def has_wide(self) -> bool:
+        """Whether :meth:`inputs` gives first-order weights (``ModelInputs.wide``)."""
+        return self.wide_column or self.wide_table is not None
+
+    def emb_dim(self, tables: Mapping[str, TableConfig]) -> int:
+        """``D``, the embedding dim the model sees: ``table``'s dim, less the wide column."""
+        return tables[self.table].dim - int(self.wide_column)
+
+    @property
     def n_fields(self) -> int:
         """``F``: single-valued fields, then the pooled multi-valued ones."""
         return len(self.schema.fields) + len(self.schema.jagged)
 
     def check_tables(self, tables: Mapping[str, TableConfig]) -> None:
-        """Raise :class:`ConfigError` unless ``tables`` holds every table this layout reads
-        and the wide table (if any) has dim 1."""
+        """Raise :class:`ConfigError` unless ``tables`` holds every table this layout reads,
+        the wide table (if any) has dim 1 and a table with a wide column has dim >= 2."""
         for name in self.tables:
             if name not in tables:
                 raise ConfigError(f"embedding table {name!r} is not on the PS "
                                   f"(tables: {sorted(tables)})")
+        if self.wide_column and tables[self.table].dim < 2:
+            raise ConfigError(f"tables.{self.table}.dim: a row of embedding and wide column "
+                              f"needs dim >= 2 (D + 1), got {tables[self.table].dim}")
         if self.wide_table is not None and tables[self.wide_table].dim != 1:
             raise ConfigError(f"tables.{self.wide_table}.dim: the wide table must have dim 1, "
                               f"got {tables[self.wide_table].dim}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON values; ``EmbeddingLayout(schema, **to_dict())`` rebuilds it."""
-        d = {k: getattr(self, k) for k in _SETTINGS}
+        """The settings as JSON values; ``EmbeddingLayout(schema, **to_dict())`` rebuilds it.
+
+        ``wide_column`` is written only when set, so a spec without it (written before it
+        existed) and a spec of a model with a wide table read alike everywhere."""
+        d = {k: getattr(self, k) for k in _SETTINGS if k != "wide_column" or self.wide_column}
         return {**d, "pooling": self.pooling.value, "sequence_fields": list(self.sequence_fields)}
 
     @classmethod
@@ -179,11 +211,15 @@ class EmbeddingLayout:
         emb, leaf = self._fields(pulled.rows[self.table], inverse, b, requires_grad)
         leaves = {self.table: leaf}
         wide = None
+        if self.wide_column:  # [emb (D) | wide (1)]: split the gathered columns
+            wide = emb[..., -1]
+            emb = emb[..., :-1]
         if self.wide_table is not None:
             w, wleaf = self._fields(pulled.rows[self.wide_table], inverse, b, requires_grad)
             wide = w[..., 0]
             leaves[self.wide_table] = wleaf
-        sequences = {name: self._sequence(leaf, inverse, b, name)
+        seq_rows = leaf[:, :-1] if self.wide_column else leaf
+        sequences = {name: self._sequence(seq_rows, inverse, b, name)
                      for name in self.sequence_fields}
         return (ModelInputs(emb=emb, dense=torch.from_numpy(b.dense), wide=wide,
                             sequences=sequences), leaves)

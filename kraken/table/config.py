@@ -61,6 +61,14 @@ class TableConfig:
         for i, pol in enumerate(self.eviction):
             if not isinstance(pol, EvictionPolicy):
                 raise ConfigError(f"eviction[{i}]: expected an EvictionPolicy, got {pol!r}")
+        try:  # a row-wise optimizer's segments must cover the row
+            self.optimizer.state_width(self.dim)
+        except ConfigError as exc:
+            raise ConfigError(f"optimizer.{exc}") from None
+        width = getattr(self.initializer, "width", self.dim)  # Columns: sum of its widths
+        if width != self.dim:
+            raise ConfigError(f"initializer.widths: the columns sum to {width}, the row has "
+                              f"dim {self.dim}")
         if not isinstance(self.precision, Precision):
             try:
                 object.__setattr__(self, "precision", Precision(self.precision))

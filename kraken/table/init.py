@@ -165,3 +165,71 @@ _INITS: dict[str, type[Initializer]] = {c.kind: c for c in (Zeros, Uniform, Norm
 def initializer_from_dict(d: dict[str, Any], path: str = "initializer") -> Initializer:
     """Inverse of ``Initializer.to_dict``."""
     return build_from_dict(_INITS, d, path)  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns(Initializer):
+    """A row composed by column ranges: ``parts[k]`` fills the next ``widths[k]`` columns.
+
+    ``Columns(widths=(16, 1), parts=(Uniform(0.05), Zeros()))`` starts an embedding
+    uniform and the first-order weight stored after it in the same row at zero. Each part
+    draws its columns as it would for a row of its own width (column ``j`` of a part is
+    its column ``j``), so the first ``widths[0]`` columns equal ``parts[0]`` alone. The row
+    has ``sum(widths)`` values (:attr:`width`); a table checks it against its ``dim``.
+    Written in a config file as
+    ``{ type = "columns", widths = [16, 1], parts = [{ type = "uniform" }, { type = "zeros" }] }``.
+    """
+
+    widths: tuple[int, ...] = ()
+    parts: tuple[Initializer, ...] = ()
+    kind = "columns"
+
+    def __post_init__(self) -> None:
+        from kraken.errors import ConfigError  # noqa: PLC0415 - appended class, local import
+
+        for name, value in (("widths", self.widths), ("parts", self.parts)):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ConfigError(f"{name}: expected a non-empty list, got {value!r}")
+        if len(self.widths) != len(self.parts):
+            raise ConfigError(f"parts: {len(self.parts)} initializers for "
+                              f"{len(self.widths)} widths {list(self.widths)}")
+        for w in self.widths:
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+                raise ConfigError(f"widths: every width must be an integer >= 1, got {w!r} "
+                                  f"in {self.widths!r}")
+        parts = []
+        for i, p in enumerate(self.parts):
+            p = initializer_from_dict(p, f"parts[{i}]") if isinstance(p, dict) else p
+            if not isinstance(p, Initializer) or isinstance(p, Columns):
+                raise ConfigError(f"parts[{i}]: expected a plain initializer (zeros, uniform, "
+                                  f"normal), got {p!r}")
+            parts.append(p)
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "parts", tuple(parts))
+
+    @property
+    def width(self) -> int:
+        """Values per row: ``sum(widths)``."""
+        return sum(self.widths)
+
+    def fill(self, keys: Keys, seed: int, out: F32) -> None:
+        """Write ``out: float32[U, sum(widths)]`` part by part (column ranges)."""
+        from kraken.errors import ShapeError  # noqa: PLC0415 - appended class, local import
+
+        if out.ndim != 2 or out.shape[1] != self.width:
+            raise ShapeError(f"out: expected float32[U, {self.width}] (widths "
+                             f"{list(self.widths)}), got shape {out.shape}")
+        start = 0
+        for w, p in zip(self.widths, self.parts):  # each part into its own C-order block
+            block = np.empty((out.shape[0], w), dtype=np.float32)
+            p.fill(keys, seed, block)
+            out[:, start:start + w] = block
+            start += w
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "widths": list(self.widths),
+                "parts": [p.to_dict() for p in self.parts]}
+
+
+_INITS[Columns.kind] = Columns
+__all__ += ["Columns"]

@@ -9,6 +9,7 @@ Example (``examples/synthetic.toml``)::
     [model]
     name = "deepfm"               # lr | fm | wide_deep | deepfm | dcn_v2 | dlrm | nfm | din
     hidden = [256, 128]
+    wide = "segment"              # first-order weights: "table" (default) | "segment"
 
     [tables.emb]                  # all sparse fields share this table
     dim = 16
@@ -37,21 +38,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kraken.config import build_dataclass, check_int, read_config_file
+from kraken.config import build_dataclass, check_enum, check_int, read_config_file
 from kraken.data import open_stream
 from kraken.data.base import Stream
 from kraken.data.registry import stream_arguments
 from kraken.errors import ConfigError
 from kraken.nn.embedding import EmbeddingLayer
 from kraken.nn.models import ModelShape, RankingModel, build_model
-from kraken.nn.models.base import check_hyperparameters, model_class
+from kraken.nn.models.base import MODELS, check_hyperparameters, model_class
 from kraken.ps import ParameterServer, PSConfig, build_ps
 from kraken.table import TableConfig, Zeros
+from kraken.table.init import Columns
 from kraken.train.randomness import seeded_scope
 from kraken.train.trainer import TrainerConfig
 
-__all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "build_run",
-           "load_config"]
+__all__ = ["DataConfig", "EmbeddingConfig", "ModelConfig", "Run", "RunConfig", "WideLayout",
+           "build_run", "load_config"]
 
 _SECTIONS = ("data", "log", "model", "tables", "trainer", "embedding", "ps")
 
@@ -116,25 +118,47 @@ class DataConfig:
         return open_stream(self.source, **self.options)
 
 
+class WideLayout(enum.Enum):
+    """Where a model's first-order ("wide") weight of each feature lives.
+
+    ``TABLE``: a dim-1 table ``wide`` of its own (a second index, key and metadata per
+    feature); ``SEGMENT``: the last column of the feature's ``emb`` row, ``[embedding (D) |
+    wide (1)]``, one index, key and metadata for both (row-wise optimizers keep one
+    accumulator per segment, so the steps are those of two tables).
+    """
+
+    TABLE = "table"
+    SEGMENT = "segment"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The ``[model]`` section: a registered model ``name``, its hyperparameters.
 
     ``params`` are the model's keyword hyperparameters (lists become tuples), written
     beside ``name`` in the file; ``target`` names the sparse field that is the
-    candidate item (DIN's query), the first field if ``None``. Validated on
-    construction: an unknown name (``model.name: unknown model 'x'; models are
-    [...]``) or a key the model does not take (``model.hiden: unknown
-    hyperparameter(s) ...``). Values are checked when the model is built
-    (:func:`build_run`), since some depend on the data's shape.
+    candidate item (DIN's query), the first field if ``None``; ``wide``, a
+    :class:`WideLayout` (or its name), where a model with first-order weights keeps them
+    (``"table"`` by default, so existing configs and checkpoints read as before;
+    ``"segment"`` only for such models). Validated on construction: an unknown
+    name (``model.name: unknown model 'x'; models are [...]``) or a key the model
+    does not take (``model.hiden: unknown hyperparameter(s) ...``). Values are
+    checked when the model is built (:func:`build_run`), since some depend on the
+    data's shape.
     """
 
     name: str = "deepfm"
     target: str | None = None
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wide: WideLayout = WideLayout.TABLE
 
     def __post_init__(self) -> None:
-        model_class(self.name)
+        cls = model_class(self.name)
+        object.__setattr__(self, "wide", check_enum("wide", self.wide, WideLayout))
+        if self.wide is WideLayout.SEGMENT and not cls.needs_wide:
+            raise ConfigError(f"wide: 'segment' stores first-order weights in the embedding "
+                              f"row, and {self.name!r} has none (models with first-order "
+                              f"weights: {sorted(n for n, c in MODELS.items() if c.needs_wide)})")
         if self.target is not None and (not isinstance(self.target, str) or not self.target):
             raise ConfigError(f"target: expected a field name, got {self.target!r}")
         object.__setattr__(self, "params", _own_copy("params", self.params))
@@ -150,14 +174,15 @@ class ModelConfig:
         """From the section as written: ``name``, ``target`` and hyperparameters side by side."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{path}: expected a table, got {type(d).__name__}")
-        own = {k: d[k] for k in ("name", "target") if k in d}
+        own = {k: d[k] for k in ("name", "target", "wide") if k in d}
         params = {k: v for k, v in d.items() if k not in own}
         return build_dataclass(cls, {**own, "params": params}, path)  # type: ignore[no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         """The section as written (inverse of :meth:`from_dict`), JSON-able."""
         target = {} if self.target is None else {"target": self.target}
-        return {"name": self.name, **target, **_jsonable(self.params)}
+        wide = {} if self.wide is WideLayout.TABLE else {"wide": self.wide.value}
+        return {"name": self.name, **target, **wide, **_jsonable(self.params)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +214,10 @@ class RunConfig:
     Sections left out of a file take their defaults: ``data`` the synthetic stream,
     ``model`` DeepFM, ``tables`` one table ``emb`` of dim 16, ``trainer`` and
     ``embedding`` their dataclass defaults. A model that ``needs_wide`` gets a
-    ``wide`` table derived from ``emb`` (dim 1, zeros) unless one is given.
+    ``wide`` table derived from ``emb`` (dim 1, zeros) unless one is given; with
+    ``model.wide = "segment"`` it gets no such table and :attr:`ps_tables` widens ``emb``
+    instead. ``tables`` are the tables as configured (``emb`` of the model's dim ``D``),
+    :attr:`ps_tables` the tables as the parameter server holds them.
     """
 
     data: DataConfig
@@ -213,11 +241,32 @@ class RunConfig:
                 raise ConfigError(f"tables.{name}: expected a TableConfig, got "
                                   f"{type(t).__name__}")
         tables = dict(self.tables)
-        if self.model.needs_wide and "wide" not in tables:
+        segment = self.model.needs_wide and self.model.wide is WideLayout.SEGMENT
+        if segment and "wide" in tables:
+            raise ConfigError("tables.wide: model.wide = 'segment' keeps the first-order "
+                              "weights in the rows of tables.emb; remove [tables.wide] or "
+                              "set model.wide = 'table'")
+        if self.model.needs_wide and not segment and "wide" not in tables:
             emb = tables["emb"]
             tables["wide"] = dataclasses.replace(emb, dim=1, initializer=Zeros(),
                                                  precision=emb.precision)
         object.__setattr__(self, "tables", tables)
+        ps_tables = dict(tables)
+        if segment:
+            ps_tables["emb"] = _with_wide_column(tables["emb"])
+        object.__setattr__(self, "_ps_tables", ps_tables)
+
+    @property
+    def ps_tables(self) -> dict[str, TableConfig]:
+        """The tables as the parameter server holds them: :attr:`tables`, except that with
+        ``model.wide = "segment"`` the rows of ``emb`` carry the wide column (dim ``D + 1``,
+        see :func:`_with_wide_column`)."""
+        return dict(self._ps_tables)  # type: ignore[attr-defined]
+
+    @property
+    def wide(self) -> WideLayout | None:
+        """Where the model's first-order weights live, or None if it has none."""
+        return self.model.wide if self.model.needs_wide else None
 
     @classmethod
     def from_dict(cls, doc: Any) -> RunConfig:
@@ -250,6 +299,27 @@ class RunConfig:
                 "tables": {n: t.to_dict() for n, t in self.tables.items()},
                 "trainer": _jsonable(dataclasses.asdict(self.trainer)),
                 "embedding": self.embedding.to_dict(), "ps": _jsonable(dataclasses.asdict(self.ps))}
+
+
+def _with_wide_column(emb: TableConfig) -> TableConfig:
+    """``emb`` (dim ``D``) widened to rows ``[embedding (D) | wide (1)]``.
+
+    The wide column starts at zero (``Columns``: ``emb``'s initializer, then ``Zeros``);
+    a row-wise optimizer gets one more segment (``segments = (D, 1)``, or its own segments
+    followed by 1), so the wide weight keeps its own accumulator as it would in a table of
+    its own; per-element optimizers (Adam, AdaGrad, FTRL, SGD) need nothing.
+    """
+    d = emb.dim
+    init = emb.initializer
+    init = (Columns(widths=(*init.widths, 1), parts=(*init.parts, Zeros()))
+            if isinstance(init, Columns) else Columns(widths=(d, 1), parts=(init, Zeros())))
+    opt = emb.optimizer
+    if "segments" in {f.name for f in dataclasses.fields(opt)}:  # row-wise: one per segment
+        opt = dataclasses.replace(opt, segments=(*(opt.segments or (d,)), 1))
+    try:
+        return dataclasses.replace(emb, dim=d + 1, initializer=init, optimizer=opt)
+    except ConfigError as exc:
+        raise ConfigError(f"tables.emb.{exc}") from None
 
 
 def _jsonable(v: Any) -> Any:
@@ -296,7 +366,7 @@ def build_run(config: RunConfig, shards: list[str] | None = None) -> Run:
     """
     stream = config.data.open()
     schema = stream.schema
-    ps = build_ps(config.tables, config.ps, shards)
+    ps = build_ps(config.ps_tables, config.ps, shards)
     target = config.model.target
     names = schema.fields + schema.jagged
     if target is not None and target not in names:
@@ -306,8 +376,10 @@ def build_run(config: RunConfig, shards: list[str] | None = None) -> Run:
                        target_field=names.index(target) if target else 0)
     with seeded_scope(config.trainer.seed):
         model = build_model(config.model.name, shape, **config.model.params)
+    wide = config.wide
     embedding = EmbeddingLayer(ps, schema, table="emb",
-                               wide_table="wide" if model.needs_wide else None,
+                               wide_table="wide" if wide is WideLayout.TABLE else None,
+                               wide_column=wide is WideLayout.SEGMENT,
                                sequence_fields=model.sequence_fields,
                                **dataclasses.asdict(config.embedding))
     return Run(config=config, stream=stream, ps=ps, embedding=embedding, model=model)

@@ -358,7 +358,7 @@ class DistributedTrainer(Trainer):
         layout = self.embedding.layout
         f, d = layout.n_fields, self.embedding.dim
         n_dense = len(layout.schema.dense)
-        wide = torch.zeros(1, f) if layout.wide_table is not None else None
+        wide = torch.zeros(1, f) if layout.has_wide else None
         seqs = {name: (torch.zeros(1, 1, d), torch.ones(1, 1, dtype=torch.bool))
                 for name in layout.sequence_fields}
         return ModelInputs(emb=torch.zeros(1, f, d), dense=torch.zeros(1, n_dense), wide=wide,

@@ -2,7 +2,8 @@
 
 The optimizers are discovered from ``kraken.optim.__all__``: a new optimizer is checked
 as soon as it is exported, and the tables below (valid and invalid hyperparameters) must
-be extended for it or the contract fails by name.
+be extended for it or the contract fails by name. Optimizers with ``segments`` (rows made
+of segments, one accumulator each) run the update checks a second time over segmented rows.
 """
 
 from __future__ import annotations
@@ -46,14 +47,42 @@ VALID: dict[str, list[dict[str, float]]] = {
 EXTRA_INVALID: dict[str, dict[str, list[float]]] = {
     "SGD": {"lr": [0.0, math.inf, 1e39, 1e-46]},
     "AdaGrad": {"lr": [0.0, math.inf], "eps": [0.0, 1e-46, 1e-44]},
-    "RowWiseAdaGrad": {"lr": [0.0, math.inf], "eps": [0.0, 1e-46, 1e-44]},
-    "RAdaGrad": {"lr": [0.0, math.inf], "eps": [0.0, 1e-44], "decay": [1.0001, 2.0]},
+    "RowWiseAdaGrad": {"lr": [0.0, math.inf], "eps": [0.0, 1e-46, 1e-44],
+                       "segments": [(0,), (1, -1), (2.0,)]},
+    "RAdaGrad": {"lr": [0.0, math.inf], "eps": [0.0, 1e-44], "decay": [1.0001, 2.0],
+                 "segments": [(0,), (1, -1), (2.0,)]},
     "Adam": {"lr": [0.0, math.inf], "eps": [0.0, 1e-44], "beta1": [1.0, 1.5],
              "beta2": [1.0, 1.5]},
     "FTRL": {"alpha": [0.0, math.inf, 1e39, 1e-46]},
 }
 
 by_name = pytest.mark.parametrize("cls", OPTIMIZERS, ids=lambda c: c.__name__)
+
+
+def _split(d: int) -> tuple[int, ...]:
+    """Segments covering a row of ``d`` values: ``(d,)``, ``(d-1, 1)`` or ``(d-3, 2, 1)``."""
+    return (d,) if d == 1 else (d - 1, 1) if d < 4 else (d - 3, 2, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Maker:
+    """Builds ``cls(**kw)`` for rows of ``d`` values, with segments covering them or not."""
+
+    cls: type
+    segmented: bool
+
+    def __call__(self, d: int, **kw: float) -> SparseOptimizer:
+        return self.cls(segments=_split(d), **kw) if self.segmented else self.cls(**kw)
+
+
+MAKERS = [Maker(c, False) for c in OPTIMIZERS] + [
+    Maker(c, True) for c in OPTIMIZERS if "segments" in {f.name for f in dataclasses.fields(c)}]
+by_maker = pytest.mark.parametrize(
+    "make", MAKERS, ids=lambda m: m.cls.__name__ + ("-segments" if m.segmented else ""))
+
+
+def test_row_wise_optimizers_join_the_contract_with_segments() -> None:
+    assert {m.cls.__name__ for m in MAKERS if m.segmented} >= {"RowWiseAdaGrad", "RAdaGrad"}
 
 
 def test_every_exported_optimizer_is_covered() -> None:
@@ -90,12 +119,12 @@ batches = st.tuples(st.integers(1, 24), st.integers(1, 17), st.integers(0, 2**32
 # -- update ----------------------------------------------------------------------------------
 
 
-@by_name
+@by_maker
 @settings(max_examples=25, deadline=None)
 @given(batch=batches)
-def test_update_touches_only_the_given_rows(cls, batch) -> None:
+def test_update_touches_only_the_given_rows(make, batch) -> None:
     n, d, seed = batch
-    opt = cls()
+    opt = make(d)
     w, s = _arena(opt, n, d, seed)
     rng = np.random.default_rng(seed + 1)
     rows = rng.permutation(n)[: rng.integers(0, n + 1)].astype(np.int64)
@@ -112,12 +141,12 @@ def test_update_touches_only_the_given_rows(cls, batch) -> None:
         assert not (_bits(w[rows]) == _bits(w0[rows])).all(), "given rows did not move"
 
 
-@by_name
+@by_maker
 @settings(max_examples=25, deadline=None)
 @given(batch=batches)
-def test_batch_order_does_not_matter(cls, batch) -> None:
+def test_batch_order_does_not_matter(make, batch) -> None:
     n, d, seed = batch
-    opt = cls()
+    opt = make(d)
     w, s = _arena(opt, n, d, seed)
     rng = np.random.default_rng(seed + 2)
     rows = rng.permutation(n)[: max(1, n // 2)].astype(np.int64)
@@ -136,11 +165,11 @@ def test_batch_order_does_not_matter(cls, batch) -> None:
         assert (_bits(wx) == _bits(w1)).all() and (_bits(sx) == _bits(s1)).all()
 
 
-@by_name
+@by_maker
 @pytest.mark.parametrize("d", [1, 3, 16])
-def test_state_width_matches_the_columns_used(cls, d: int) -> None:
+def test_state_width_matches_the_columns_used(make, d: int) -> None:
     """Every declared column is written by an update; columns past the width never are."""
-    opt = cls()
+    opt = make(d)
     width = opt.state_width(d)
     assert isinstance(width, int) and width >= 0
     n, pad = 5, 3
@@ -159,10 +188,11 @@ def test_state_width_matches_the_columns_used(cls, d: int) -> None:
     assert changed.all(), f"declared state columns {np.flatnonzero(~changed)} never written"
 
 
-@by_name
+@by_maker
 @pytest.mark.parametrize("d", [1, 4, 16])
-def test_init_state_fills_every_element(cls, d: int) -> None:
-    opt = cls(**VALID[cls.__name__][-1])
+def test_init_state_fills_every_element(make, d: int) -> None:
+    cls = make.cls
+    opt = make(d, **VALID[cls.__name__][-1])
     s = np.full((7, opt.state_width(d)), np.nan, dtype=np.float32)
     opt.init_state(s)
     assert np.isfinite(s).all(), "init_state left elements unwritten"
@@ -171,15 +201,15 @@ def test_init_state_fills_every_element(cls, d: int) -> None:
         assert (s == np.float32(opt.initial_accumulator)).all()
 
 
-@by_name
+@by_maker
 @settings(max_examples=25, deadline=None)
 @given(setting=st.integers(0, 10), d=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
        scale=st.sampled_from([0.0, 1e-30, 1.0]))
-def test_every_valid_setting_keeps_rows_finite(cls, setting, d, seed, scale) -> None:
+def test_every_valid_setting_keeps_rows_finite(make, setting, d, seed, scale) -> None:
     """Fresh rows, then zero, tiny (squares underflow) or ordinary gradients: never NaN or
     inf and never an exception (eps = 0 gave 0 / 0; FTRL with beta = l2 = 0 divided by 0)."""
-    settings_ = [{}] + VALID[cls.__name__]
-    opt = cls(**settings_[setting % len(settings_)])
+    settings_ = [{}] + VALID[make.cls.__name__]
+    opt = make(d, **settings_[setting % len(settings_)])
     rng = np.random.default_rng(seed)
     n = 4
     w = rng.uniform(-1, 1, (n, d)).astype(np.float32)

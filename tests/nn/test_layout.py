@@ -54,12 +54,13 @@ def cases(draw: st.DrawFn) -> dict:
             "sequence_fields": sequences,
             "max_sequence": draw(st.integers(1, 4)),
             "hash_buckets": draw(st.sampled_from([None, 1, 5])),
-            "wide": draw(st.booleans())}
+            "wide": draw(st.sampled_from([None, "table", "column"]))}
 
 
 def _layout(c: dict) -> EmbeddingLayout:
-    return EmbeddingLayout(c["schema"], wide_table="wide" if c["wide"] else None,
-                           pooling=c["pooling"], sequence_fields=c["sequence_fields"],
+    return EmbeddingLayout(c["schema"], wide_table="wide" if c["wide"] == "table" else None,
+                           wide_column=c["wide"] == "column", pooling=c["pooling"],
+                           sequence_fields=c["sequence_fields"],
                            max_sequence=c["max_sequence"], hash_buckets=c["hash_buckets"])
 
 
@@ -133,12 +134,17 @@ def test_layout_matches_the_per_sample_reference_and_its_gradients(c: dict) -> N
     prepared = layout.prepare(c["batch"])
     keys = prepared.keys
     assert len(np.unique(keys)) == len(keys)  # deduplicated
-    dims = {"emb": D, "wide": 1}
+    column = c["wide"] == "column"  # rows [emb (D) | wide (1)] in the one table "emb"
+    dims = {"emb": D + column, "wide": 1}
     rows = {t: np.stack([_row(int(k), dims[t], c["seed"]) for k in keys]) for t in layout.tables}
     inputs, leaves = layout.inputs(Pulled(prepared, rows), requires_grad=True)
 
     ref_tables = {t: {int(k): torch.from_numpy(_row(int(k), dims[t], c["seed"]))
                       .requires_grad_(True) for k in keys} for t in layout.tables}
+    if column:  # the reference keeps two tables, cut from the same rows
+        full = {k: r.detach() for k, r in ref_tables["emb"].items()}
+        ref_tables = {"emb": {k: r[:D].clone().requires_grad_(True) for k, r in full.items()},
+                      "wide": {k: r[D:].clone().requires_grad_(True) for k, r in full.items()}}
     ref = _reference(c, ref_tables)
     torch.testing.assert_close(inputs.emb, ref["emb"])
     if c["wide"]:
@@ -154,9 +160,15 @@ def test_layout_matches_the_per_sample_reference_and_its_gradients(c: dict) -> N
 
     _loss(inputs.emb, inputs.wide, inputs.sequences, c["seed"]).backward()
     _loss(ref["emb"], ref["wide"], ref["sequences"], c["seed"]).backward()
+    ref_dims = {"emb": D, "wide": 1}
+
+    def ref_grad(t: str) -> torch.Tensor:
+        return torch.stack([ref_tables[t][int(k)].grad if ref_tables[t][int(k)].grad
+                            is not None else torch.zeros(ref_dims[t]) for k in keys])
+
+    assert sorted(leaves) == sorted(layout.tables)
     for t in layout.tables:
-        expected = torch.stack([ref_tables[t][int(k)].grad if ref_tables[t][int(k)].grad
-                                is not None else torch.zeros(dims[t]) for k in keys])
+        expected = torch.cat([ref_grad("emb"), ref_grad("wide")], 1) if column else ref_grad(t)
         torch.testing.assert_close(leaves[t].grad, expected)
 
 
@@ -222,6 +234,25 @@ def test_layout_settings_are_validated_and_round_trip() -> None:
     with pytest.raises(ConfigError, match="tables.wide.dim: the wide table must have dim 1"):
         layout.check_tables({"emb": TableConfig(dim=4), "wide": TableConfig(dim=2)})
     layout.check_tables({"emb": TableConfig(dim=4), "wide": TableConfig(dim=1)})
+
+
+def test_a_wide_column_is_validated_and_round_trips() -> None:
+    schema = Schema(fields=("a",), jagged=())
+    layout = EmbeddingLayout(schema, wide_column=True)
+    assert layout.tables == ("emb",) and layout.has_wide
+    assert layout.to_dict()["wide_column"] is True
+    assert EmbeddingLayout.from_dict(schema, layout.to_dict()).to_dict() == layout.to_dict()
+    assert "wide_column" not in EmbeddingLayout(schema).to_dict()  # old specs read alike
+    assert not EmbeddingLayout(schema).has_wide
+    assert layout.emb_dim({"emb": TableConfig(dim=17)}) == 16
+    with pytest.raises(ConfigError, match="tables.emb.dim: a row of embedding and wide "
+                                          "column needs dim >= 2"):
+        layout.check_tables({"emb": TableConfig(dim=1)})
+    with pytest.raises(ConfigError, match="^wide_column: the first-order weight is either"):
+        EmbeddingLayout(schema, wide_table="wide", wide_column=True)
+    with pytest.raises(ConfigError, match=r"^spec.embedding.wide_column: expected true or "
+                                          r"false, got 'yes'"):
+        EmbeddingLayout.from_dict(schema, {"wide_column": "yes"}, "spec.embedding")
 
 
 def test_serving_reads_rows_through_the_layout_not_a_parameter_server() -> None:

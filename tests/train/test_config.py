@@ -14,13 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from kraken.config import Precision
 from kraken.errors import ConfigError, DataError
-from kraken.table import TableConfig, Zeros
+from kraken.optim import Adam, RowWiseAdaGrad
+from kraken.table import Normal, TableConfig, Zeros
+from kraken.table.init import Columns
 from kraken.train.config import (
     DataConfig,
     EmbeddingConfig,
     ModelConfig,
     RunConfig,
+    WideLayout,
     build_run,
     load_config,
 )
@@ -92,6 +96,54 @@ def test_an_explicit_wide_table_is_kept() -> None:
     assert "wide" not in cfg.tables
 
 
+def test_wide_segment_derives_rows_of_embedding_and_wide_weight() -> None:
+    base = {"model": {"name": "deepfm"},
+            "tables": {"emb": {"dim": 8, "optimizer": {"type": "rowwise_adagrad", "lr": 0.1},
+                               "initializer": {"type": "normal", "std": 0.01},
+                               "precision": "fp16"}}}
+    table = RunConfig.from_dict(base)
+    assert table.model.wide is WideLayout.TABLE and table.wide is WideLayout.TABLE
+    assert set(table.ps_tables) == {"emb", "wide"} and table.ps_tables == table.tables
+    assert "wide" not in table.to_dict()["model"]  # files written before read alike
+
+    seg = RunConfig.from_dict({**base, "model": {"name": "deepfm", "wide": "segment"}})
+    assert seg.wide is WideLayout.SEGMENT and set(seg.tables) == {"emb"}
+    assert seg.tables["emb"].dim == 8  # as configured: the model's D
+    emb = seg.ps_tables["emb"]
+    assert set(seg.ps_tables) == {"emb"} and emb.dim == 9
+    assert emb.optimizer == RowWiseAdaGrad(lr=0.1, segments=(8, 1)) and emb.state_width == 2
+    assert emb.initializer == Columns(widths=(8, 1), parts=(Normal(std=0.01), Zeros()))
+    assert emb.precision is Precision.FP16
+    back = RunConfig.from_dict(json.loads(json.dumps(seg.to_dict())))
+    assert back == seg and back.ps_tables == seg.ps_tables  # the derivation is not repeated
+    assert seg.to_dict()["model"]["wide"] == "segment"
+
+    # per-element optimizers need no segments; given segments get the wide one appended
+    adam = RunConfig.from_dict({"model": {"name": "lr", "wide": "segment"},
+                                "tables": {"emb": {"dim": 4, "optimizer": {"type": "adam"}}}})
+    assert adam.ps_tables["emb"].optimizer == Adam() and adam.ps_tables["emb"].dim == 5
+    own = RunConfig.from_dict({
+        "model": {"name": "fm", "wide": "segment"},
+        "tables": {"emb": {"dim": 4, "optimizer": {"type": "radagrad", "segments": [3, 1]}}}})
+    assert own.ps_tables["emb"].optimizer.segments == (3, 1, 1)
+    # a model without first-order weights: "table" (the default) is accepted and ignored
+    assert RunConfig.from_dict({"model": {"name": "dlrm", "wide": "table"}}).wide is None
+
+
+def test_build_run_with_wide_segment_reads_one_table() -> None:
+    cfg = RunConfig.from_dict({"data": {"source": "synthetic", "n_records": 10, "n_fields": 3},
+                               "model": {"name": "wide_deep", "wide": "segment",
+                                         "hidden": [4]},
+                               "tables": {"emb": {"dim": 4}}})
+    run = build_run(cfg)
+    assert set(run.ps.tables) == {"emb"} and run.ps.tables["emb"].dim == 5
+    assert run.embedding.wide_column and run.embedding.wide_table is None
+    assert run.embedding.dim == run.model.shape.dim == 4
+    batch = next(run.stream.batches(10))
+    inputs = run.embedding(run.embedding.pull(run.embedding.prepare(batch), train=False))
+    assert inputs.emb.shape == (10, 3, 4) and inputs.wide.shape == (10, 3)
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "run.toml"
     p.write_text(text)
@@ -129,6 +181,18 @@ def _write(tmp_path: Path, text: str) -> Path:
     ('[embedding]\npool = "max"\n',
      r"embedding: unknown key\(s\) \['pool'\]; allowed: \['hash_buckets', 'max_sequence'"),
     ('[embedding]\nmax_sequence = 0\n', r"embedding\.max_sequence: must be >= 1, got 0"),
+    ('[model]\nname = "deepfm"\nwide = "column"\n',
+     r"model\.wide: expected one of \['table', 'segment'\], got 'column'"),
+    ('[model]\nname = "dcn_v2"\nwide = "segment"\n',
+     r"model\.wide: 'segment' stores first-order weights in the embedding row, and "
+     r"'dcn_v2' has none \(models with first-order weights: \['deepfm', 'fm', 'lr', 'nfm', "
+     r"'wide_deep'\]\)"),
+    ('[model]\nname = "fm"\nwide = "segment"\n[tables.emb]\ndim = 4\n[tables.wide]\ndim = 1\n',
+     r"tables\.wide: model\.wide = 'segment' keeps the first-order weights in the rows of "
+     r"tables\.emb; remove \[tables\.wide\] or set model\.wide = 'table'"),
+    ('[model]\nname = "fm"\nwide = "segment"\n[tables.emb]\ndim = 4\n'
+     'optimizer = { type = "rowwise_adagrad", segments = [2, 1] }\n',
+     r"tables\.emb\.optimizer\.segments: widths \[2, 1\] sum to 3, the row has dim 4"),
     ('[embedding]\nhash_buckets = 1.5\n', r"embedding\.hash_buckets: expected an integer"),
     ('data = 3\n', r"data: expected a table, got int"),
     ("[data\n", "not valid TOML"),
