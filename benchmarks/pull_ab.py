@@ -87,7 +87,7 @@ def admit(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], fl
     tabs = {name: m.SparseTable(m.TableConfig(dim=16, capacity=n * nb + 1024,
                                               admission=m.Always()))
             for name, m in mods.items()}
-    for name, m in mods.items():  # load the kernels (serial and parallel builds)
+    for m in mods.values():  # load the kernels (serial and parallel builds)
         w = m.SparseTable(m.TableConfig(dim=16, capacity=1 << 17))
         w.lookup(make_keys(0, 1 << 16, salt=0xABC), train=True)
     tm: dict[str, list[float]] = {k: [] for k in tabs}
@@ -203,15 +203,15 @@ def lookup(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], f
         pt = [torch.from_numpy(p) for p in pos]
         for t in tabs.values():
             assert np.array_equal(t.lookup(q[0]), dense[pos[0]])
-        fns = {"new": lambda: [tabs["new"].lookup(k) for k in q],
-               "ref": lambda: [tabs["ref"].lookup(k) for k in q],
-               "index_select": lambda: [torch.index_select(dt, 0, p) for p in pt]}
+        fns = {"new": lambda q=q: [tabs["new"].lookup(k) for k in q],
+               "ref": lambda q=q: [tabs["ref"].lookup(k) for k in q],
+               "index_select": lambda pt=pt: [torch.index_select(dt, 0, p) for p in pt]}
         alternate(fns, 1, clock)
         tm = alternate(fns, args.reps, clock)
         print(f"  {dist:8s} new/ref {ratios(tm, 'new', 'ref')}; new/index_select "
               f"{ratios(tm, 'new', 'index_select')}; ref/index_select "
               f"{ratios(tm, 'ref', 'index_select')}")
-    del tabs
+    tabs.clear()
 
 
 def main() -> int:

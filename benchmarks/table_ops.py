@@ -450,7 +450,7 @@ def section_admit(args: argparse.Namespace) -> dict[str, Any]:
         ["method", "rows/s", "kraken/pandas", "target >=10M rows/s"],
         [[names[0], fmt_spread(k), fmt_spread(ratio, "ratio"), verdict(k["median"], 10e6)],
          [names[1], fmt_spread(summary(rates[names[1]])), "-", "-"]])
-    del table, ht, weights
+    methods.clear()  # the closures hold the table, the pandas table and the rows
     gc.collect()
     return results
 

@@ -24,7 +24,6 @@ admitted ones: claims would mostly be released again. Both ways give the same ro
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.table.kernels import ROW_PREFETCH, prefetch_row

@@ -94,7 +94,8 @@ def test_paired_ratios_lie_within_their_rates(run: tuple[str, dict[str, Any]]) -
         pairs.append((rates["numpy take"], rates["torch.index_select"],
                       r["lookup"][key]["take_over_index_select"]))
     adm = r["admit"]["rows_per_s"]
-    pairs.append((adm["kraken lookup(train=True)"], adm["pandas Int64HashTable + numpy random rows"],
+    pairs.append((adm["kraken lookup(train=True)"],
+                  adm["pandas Int64HashTable + numpy random rows"],
                   r["admit"]["kraken_over_pandas"]))
     torch_names = {"SGD": "torch.optim.SGD", "AdaGrad": "torch.optim.Adagrad",
                    "Adam": "torch.optim.SparseAdam"}
