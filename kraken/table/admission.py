@@ -20,7 +20,7 @@ import numpy as np
 
 from kraken.config import Tagged, build_from_dict, check_fraction, check_int
 from kraken.errors import InputError
-from kraken.table.index import fmix64
+from kraken.table.index import PREFETCH_DISTANCE, fmix64, prefetch
 from kraken.types import Keys
 
 __all__ = ["AdmissionPolicy", "Always", "CountMin", "Probabilistic", "admission_from_dict"]
@@ -31,36 +31,69 @@ _SALTS = np.array([0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0,
 
 
 @nb.njit(cache=True, nogil=True)
-def _cms_add(sketch, salts, keys, counts, threshold, admit):  # pragma: no cover - numba
-    """Conservative-update ``counts`` into the sketch; ``admit[i]`` = estimate >= threshold."""
+def _cms_cells(sketch, salts, keys):  # pragma: no cover - numba
+    """``int64[N, depth]``: the sketch column of each key in each row (a power-of-two
+    ``width`` masks, any other reduces modulo: the same column either way)."""
     depth, width = sketch.shape
+    n = keys.shape[0]
+    cells = np.empty((n, depth), dtype=np.int64)
+    w = np.uint64(width)
+    mask = np.uint64(width - 1)
+    pow2 = (width & (width - 1)) == 0
+    for i in range(n):
+        k = np.uint64(keys[i])
+        for d in range(depth):
+            x = fmix64(k ^ salts[d])
+            cells[i, d] = np.int64(x & mask) if pow2 else np.int64(x % w)
+    return cells
+
+
+@nb.njit(cache=True, nogil=True)
+def _cms_add(sketch, salts, keys, counts, threshold, admit):  # pragma: no cover - numba
+    """Conservative-update ``counts`` into the sketch; ``admit[i]`` = estimate >= threshold.
+
+    Keys are taken in order (a key's update sees every earlier key's); the cells of key
+    ``i + PREFETCH_DISTANCE`` are prefetched while key ``i`` is updated, so a batch's
+    cache misses on the sketch overlap."""
+    depth = sketch.shape[0]
+    n = keys.shape[0]
+    cells = _cms_cells(sketch, salts, keys)
     cap = np.uint32(0xFFFFFFFF)
-    for i in range(keys.shape[0]):
+    for i in range(n):
+        j = i + PREFETCH_DISTANCE
+        if j < n:
+            for d in range(depth):
+                prefetch(sketch[d], cells[j, d])
         est = cap
         for d in range(depth):
-            h = np.int64(fmix64(np.uint64(keys[i]) ^ salts[d]) % np.uint64(width))
-            if sketch[d, h] < est:
-                est = sketch[d, h]
+            v = sketch[d, cells[i, d]]
+            if v < est:
+                est = v
         new = np.uint64(est) + np.uint64(counts[i])
         if new > np.uint64(cap):
             new = np.uint64(cap)
         new32 = np.uint32(new)
         for d in range(depth):
-            h = np.int64(fmix64(np.uint64(keys[i]) ^ salts[d]) % np.uint64(width))
-            if sketch[d, h] < new32:
-                sketch[d, h] = new32
+            if sketch[d, cells[i, d]] < new32:
+                sketch[d, cells[i, d]] = new32
         admit[i] = new >= threshold
 
 
 @nb.njit(cache=True, nogil=True)
 def _cms_query(sketch, salts, keys, out):  # pragma: no cover - numba
-    depth, width = sketch.shape
-    for i in range(keys.shape[0]):
+    depth = sketch.shape[0]
+    n = keys.shape[0]
+    cells = _cms_cells(sketch, salts, keys)
+    for i in range(n):
+        j = i + PREFETCH_DISTANCE
+        if j < n:
+            for d in range(depth):
+                prefetch(sketch[d], cells[j, d])
         est = np.uint32(0xFFFFFFFF)
         for d in range(depth):
-            h = np.int64(fmix64(np.uint64(keys[i]) ^ salts[d]) % np.uint64(width))
-            if sketch[d, h] < est:
-                est = sketch[d, h]
+            v = sketch[d, cells[i, d]]
+            if v < est:
+                est = v
         out[i] = est
 
 
