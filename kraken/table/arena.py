@@ -121,7 +121,6 @@ class RowArena:
         self.state = reserve_array((capacity, state_width), np.float32, huge_from=HUGE_FROM)
         self.last_seen = reserve_array((capacity,), np.int32, huge_from=HUGE_FROM)
         self.stamp = reserve_array((capacity,), np.int32, huge_from=HUGE_FROM)
-        self.mark = self.stamp  # one column: the version of a row's last change of any kind
         self.count = reserve_array((capacity,), np.float32, huge_from=HUGE_FROM) if counts else \
             np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (capacity,), (0,))
         self._head = np.array([-1, 0, capacity], dtype=np.int64)

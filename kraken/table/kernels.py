@@ -32,8 +32,9 @@ def unique_counts(keys):  # pragma: no cover - numba
 
 
 @nb.njit(cache=True, nogil=True)
-def touch(rows, last_seen, count, now):  # pragma: no cover - numba
-    """Record one access per occurrence: ``last_seen = now``, ``count += 1`` (rows < 0 skipped).
+def touch(rows, last_seen, count, now, stamp, version):  # pragma: no cover - numba
+    """Record one access per occurrence: ``last_seen = now``, ``count += 1`` and
+    ``stamp = version`` (the row changed: its metadata did); rows < 0 skipped.
 
     A zero-stride ``count`` (a table that keeps no access count) is left alone."""
     counting = count.strides[0] != 0
@@ -41,6 +42,7 @@ def touch(rows, last_seen, count, now):  # pragma: no cover - numba
         r = rows[i]
         if r >= 0:
             last_seen[r] = now
+            stamp[r] = version
             if counting:
                 count[r] += np.float32(1.0)
 

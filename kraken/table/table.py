@@ -174,10 +174,9 @@ class SparseTable:
                 self._clock = max(self._clock, t)
                 self._counters["train_lookups"] += flat.shape[0]
                 rows, out = self._pull(flat, t)
-                kernels.touch(rows, self._arena.last_seen, self._arena.count, t)
-                held = rows[rows >= 0]
-                if held.size:
-                    self._arena.mark[held] = self._open_version()
+                if (rows >= 0).any():  # a version is opened only when a row changes
+                    a = self._arena
+                    kernels.touch(rows, a.last_seen, a.count, t, a.stamp, self._open_version())
         return out.reshape(shape + (d,))
 
     def stats(self) -> TableStats:
