@@ -157,6 +157,28 @@ def _rehash(old_keys, old_rows, skeys, srows, mask):  # pragma: no cover - numba
 
 
 @nb.njit(cache=True, nogil=True)
+def _backshift(skeys, srows, mask, i):  # pragma: no cover - numba
+    """Empty slot ``i`` by backward-shift deletion: later entries of its cluster move back
+    so every probe chain stays whole (empty slots hold row -1)."""
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if srows[j] == -1:
+            break
+        home = np.int64(fmix64(skeys[j]) & np.uint64(mask))
+        # Entry at j may stay if its home lies cyclically in (i, j].
+        if i <= j:
+            if i < home <= j:
+                continue
+        elif home > i or home <= j:
+            continue
+        skeys[i] = skeys[j]
+        srows[i] = srows[j]
+        i = j
+    srows[i] = -1
+
+
+@nb.njit(cache=True, nogil=True)
 def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
     """Erase ``keys`` with backward-shift deletion; ``out_rows[n]`` gets the freed row or -1."""
     erased = 0
@@ -169,22 +191,7 @@ def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
             continue
         out_rows[n] = srows[i]
         erased += 1
-        j = i
-        while True:
-            j = (j + 1) & mask
-            if srows[j] < 0:
-                break
-            home = np.int64(fmix64(skeys[j]) & np.uint64(mask))
-            # Entry at j may stay if its home lies cyclically in (i, j].
-            if i <= j:
-                if i < home <= j:
-                    continue
-            elif home > i or home <= j:
-                continue
-            skeys[i] = skeys[j]
-            srows[i] = srows[j]
-            i = j
-        srows[i] = -1
+        _backshift(skeys, srows, mask, i)
     return erased
 
 
@@ -273,21 +280,7 @@ def _settle(skeys, srows, mask, new_keys, new_slots, row_of):  # pragma: no cove
         i = np.int64(fmix64(k) & np.uint64(mask))
         while skeys[i] != k or srows[i] == -1:  # it is there: probe never meets -1 first
             i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            if srows[j] == -1:
-                break
-            home = np.int64(fmix64(skeys[j]) & np.uint64(mask))
-            if i <= j:
-                if i < home <= j:
-                    continue
-            elif home > i or home <= j:
-                continue
-            skeys[i] = skeys[j]
-            srows[i] = srows[j]
-            i = j
-        srows[i] = -1
+        _backshift(skeys, srows, mask, i)
     return kept
 
 
