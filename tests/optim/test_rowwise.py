@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from kraken.optim import FTRL, Adam, RAdaGrad, RowWiseAdaGrad
+from tests.optim.steps import run
 
 STEPS = 5
 _f32 = dict(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -30,19 +31,6 @@ def problems(draw, grad_elements=_grads):
     grads = draw(hnp.arrays(np.float32, (STEPS, r, d), elements=grad_elements))
     touched = draw(hnp.arrays(np.bool_, (STEPS, r)))
     return w0, grads, touched, draw(st.integers(0, 2**32 - 1))
-
-
-def run(opt, w0, grads, touched, seed):
-    """Our optimizer over the steps; touched rows are passed in a shuffled order."""
-    w = w0.copy()
-    s = np.empty((w.shape[0], opt.state_width(w.shape[1])), dtype=np.float32)
-    opt.init_state(s)
-    rng = np.random.default_rng(seed)
-    for k in range(grads.shape[0]):
-        rows = np.flatnonzero(touched[k]).astype(np.int64)
-        rng.shuffle(rows)
-        opt.update(w, s, rows, np.ascontiguousarray(grads[k][rows]))
-    return w, s
 
 
 def reference(step_row, w0, s0, grads, touched):

@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from kraken.errors import ConfigError, ShapeError
 from kraken.optim import RAdaGrad, RowWiseAdaGrad, optimizer_from_dict
+from tests.optim.steps import run
 
 STEPS = 4
 _f32 = dict(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -31,18 +32,6 @@ def segmented_problems(draw):
     grads = draw(hnp.arrays(np.float32, (STEPS, r, d), elements=st.floats(-3, 3, **_f32)))
     touched = draw(hnp.arrays(np.bool_, (STEPS, r)))
     return widths, w0, grads, touched, draw(st.integers(0, 2**32 - 1))
-
-
-def run(opt, w0, grads, touched, seed):
-    w = w0.copy()
-    s = np.empty((w.shape[0], opt.state_width(w.shape[1])), dtype=np.float32)
-    opt.init_state(s)
-    rng = np.random.default_rng(seed)
-    for k in range(grads.shape[0]):
-        rows = np.flatnonzero(touched[k]).astype(np.int64)
-        rng.shuffle(rows)
-        opt.update(w, s, rows, np.ascontiguousarray(grads[k][rows]))
-    return w, s
 
 
 def reference(widths, keep, add, lr, eps, init, w0, grads, touched):
