@@ -8,6 +8,7 @@ here from the documented contract.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -84,9 +85,9 @@ class ReferenceTable:
             t = self.clock if now is None else now
             self.clock = max(self.clock, t)
             self.counters["train_lookups"] += len(keys)
-            absent = [k for k in keys if k not in self.rows]
-            uniq = list(dict.fromkeys(absent))
-            counts = [absent.count(k) for k in uniq]
+            absent = collections.Counter(k for k in keys if k not in self.rows)
+            uniq = list(absent)  # first-occurrence order
+            counts = [absent[k] for k in uniq]
             adm = self.c.admission
             if isinstance(adm, Always):
                 admit = [True] * len(uniq)

@@ -10,8 +10,6 @@ capacity; evictions in between hand out reused (non-consecutive) rows.
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -30,42 +28,16 @@ POLICIES = {"always": Always(), "count_min": CountMin(threshold=2, width=64, dep
 
 
 class PullReference(ReferenceTable):
-    """``ReferenceTable`` with a pull that counts duplicates in O(N) (same rules)."""
+    """``ReferenceTable`` whose new rows hold their weights as the table stores them (16-bit
+    storage rounds the initial weights to nearest)."""
+
+    def _new_row(self, key: int, now: int):
+        row = super()._new_row(key, now)
+        row.w = decode(encode(row.w, self.c.precision), self.c.precision)
+        return row
 
     def pull(self, keys: list[int], now: int) -> np.ndarray:
-        self.counters["lookups"] += len(keys)
-        self.counters["train_lookups"] += len(keys)
-        self.clock = max(self.clock, now)
-        counts = collections.Counter(k for k in keys if k not in self.rows)
-        uniq = list(counts)  # first-occurrence order
-        adm = self.c.admission
-        if isinstance(adm, Always):
-            admit = [True] * len(uniq)
-        elif isinstance(adm, Probabilistic):
-            u = self.rng.random(len(uniq))
-            admit = list(u < 1.0 - (1.0 - adm.p) ** np.array([counts[k] for k in uniq]))
-        else:
-            admit = [self._cms(k, counts[k], adm.threshold) for k in uniq]
-        for k, ok in zip(uniq, admit):
-            if not ok:
-                self.counters["not_admitted"] += 1
-            elif len(self.rows) >= self.c.capacity:
-                self.counters["rejected_full"] += 1
-            else:
-                row = self._new_row(k, now)
-                row.w = decode(encode(row.w, self.c.precision), self.c.precision)
-                self.rows[k] = row
-                self.counters["admitted"] += 1
-        for k in keys:
-            if k in self.rows:
-                self.rows[k].last_seen = now
-                if self.counts:  # kept only when an eviction policy reads it
-                    self.rows[k].count = np.float32(self.rows[k].count + np.float32(1))
-        out = np.full((len(keys), self.c.dim), self.c.default_value, dtype=np.float32)
-        for i, k in enumerate(keys):
-            if k in self.rows:
-                out[i] = self.rows[k].w
-        return out
+        return self.lookup(keys, True, now)
 
 
 def _index_capacity(live: int, cap: int) -> int:
