@@ -26,16 +26,19 @@ from __future__ import annotations
 import numba as nb
 
 from kraken._jit import batch_kernel
-from kraken.table.kernels import ROW_PREFETCH, prefetch_row
+from kraken.table.kernels import ROW_PREFETCH, decode_row, prefetch_row
 
-__all__ = ["consecutive", "resolve", "resolve_gather"]
+__all__ = ["consecutive", "resolve_gather", "resolve_gather16"]
 
 
 @batch_kernel
 def resolve_gather(rows, row_of, weights, default, out):  # pragma: no cover - numba
     """In place ``rows[n] = row_of[-2 - rows[n]]`` where ``rows[n] <= -2`` (pending codes of
     :meth:`HashIndex.claim`), then ``out[n] = weights[rows[n]]`` (float32 storage; ``default``
-    where the row is -1). ``rows, row_of: int64``, ``out: float32[N, D]``."""
+    where the row is -1). ``rows, row_of: int64``, ``out: float32[N, D]``.
+
+    The access metadata is written by a separate serial pass (``kernels.touch``): writing it
+    here, from both threads, measured 0.6x (a hot row's cache line moves between cores)."""
     d = weights.shape[1]
     flat = weights.reshape(-1)
     n_rows = rows.shape[0]
@@ -56,12 +59,26 @@ def resolve_gather(rows, row_of, weights, default, out):  # pragma: no cover - n
 
 
 @batch_kernel
-def resolve(rows, row_of):  # pragma: no cover - numba
-    """:func:`resolve_gather` without the gather (16-bit storage decodes separately)."""
-    for n in nb.prange(rows.shape[0]):
+def resolve_gather16(rows, row_of, weights, bf16, default, out):  # pragma: no cover - numba
+    """:func:`resolve_gather` for 16-bit storage: ``weights: uint16[R, D]`` (fp16 bits, or
+    bf16 when ``bf16``) decoded into ``out: uint32[N, D]``, the float32 bits of the output,
+    exactly as :func:`kraken.table.codec.decode` decodes; ``default`` is a float32's bits."""
+    d = weights.shape[1]
+    flat = weights.reshape(-1)
+    n_rows = rows.shape[0]
+    for n in nb.prange(n_rows):
+        if n + ROW_PREFETCH < n_rows:
+            ahead = rows[n + ROW_PREFETCH]
+            prefetch_row(flat, d, row_of[-2 - ahead] if ahead < -1 else ahead)
         r = rows[n]
         if r < -1:
-            rows[n] = row_of[-2 - r]
+            r = row_of[-2 - r]
+            rows[n] = r
+        if r >= 0:
+            decode_row(weights, r, bf16, out, n)
+        else:
+            for j in range(d):
+                out[n, j] = default
 
 
 @nb.njit(cache=True, nogil=True)

@@ -30,8 +30,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numba as nb
 import numpy as np
 
+from kraken._jit import PARALLEL_MIN_WORK
 from kraken.arrayfile import CHUNK, Chunked
 from kraken.config import Precision
 from kraken.errors import (
@@ -133,6 +135,7 @@ class SparseTable:
         self._log_floor = 0
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._turned_away = 0.0  # share of the last pull's new keys that got no row
+        self._new_share = 0.0  # distinct new keys of the last pull over its keys
 
     # -- queries -------------------------------------------------------------------------
 
@@ -173,10 +176,7 @@ class SparseTable:
                 t = self._clock if t is None else t
                 self._clock = max(self._clock, t)
                 self._counters["train_lookups"] += flat.shape[0]
-                rows, out = self._pull(flat, t)
-                if (rows >= 0).any():  # a version is opened only when a row changes
-                    a = self._arena
-                    kernels.touch(rows, a.last_seen, a.count, t, a.stamp, self._open_version())
+                out = self._pull(flat, t)
         return out.reshape(shape + (d,))
 
     def stats(self) -> TableStats:
@@ -658,18 +658,25 @@ class SparseTable:
             rows[new] = fresh
         return rows, new
 
-    def _pull(self, flat: Keys, now: int) -> tuple[np.ndarray, F32]:
-        """The training pull of ``flat: int64[N]``: find or admit every key, gather.
+    def _pull(self, flat: Keys, now: int) -> F32:
+        """The training pull of ``flat: int64[N]``: find or admit every key, gather, and
+        count each occurrence of a key with a row as an access at ``now``.
 
-        Returns ``(rows int64[N], out float32[N, D])``: each key's row (-1 where not
-        admitted) and its weights (``default_value`` for -1). One index probe per key;
-        the passes are described in :mod:`kraken.table.pull`. While most new keys are
-        turned away (a count-min policy's first sightings, a full table), claimed slots
-        would mostly be released again, so new keys are found and deduplicated beside
-        the index instead (the same decisions and rows).
+        Returns ``float32[N, D]``: each key's weights (``default_value`` where not
+        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`);
+        where the probes can run on several threads and most keys were present last time,
+        every key is found in parallel first and only the absent ones are claimed. While
+        most new keys are turned away (a count-min policy's first sightings, a full table),
+        claimed slots would mostly be released again, so new keys are deduplicated beside
+        the index instead. All three ways give the same rows.
         """
+        n = flat.shape[0]
         if self._turned_away <= 0.5:
-            rows, pending = self._index.claim(flat)
+            if self._parallel_find(n):
+                rows = self._index.find(flat)
+                pending = self._index.claim_absent(flat, rows)
+            else:
+                rows, pending = self._index.claim(flat)
             new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
             if len(pending):
                 try:
@@ -689,14 +696,27 @@ class SparseTable:
             rows[absent] = -2 - inverse  # pending codes, resolved below
         if new_keys.shape[0]:
             self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
+        self._new_share = new_keys.shape[0] / n if n else 0.0
         a = self._arena
+        out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
+        default = np.float32(self.config.default_value)
         if a.precision is Precision.FP32:
-            out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
-            pull.resolve_gather(out.size, rows, row_of, a.weights,
-                                np.float32(self.config.default_value), out)
-            return rows, out
-        pull.resolve(rows.shape[0], rows, row_of)
-        return rows, self._gather(rows)
+            pull.resolve_gather(out.size, rows, row_of, a.weights, default, out)
+        else:
+            pull.resolve_gather16(out.size, rows, row_of, a.weights.view(np.uint16),
+                                  a.precision is Precision.BF16, default.view(np.uint32),
+                                  out.view(np.uint32))
+        if (rows >= 0).any():  # a version is opened only when a row changes
+            kernels.touch(rows, a.last_seen, a.count, now, a.stamp, self._open_version())
+        return out
+
+    def _parallel_find(self, n: int) -> bool:
+        """Whether a pull of ``n`` keys finds them all first (the probes then run on several
+        threads; serially that would only add a second probe of each absent key): when
+        numba has more than one thread, the batch is large enough for the parallel build,
+        and at most half the keys of the last pull were new."""
+        return self._new_share <= 0.5 and n * 8 >= PARALLEL_MIN_WORK \
+            and nb.get_num_threads() > 1
 
     def _admit(self, keys: Keys, counts: np.ndarray, now: int) -> np.ndarray:
         """Admission for distinct absent ``keys: int64[U]`` seen ``counts: int64[U]`` times,
@@ -751,25 +771,19 @@ class SparseTable:
         self._stamp(rows)
 
     def _read(self, flat: Keys) -> F32:
+        """``float32[N, D]`` weights of ``flat: int64[N]`` (``default_value`` where absent):
+        all probes, then all row copies (decoding 16-bit storage as they go)."""
         a, d = self._arena, self.config.dim
         out = np.empty((flat.shape[0], d), dtype=np.float32)
-        if a.precision is Precision.FP32:
-            skeys, srows, mask = self._index.slots()
-            kernels.find_gather(out.size + 8 * flat.shape[0], skeys, srows, mask, flat, a.weights,
-                                np.float32(self.config.default_value), out)
-            return out
-        return self._gather(self._index.find(flat))
-
-    def _gather(self, rows: np.ndarray) -> F32:
-        a, d = self._arena, self.config.dim
+        skeys, srows, mask = self._index.slots()
         default = np.float32(self.config.default_value)
+        work = out.size + 8 * flat.shape[0]
         if a.precision is Precision.FP32:
-            out = np.empty((rows.shape[0], d), dtype=np.float32)
-            kernels.gather(out.size, rows, a.weights, default, out)
-            return out
-        present = rows >= 0
-        out = np.full((rows.shape[0], d), default, dtype=np.float32)
-        out[present] = a.read(rows[present])
+            kernels.find_gather(work, skeys, srows, mask, flat, a.weights, default, out)
+        else:
+            kernels.find_gather16(work, skeys, srows, mask, flat, a.weights.view(np.uint16),
+                                  a.precision is Precision.BF16, default.view(np.uint32),
+                                  out.view(np.uint32))
         return out
 
 
