@@ -5,20 +5,25 @@ The pull runs over a batch of ``N`` keys (duplicates allowed) in these passes::
     1. HashIndex.claim      one probe per key: present -> row, absent -> its empty slot is
                             claimed (pending code -2 - u); duplicates meet in that slot, so
                             the U new keys come out distinct, in first-occurrence order,
-                            with their counts (index.py)
+                            with their counts (index.py). Where numba has several threads
+                            and most keys are present, HashIndex.find probes every key in
+                            parallel first and HashIndex.claim_absent claims the absent
+                            ones (the same result; claims are serial)
     2. admission            policy.decide over the U new keys; the admitted ones that fit
                             get arena rows; the initializer writes their weights straight
                             into the arena (init.py)
     3. HashIndex.settle     pending keys get their rows or leave the index
-    4. resolve_gather       per key: pending code -> row (or -1), and the row's weights
-                            into the output (default for -1)
-    5. touch / stamps       access metadata through the table's usual calls
+    4. resolve_gather       per key (parallel): pending code -> row (or -1), and the row's
+                            weights into the output (default for -1); resolve_gather16
+                            decodes fp16/bf16 rows on the way (bit for bit codec.decode)
+    5. kernels.touch        per key (serial, prefetching): last_seen, stamp, count
 
-Per key the index is probed once (plus once more for a new key that is not admitted). While
-most new keys are turned away (the last pull gave more than half of them no row: a count-min
-policy's first sightings, a full table), ``SparseTable._pull`` finds keys without claiming,
-deduplicates the absent ones beside the index (``kernels.unique_inverse``) and inserts the
-admitted ones: claims would mostly be released again. Both ways give the same rows.
+Per key the index is probed once (plus once more for a new key that is not admitted, or
+found absent by the parallel probe). While most new keys are turned away (the last pull
+gave more than half of them no row: a count-min policy's first sightings, a full table),
+``SparseTable._pull`` finds keys without claiming, deduplicates the absent ones beside the
+index (``kernels.unique_inverse``) and inserts the admitted ones: claims would mostly be
+released again. Every way gives the same rows.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ def resolve_gather(rows, row_of, weights, default, out):  # pragma: no cover - n
     where the row is -1). ``rows, row_of: int64``, ``out: float32[N, D]``.
 
     The access metadata is written by a separate serial pass (``kernels.touch``): writing it
-    here, from both threads, measured 0.6x (a hot row's cache line moves between cores)."""
+    here, from both threads, measured 0.6x on a 4M-row table (a hot row's cache line moves
+    between the cores)."""
     d = weights.shape[1]
     flat = weights.reshape(-1)
     n_rows = rows.shape[0]
