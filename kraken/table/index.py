@@ -208,18 +208,13 @@ def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
 
 @nb.njit(cache=True, nogil=True)
 def _claim(skeys, srows, mask, keys, start, room, rows, new_keys, new_slots, new_counts,
-           nu, absent_only):  # pragma: no cover - numba
+           nu):  # pragma: no cover - numba
     """Probe ``keys[start:]``; returns ``(stop, nu)``: ``stop < N`` when claiming one more slot
-    would exceed ``room`` new keys (the caller grows the index and resumes at ``stop``).
-    With ``absent_only``, ``rows`` holds :func:`_find`'s answers and only keys at -1 are
-    probed (the others keep their rows)."""
+    would exceed ``room`` new keys (the caller grows the index and resumes at ``stop``)."""
     n_keys = keys.shape[0]
     for n in range(start, n_keys):
-        if n + PREFETCH_DISTANCE < n_keys and (not absent_only
-                                               or rows[n + PREFETCH_DISTANCE] == -1):
+        if n + PREFETCH_DISTANCE < n_keys:
             _prefetch_home(skeys, srows, mask, keys[n + PREFETCH_DISTANCE])
-        if absent_only and rows[n] != -1:
-            continue
         k = keys[n]
         i = np.int64(fmix64(k) & np.uint64(mask))
         while True:
@@ -398,20 +393,8 @@ class HashIndex:
         Claims may load the index up to ``(1 + MAX_LOAD) / 2`` (it grows past that);
         ``settle`` brings it back to the size ``insert`` would have given.
         """
-        rows = np.empty(keys.shape[0], dtype=np.int64)
-        return rows, self._claim(keys, rows, False)
-
-    def claim_absent(self, keys: Keys, rows: np.ndarray) -> PendingKeys:
-        """:meth:`claim` after :meth:`find`: ``rows: int64[N]`` is ``find(keys)``; the keys it
-        found absent (-1) are claimed and their ``rows`` become pending codes in place.
-
-        The same rows, pending keys and index as ``claim(keys)``, probing only the absent
-        keys a second time: worth it when the find runs on several threads and most keys
-        are present (the claims are serial)."""
-        return self._claim(keys, rows, True)
-
-    def _claim(self, keys: Keys, rows: np.ndarray, absent_only: bool) -> PendingKeys:
         n = keys.shape[0]
+        rows = np.empty(n, dtype=np.int64)
         new_keys = np.empty(n, dtype=np.int64)
         new_slots = np.empty(n, dtype=np.int64)
         new_counts = np.empty(n, dtype=np.int64)
@@ -421,7 +404,7 @@ class HashIndex:
             hard = int(self.capacity * (1.0 + MAX_LOAD) / 2.0)
             room = max(0, min(hard, self.capacity - 1) - self._size)
             start, nu = _claim(self._keys, self._rows, self.capacity - 1, keys, start, room,
-                               rows, new_keys, new_slots, new_counts, nu, absent_only)
+                               rows, new_keys, new_slots, new_counts, nu)
             if start >= n:
                 break
             # Grow once for the new keys still expected at the rate seen so far (all-new
@@ -437,7 +420,7 @@ class HashIndex:
                 _settle(self._keys, self._rows, self.capacity - 1, new_keys[:nu],
                         new_slots[:nu], np.full(nu, -1, dtype=np.int64))
                 raise
-        return PendingKeys(new_keys[:nu], new_counts[:nu], new_slots[:nu], cap0)
+        return rows, PendingKeys(new_keys[:nu], new_counts[:nu], new_slots[:nu], cap0)
 
     def settle(self, pending: PendingKeys, rows: np.ndarray) -> None:
         """End a :meth:`claim`: pending key ``u`` maps to ``rows[u]`` (``int64[U]``, distinct

@@ -30,10 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import numba as nb
 import numpy as np
 
-from kraken._jit import PARALLEL_MIN_WORK
 from kraken.arrayfile import CHUNK, Chunked
 from kraken.config import Precision
 from kraken.errors import (
@@ -135,7 +133,6 @@ class SparseTable:
         self._log_floor = 0
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._turned_away = 0.0  # share of the last pull's new keys that got no row
-        self._new_share = 0.0  # distinct new keys of the last pull over its keys
 
     # -- queries -------------------------------------------------------------------------
 
@@ -663,20 +660,13 @@ class SparseTable:
         count each occurrence of a key with a row as an access at ``now``.
 
         Returns ``float32[N, D]``: each key's weights (``default_value`` where not
-        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`);
-        where the probes can run on several threads and most keys were present last time,
-        every key is found in parallel first and only the absent ones are claimed. While
-        most new keys are turned away (a count-min policy's first sightings, a full table),
-        claimed slots would mostly be released again, so new keys are deduplicated beside
-        the index instead. All three ways give the same rows.
+        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`).
+        While most new keys are turned away (a count-min policy's first sightings, a full
+        table), claimed slots would mostly be released again, so new keys are found and
+        deduplicated beside the index instead (the same decisions and rows).
         """
-        n = flat.shape[0]
         if self._turned_away <= 0.5:
-            if self._parallel_find(n):
-                rows = self._index.find(flat)
-                pending = self._index.claim_absent(flat, rows)
-            else:
-                rows, pending = self._index.claim(flat)
+            rows, pending = self._index.claim(flat)
             new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
             if len(pending):
                 try:
@@ -696,7 +686,6 @@ class SparseTable:
             rows[absent] = -2 - inverse  # pending codes, resolved below
         if new_keys.shape[0]:
             self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
-        self._new_share = new_keys.shape[0] / n if n else 0.0
         a = self._arena
         out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
         default = np.float32(self.config.default_value)
@@ -709,14 +698,6 @@ class SparseTable:
         if (rows >= 0).any():  # a version is opened only when a row changes
             kernels.touch(rows, a.last_seen, a.count, now, a.stamp, self._open_version())
         return out
-
-    def _parallel_find(self, n: int) -> bool:
-        """Whether a pull of ``n`` keys finds them all first (the probes then run on several
-        threads; serially that would only add a second probe of each absent key): when
-        numba has more than one thread, the batch is large enough for the parallel build,
-        and at most half the keys of the last pull were new."""
-        return self._new_share <= 0.5 and n * 8 >= PARALLEL_MIN_WORK \
-            and nb.get_num_threads() > 1
 
     def _admit(self, keys: Keys, counts: np.ndarray, now: int) -> np.ndarray:
         """Admission for distinct absent ``keys: int64[U]`` seen ``counts: int64[U]`` times,

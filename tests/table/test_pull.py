@@ -1,8 +1,7 @@
 """The training pull (``lookup(train=True)``) against a plain reference: a dict of rows, the
 library's initializer called per admitted key, and the admission rules written out. Both
-ways the pull finds new keys (claiming index slots; finding every key first, in parallel, and
-claiming slots for the absent ones; or beside the index while most new keys are turned away)
-are checked.
+ways the pull finds new keys (claiming index slots, or beside the index while most new keys
+are turned away) are checked.
 
 Batches are large enough to grow the hash index in the middle of a batch (and, when most new
 keys are turned away, to shrink it back), to run the parallel kernels, and to hit the
@@ -66,13 +65,8 @@ def _check_same(table: kraken.SparseTable, ref: PullReference, cap: int) -> int:
     return cap
 
 
-PATHS = ("claim", "find_then_claim", "beside")
-"""How ``_pull`` finds new keys: claims, a find of every key and then claims of the absent
-ones, or deduplication beside the index (all the same rows)."""
-
-batches_st = st.lists(  # size, pool, evict after, the way new keys are found
-    st.tuples(st.integers(1, 2500), st.integers(0, 3000), st.booleans(),
-              st.sampled_from(PATHS)),
+batches_st = st.lists(  # size, pool, evict after, dedupe beside the index (else by claims)
+    st.tuples(st.integers(1, 2500), st.integers(0, 3000), st.booleans(), st.booleans()),
     min_size=1, max_size=4)
 
 
@@ -81,7 +75,7 @@ batches_st = st.lists(  # size, pool, evict after, the way new keys are found
        precision=st.sampled_from(list(Precision)), batches=batches_st,
        seed=st.integers(0, 2**32 - 1), lfu=st.booleans())
 def test_pull_matches_reference(policy: str, capacity: int, precision: Precision,
-                                batches: list[tuple[int, int, bool, str]], seed: int,
+                                batches: list[tuple[int, int, bool, bool]], seed: int,
                                 lfu: bool) -> None:
     eviction = (TTL(1), LFU(0.9, 0.5, decay=0.5)) if lfu else (TTL(1),)  # LFU: counts kept
     config = TableConfig(dim=3, capacity=capacity, optimizer=kraken.AdaGrad(),
@@ -90,7 +84,7 @@ def test_pull_matches_reference(policy: str, capacity: int, precision: Precision
     table, ref = kraken.SparseTable(config), PullReference(config)
     rng = np.random.default_rng(seed)
     cap = table.stats().index_slots
-    for step, (size, pool, evict, path) in enumerate(batches):
+    for step, (size, pool, evict, beside) in enumerate(batches):
         now = 3 * step
         # keys from a pool of pool + 2 (many duplicates when small), two of them extreme
         pool_keys = rng.integers(-(2**63), 2**63 - 1, size=pool + 2, dtype=np.int64)
@@ -99,8 +93,7 @@ def test_pull_matches_reference(policy: str, capacity: int, precision: Precision
         if step and rng.random() < 0.5:  # keys of earlier batches come back
             old = np.array(list(ref.rows) or [0], dtype=np.int64)
             keys[: size // 2] = old[rng.integers(0, old.shape[0], size=size // 2)]
-        table._turned_away = 1.0 if path == "beside" else 0.0  # the path _pull takes
-        table._parallel_find = lambda n, path=path: path == "find_then_claim"
+        table._turned_away = 1.0 if beside else 0.0  # the path _pull takes (same results)
         got = table.lookup(keys, train=True, now=now)
         want = ref.pull(keys.tolist(), now)
         np.testing.assert_array_equal(got, want)
@@ -111,8 +104,7 @@ def test_pull_matches_reference(policy: str, capacity: int, precision: Precision
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_large_batch_matches_reference(policy: str) -> None:
-    """Batches past the parallel kernels' threshold, half of them repeated keys; the second
-    finds every key before claiming."""
+    """Batches past the parallel kernels' threshold, half of them repeated keys."""
     config = TableConfig(dim=16, capacity=9_000, optimizer=kraken.RowWiseAdaGrad(),
                          admission=POLICIES[policy], seed=3)
     table, ref = kraken.SparseTable(config), PullReference(config)
@@ -121,7 +113,6 @@ def test_large_batch_matches_reference(policy: str) -> None:
     cap = table.stats().index_slots
     for step in range(2):
         keys = pool[rng.integers(0, pool.shape[0], size=17_000)]  # 17k x 16 >= 2**18
-        table._parallel_find = lambda n, step=step: step == 1
         np.testing.assert_array_equal(table.lookup(keys, train=True, now=step),
                                       ref.pull(keys.tolist(), step))
         cap = _check_same(table, ref, cap)
@@ -132,20 +123,15 @@ int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 @settings(max_examples=40, deadline=None)
 @given(program=st.lists(st.tuples(st.lists(int64s | st.integers(0, 50), max_size=1500),
-                                  st.integers(0, 2**32 - 1), st.booleans()), max_size=5))
-def test_claim_settle_is_insert_or_find(program: list[tuple[list[int], int, bool]]) -> None:
+                                  st.integers(0, 2**32 - 1)), max_size=5))
+def test_claim_settle_is_insert_or_find(program: list[tuple[list[int], int]]) -> None:
     """The bare index: claim + settle (keeping a random subset of the new keys) against a
-    dict; sizes past a thousand keys grow the index while claiming. ``claim_absent`` after
-    ``find`` must give what ``claim`` gives."""
+    dict; sizes past a thousand keys grow the index while claiming."""
     idx, ref = HashIndex(), {}
     next_row, cap = 0, idx.capacity
-    for keys, salt, after_find in program:
+    for keys, salt in program:
         arr = np.array(keys, dtype=np.int64)
-        if after_find:
-            rows = idx.find(arr)
-            pending = idx.claim_absent(arr, rows)
-        else:
-            rows, pending = idx.claim(arr)
+        rows, pending = idx.claim(arr)
         new = list(dict.fromkeys(k for k in keys if k not in ref))
         assert pending.keys.tolist() == new
         assert pending.counts.tolist() == [keys.count(k) for k in new]
