@@ -15,11 +15,11 @@ The pull runs over a batch of ``N`` keys (duplicates allowed) in these passes::
                             decodes fp16/bf16 rows on the way (bit for bit codec.decode)
     5. kernels.touch        per key (serial, prefetching): last_seen, stamp, count
 
-Per key the index is probed once (plus once more for a new key that is not admitted). While most new keys are turned away (the last pull
-gave more than half of them no row: a count-min policy's first sightings, a full table),
-``SparseTable._pull`` finds keys without claiming, deduplicates the absent ones beside the
-index (``kernels.unique_inverse``) and inserts the admitted ones: claims would mostly be
-released again. Both ways give the same rows.
+Per key the index is probed once (plus once more for a new key that is not admitted). While
+most new keys are turned away (the last pull gave more than half of them no row: a count-min
+policy's first sightings, a full table), ``SparseTable._pull`` finds keys without claiming,
+deduplicates the absent ones beside the index (``kernels.unique_inverse``) and inserts the
+admitted ones: claims would mostly be released again. Both ways give the same rows.
 
 Measured and not kept: a parallel find of every key first, claiming only the absent ones
 (no faster on 2 threads, 1.2x the CPU time: the serial claims are not the bound), and the
