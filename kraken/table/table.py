@@ -48,7 +48,7 @@ from kraken.errors import (
 from kraken.table import kernels, pull, push
 from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
-from kraken.table.index import HashIndex
+from kraken.table.index import HashIndex, RowTouch
 from kraken.table.persistence import (
     TableFile,
     check_fits,
@@ -660,13 +660,21 @@ class SparseTable:
         count each occurrence of a key with a row as an access at ``now``.
 
         Returns ``float32[N, D]``: each key's weights (``default_value`` where not
-        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`).
-        While most new keys are turned away (a count-min policy's first sightings, a full
-        table), claimed slots would mostly be released again, so new keys are found and
-        deduplicated beside the index instead (the same decisions and rows).
+        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`);
+        the claims record the accesses of present keys as they find them, and the new rows'
+        accesses are recorded per new key. While most new keys are turned away (a count-min
+        policy's first sightings, a full table), claimed slots would mostly be released
+        again, so new keys are found and deduplicated beside the index instead, and every
+        access is recorded after the gather (the same decisions, rows and metadata).
         """
+        a = self._arena
         if self._turned_away <= 0.5:
-            rows, pending = self._index.claim(flat)
+            # the version this change carries: opened below as soon as a row has changed
+            version = self._version + 1 if self._published else self._version
+            rows, pending = self._index.claim(
+                flat, RowTouch(a.last_seen, a.stamp, a.count, now, version))
+            if (rows >= 0).any():
+                self._open_version()
             new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
             if len(pending):
                 try:
@@ -674,6 +682,14 @@ class SparseTable:
                 finally:  # an error above must not leave claimed slots behind
                     self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
                                        else np.full(len(pending), -1, dtype=np.int64))
+                got = np.flatnonzero(row_of >= 0)
+                if got.shape[0]:  # the new rows' accesses: one per occurrence of their key
+                    new_rows = row_of[got]
+                    a.last_seen[new_rows] = now
+                    a.stamp[new_rows] = self._open_version()
+                    if a.has_count:
+                        a.count[new_rows] += pending.counts[got].astype(np.float32)
+            touched = True
         else:
             rows = self._index.find(flat)
             absent = np.flatnonzero(rows < 0)
@@ -684,9 +700,9 @@ class SparseTable:
             if kept.any():
                 self._index.insert(new_keys[kept], row_of[kept])
             rows[absent] = -2 - inverse  # pending codes, resolved below
+            touched = False
         if new_keys.shape[0]:
             self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
-        a = self._arena
         out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
         default = np.float32(self.config.default_value)
         if a.precision is Precision.FP32:
@@ -695,7 +711,7 @@ class SparseTable:
             pull.resolve_gather16(out.size, rows, row_of, a.weights.view(np.uint16),
                                   a.precision is Precision.BF16, default.view(np.uint32),
                                   out.view(np.uint32))
-        if (rows >= 0).any():  # a version is opened only when a row changes
+        if not touched and (rows >= 0).any():  # a version is opened only when a row changes
             kernels.touch(rows, a.last_seen, a.count, now, a.stamp, self._open_version())
         return out
 
