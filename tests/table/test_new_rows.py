@@ -10,7 +10,7 @@ import numpy as np
 
 import kraken
 from kraken.table import LFU, TTL, TableConfig
-from kraken.table.init import _fresh_rows, _column_salts
+from kraken.table.init import _column_salts, _fresh_rows
 
 
 def _by_key(rows: kraken.TableRows, keys: np.ndarray) -> np.ndarray:
