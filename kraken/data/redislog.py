@@ -45,9 +45,6 @@ import numpy as np
 
 from kraken.data._assemble import check_batch_args
 from kraken.data._batchstate import (
-    batch_from_state,
-    batch_state,
-    concat_batches,
     empty_batch,
     take_rows,
 )
@@ -61,32 +58,22 @@ from kraken.data._logentries import (
     parse_impressions,
 )
 from kraken.data._logkeys import KeyState, cutoff
+from kraken.data._logposition import COUNTERS, Ready, position_state, read_position
 from kraken.data._logserver import DOWN, LogServer, Outage
 from kraken.data.base import Batch
 from kraken.data.features import FeatureSpec
 from kraken.data.join import Joiner
 from kraken.data.logconfig import LogConfig
-from kraken.errors import ConfigError, InputError
+from kraken.errors import InputError
 
 __all__ = ["RedisLogStream"]
 
 REPORT_LIMIT = 100  # malformed entries reported one by one per iteration, then summaries
-_COUNTERS = ("entries", "malformed", "lost", "outages", "claimed")
 
 
 def _ids(blocks: list[EntryBlock]) -> np.ndarray:
     """``object[n]``: the entry ids of ``blocks`` end to end."""
     return np.concatenate([np.zeros(0, dtype=object)] + [b.ids for b in blocks])
-
-
-@dataclasses.dataclass(frozen=True)
-class _Ready:
-    """Samples decided, not yet yielded: the batch and each sample's request id and
-    :class:`~kraken.data.join.SampleKind`."""
-
-    batch: Batch
-    rid: np.ndarray
-    kind: np.ndarray
 
 
 def _runs(imp_ms: np.ndarray, imp_ts: np.ndarray, act_ms: np.ndarray, act_ts: np.ndarray,
@@ -126,8 +113,8 @@ class RedisLogStream:
         self.joiner = joiner if joiner is not None else Joiner(config.join_config())
         self._keys = [KeyState(k) for k in config.keys]
         self._n_imp = len(config.owned)
-        self._ready: list[_Ready] = []
-        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._ready: list[Ready] = []
+        self._counters = dict.fromkeys(COUNTERS, 0)
         self._skipped = 0
         self._reported = 0
         self._lock = threading.Lock()
@@ -172,53 +159,30 @@ class RedisLogStream:
         the server's clock; 0 when caught up)."""
         return dict(self._lag)
 
+    def _layout(self) -> list[int]:
+        """``[partitions, rank, world]``: which keys this stream reads."""
+        return [self.config.partitions, self.config.rank, self.config.world]
+
     def position(self) -> dict[str, np.ndarray]:
-        """The state after the last batch yielded (see the module docstring)."""
+        """The state after the last batch yielded (see :mod:`kraken.data._logposition`)."""
         with self._lock:
             self._apply_scored()
-            state = {"log.id": np.array([k.pos for k in self._keys], dtype=np.uint64),
-                     "log.read": np.array([k.read for k in self._keys], dtype=np.int64),
-                     "log.layout": np.array([self.config.partitions, self.config.rank,
-                                             self.config.world], dtype=np.int64),
-                     "log.counters": np.array([self._counters[c] for c in _COUNTERS],
-                                              dtype=np.int64)}
-            state.update({f"join.{k}": v for k, v in self.joiner.state().items()})
-            state.update(batch_state("ready", concat_batches([r.batch for r in self._ready],
-                                                             self.schema)))
-            state["ready.rid"] = np.concatenate([np.zeros(0, np.uint64)]
-                                                + [r.rid for r in self._ready])
-            state["ready.kind"] = np.concatenate([np.zeros(0, np.int8)]
-                                                 + [r.kind for r in self._ready])
+            state = position_state(self._keys, self._layout(), self._counters,
+                                   self.joiner.state(), self._ready, self.schema)
         if self._audit is not None:
             state.update(self._audit.position())
         return state
 
     def seek(self, state: dict[str, np.ndarray]) -> None:
         """Continue right after ``state`` (a :meth:`position`), whatever the server says."""
-        mine = [self.config.partitions, self.config.rank, self.config.world]
-        layout = [int(x) for x in state.get("log.layout", [])]
-        if layout != mine:
-            raise ConfigError(f"log.partitions: the position was taken with (partitions, "
-                              f"rank, world) = {tuple(layout)}, this stream reads "
-                              f"{tuple(mine)}")
-        try:
-            ids = np.asarray(state["log.id"], dtype=np.uint64).reshape(len(self._keys), 2)
-            reads = np.asarray(state["log.read"], dtype=np.int64).reshape(len(self._keys))
-            counters = [int(x) for x in state["log.counters"]]
-            join = {k[5:]: v for k, v in state.items() if k.startswith("join.")}
-            ready = _Ready(batch_from_state("ready", state, self.schema),
-                           np.asarray(state["ready.rid"], np.uint64),
-                           np.asarray(state["ready.kind"], np.int8))
-        except (KeyError, ValueError) as exc:
-            raise InputError(f"not a position of this log stream: {exc}") from None
+        pos = read_position(state, len(self._keys), self._layout(), self.schema)
         with self._lock:
-            for k, (ms, seq), r in zip(self._keys, ids, reads, strict=True):
-                k.pos, k.read = (int(ms), int(seq)), int(r)
+            for k, p, r in zip(self._keys, pos.ids, pos.reads, strict=True):
+                k.pos, k.read = p, r
                 k.reset()
-            self._counters = {**dict.fromkeys(_COUNTERS, 0),
-                              **dict(zip(_COUNTERS, counters, strict=False))}
-            self.joiner.load_state(join)
-            self._ready = [ready] if len(ready.batch) else []
+            self._counters = pos.counters
+            self.joiner.load_state(pos.join)
+            self._ready = [pos.ready] if len(pos.ready.batch) else []
             self._scored.clear()
             self._positioned = True
         if self._audit is not None:
@@ -405,7 +369,7 @@ class RedisLogStream:
                     self.joiner.add_actions(actions.rid[sel], actions.ts[sel],
                                             actions.kind[sel])
             emitted = self.joiner.emit()
-            ready = _Ready(emitted if emitted is not None else empty_batch(self.schema),
+            ready = Ready(emitted if emitted is not None else empty_batch(self.schema),
                            self.joiner.emitted_rid.copy(), self.joiner.emitted_kind.copy())
             if len(rid):
                 self._fresh[id(fresh)] = (fresh, rid)
@@ -427,9 +391,9 @@ class RedisLogStream:
             out = head
         else:
             b = head.batch
-            out = _Ready(dataclasses.replace(b.slice(0, batch_size), fresh=b.fresh),
+            out = Ready(dataclasses.replace(b.slice(0, batch_size), fresh=b.fresh),
                          head.rid[:batch_size], head.kind[:batch_size])
-            self._ready[0] = _Ready(b.slice(batch_size, n), head.rid[batch_size:],
+            self._ready[0] = Ready(b.slice(batch_size, n), head.rid[batch_size:],
                                     head.kind[batch_size:])
         if self._audit is not None and len(out.batch):
             self._audit.yielded(out.rid, out.kind)
