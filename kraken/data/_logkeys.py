@@ -17,7 +17,7 @@ import numpy as np
 from kraken.data._lines import LOGGER
 from kraken.data._logentries import EntryBlock, entry_ids, format_id
 
-__all__ = ["Chunk", "KeyState", "cutoff"]
+__all__ = ["Chunk", "KeyState"]
 
 
 @dataclasses.dataclass
@@ -123,11 +123,3 @@ class KeyState:
             LOGGER.warning("log: %s: gap of %d entries trimmed (MAXLEN) before they were "
                            "read, %s", self.name, lost, where)
         return out, max(0, lost)
-
-
-def cutoff(keys: list[KeyState]) -> int | None:
-    """Entries of milliseconds before this one may be fed: no key that may hold more can
-    still deliver an entry of an earlier millisecond (None: no limit). Ids order entries
-    across keys only by their millisecond: within one, the order is unknown."""
-    limits = [int(k.chunks[-1].ms[-1]) for k in keys if k.more and k.chunks]
-    return min(limits) if limits else None

@@ -30,6 +30,14 @@ before being read: reported with their count when the position passes them (logg
 skipped and reported with their key and id. A lost connection (server restart) is
 retried with doubling waits; meanwhile the stream yields empty batches, and reports the
 outage when the server is back.
+
+This module is the stream itself (the contract, the reading rounds, the feed into the
+joiner, the batches); its parts: :mod:`~kraken.data._logserver` (every Redis command, the
+read script, outages), :mod:`~kraken.data._logkeys` (each key's delivered entries and
+positions, gap counting), :mod:`~kraken.data._logmerge` (the cutoff and the order across
+keys), :mod:`~kraken.data._logposition` (what a position holds),
+:mod:`~kraken.data._logentries` (parsing entries), :mod:`~kraken.data._logaudit` (the
+audit trail of crash drills).
 """
 
 from __future__ import annotations
@@ -44,10 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from kraken.data._assemble import check_batch_args
-from kraken.data._batchstate import (
-    empty_batch,
-    take_rows,
-)
+from kraken.data._batchstate import empty_batch, take_rows
 from kraken.data._lines import LOGGER
 from kraken.data._logaudit import Audit
 from kraken.data._logentries import (
@@ -57,7 +62,8 @@ from kraken.data._logentries import (
     parse_actions,
     parse_impressions,
 )
-from kraken.data._logkeys import KeyState, cutoff
+from kraken.data._logkeys import KeyState
+from kraken.data._logmerge import cutoff, merge_runs
 from kraken.data._logposition import COUNTERS, Ready, position_state, read_position
 from kraken.data._logserver import DOWN, LogServer, Outage
 from kraken.data.base import Batch
@@ -74,26 +80,6 @@ REPORT_LIMIT = 100  # malformed entries reported one by one per iteration, then 
 def _ids(blocks: list[EntryBlock]) -> np.ndarray:
     """``object[n]``: the entry ids of ``blocks`` end to end."""
     return np.concatenate([np.zeros(0, dtype=object)] + [b.ids for b in blocks])
-
-
-def _runs(imp_ms: np.ndarray, imp_ts: np.ndarray, act_ms: np.ndarray, act_ts: np.ndarray,
-          ) -> list[tuple[int, int, int]]:
-    """Impressions and actions (each sorted by arrival millisecond, then event time) in
-    one order, as runs ``(kind, start, stop)``: kind 0 slices the impressions, kind 1
-    the actions. Within a millisecond, whose order across keys is unknown, event time
-    decides, impressions first on a tie."""
-    kinds = np.concatenate([np.zeros(imp_ms.shape[0], np.int8),
-                            np.ones(act_ms.shape[0], np.int8)])
-    order = np.lexsort((kinds, np.concatenate([imp_ts, act_ts]),
-                        np.concatenate([imp_ms, act_ms])))
-    k = kinds[order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(k)) + 1, [k.shape[0]]])
-    runs, seen = [], [0, 0]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        kind = int(k[a])
-        runs.append((kind, seen[kind], seen[kind] + int(b - a)))
-        seen[kind] += int(b - a)
-    return runs
 
 
 class RedisLogStream:
@@ -254,7 +240,8 @@ class RedisLogStream:
 
     # -- connection ---------------------------------------------------------------------
 
-    def _redis(self) -> LogServer:
+    def _log_server(self) -> LogServer:
+        """The server's clients, made on first use (no connection until a command)."""
         if self._server is None:
             self._server = LogServer(self.config)
         return self._server
@@ -280,7 +267,7 @@ class RedisLogStream:
 
     def _prepare(self) -> None:
         """Check the server, create the groups, put them at the position, claim."""
-        server = self._redis()
+        server = self._log_server()
         server.check_version()
         server.create_groups([k.name for k in self._keys])
         if not self._positioned:
@@ -305,7 +292,7 @@ class RedisLogStream:
         state = self._uncommitted
         if state is None:
             return
-        server = self._redis()
+        server = self._log_server()
         ids = np.asarray(state["log.id"], dtype=np.uint64).reshape(len(self._keys), 2)
         for k, (ms, seq) in zip(self._keys, ids, strict=True):
             server.ack(k.name, format_id(ms, seq))
@@ -322,7 +309,7 @@ class RedisLogStream:
         wants = [(k, n) for k, n in wants if n > 0]
         if not wants:
             return 0
-        run_id, replies = self._redis().read([(k.name, n, k.dpos) for k, n in wants])
+        run_id, replies = self._log_server().read([(k.name, n, k.dpos) for k, n in wants])
         self._check_run(run_id)
         total = 0
         for (k, n), r in zip(wants, replies, strict=True):
@@ -361,7 +348,7 @@ class RedisLogStream:
         fresh = take_rows(impressions.features, io)
         with self._lock:
             self._apply_scored()
-            for kind, a, b in _runs(imp_ms[io], ts, act_ms[ao], actions.ts[ao]):
+            for kind, a, b in merge_runs(imp_ms[io], ts, act_ms[ao], actions.ts[ao]):
                 if kind == 0:
                     self.joiner.add_impressions(rid[a:b], ts[a:b], fresh.slice(a, b))
                 else:
@@ -402,7 +389,7 @@ class RedisLogStream:
     def _wait(self) -> bool:
         """Caught up: block until any key has an entry past its delivered position, at
         most ``block_ms``; False when the wait timed out."""
-        return self._redis().wait([k.name for k in self._keys], [k.dpos for k in self._keys])
+        return self._log_server().wait([k.name for k in self._keys], [k.dpos for k in self._keys])
 
     def _apply_scored(self) -> None:
         while self._scored:
