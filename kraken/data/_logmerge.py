@@ -30,7 +30,10 @@ def merge_runs(imp_ms: np.ndarray, imp_ts: np.ndarray, act_ms: np.ndarray,
     """Impressions and actions (each sorted by arrival millisecond, then event time) in
     one order, as runs ``(kind, start, stop)``: kind 0 slices the impressions, kind 1
     the actions. Within a millisecond, whose order across keys is unknown, event time
-    decides, impressions first on a tie."""
+    decides, impressions first on a tie. No entries (a read of malformed ones only): no
+    runs."""
+    if not imp_ms.shape[0] and not act_ms.shape[0]:
+        return []
     kinds = np.concatenate([np.zeros(imp_ms.shape[0], np.int8),
                             np.ones(act_ms.shape[0], np.int8)])
     order = np.lexsort((kinds, np.concatenate([imp_ts, act_ts]),
