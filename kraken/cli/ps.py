@@ -73,13 +73,19 @@ def add_parser(sub: Any) -> None:
 def shard_tables(path: str) -> tuple[dict[str, TableConfig], PSConfig]:
     """The tables and ``[ps]`` section a shard serves from a run file.
 
-    When the file lists every table (``emb`` and ``wide``, as a resolved config does),
-    only those two sections are read and validated, without loading the model zoo
-    (and torch); otherwise the whole run is validated to derive the model's tables.
+    When the file lists every table (``emb`` and ``wide``) with its precision, as a
+    resolved config with a wide table does, only those two sections are read and
+    validated, without loading the model zoo (and torch); otherwise the whole run is
+    validated to derive the model's tables, its ``"auto"`` settings resolved as for a new
+    run (``kraken launch`` writes the config pinned by the checkpoint it resumes).
     """
     doc = read_config_file(path)
     raw = doc.get("tables")
-    if isinstance(raw, dict) and {"emb", "wide"} <= set(raw):
+    model = doc.get("model")
+    wide = model.get("wide", "auto") if isinstance(model, dict) else "auto"
+    if isinstance(raw, dict) and {"emb", "wide"} <= set(raw) and wide != "segment" and \
+            all(isinstance(t, dict) and t.get("precision", "auto") != "auto"
+                for t in raw.values()):
         try:
             tables = {n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw.items()}
             return tables, PSConfig.from_dict(doc.get("ps", {}))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from kraken.cli.ps import shard_tables
+from kraken.config import Precision
 from kraken.errors import ConfigError
 from kraken.train.config import load_config
 from tests.conftest import ROOT
@@ -18,11 +20,28 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_a_shard_reads_the_trainers_tables(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
-    tables, ps = shard_tables(str(path))  # the model decides (wide table derived)
-    assert tables == cfg.tables and ps == cfg.ps
+    tables, ps = shard_tables(str(path))  # the model decides ("auto": as a new run)
+    assert tables == cfg.ps_tables and ps == cfg.ps
+    for pinned in (cfg.pinned(), cfg.pinned(cfg.pinned().ps_tables)):  # as kraken launch
+        resolved = tmp_path / "run.json"
+        resolved.write_text(json.dumps(pinned.to_dict()))
+        assert shard_tables(str(resolved)) == (cfg.ps_tables, cfg.ps)  # the same answer
+
+
+def test_a_shard_of_a_resumed_run_reads_the_checkpoints_layout(tmp_path: Path) -> None:
+    """Pinned by a checkpoint of two tables in fp32 (written before "auto"), the resolved
+    file lists both tables and the shard reads them without the model zoo."""
+    cfg = load_config(ROOT / "examples" / "synthetic.toml")
+    old = load_config(ROOT / "examples" / "synthetic.toml",
+                      {"model": {"wide": "table"}})
+    held = {n: dataclasses.replace(t, precision=Precision.FP32)
+            for n, t in old.pinned().ps_tables.items()}
+    pinned = cfg.pinned(held)
+    assert set(pinned.ps_tables) == {"emb", "wide"}
     resolved = tmp_path / "run.json"
-    resolved.write_text(json.dumps(cfg.to_dict()))
-    assert shard_tables(str(resolved)) == (cfg.tables, cfg.ps)  # light path, same answer
+    resolved.write_text(json.dumps(pinned.to_dict()))
+    tables, _ = shard_tables(str(resolved))
+    assert tables == held and all(t.precision is Precision.FP32 for t in tables.values())
 
 
 def test_a_bad_table_names_its_path(tmp_path: Path) -> None:
