@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kraken.checkpoint import CheckpointStore
 from kraken.cli.progress import ProgressPrinter, summary_table
 from kraken.cli.workers import block_tracer, restarted, worker_group
-from kraken.checkpoint import CheckpointStore
 from kraken.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from kraken.ps import LocalPS
 from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher

@@ -52,11 +52,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kraken.checkpoint import CheckpointStore
 from kraken.config import Precision, build_dataclass, check_enum, check_int, read_config_file
 from kraken.data import open_stream
 from kraken.data.base import Stream
 from kraken.data.registry import stream_arguments
-from kraken.checkpoint import CheckpointStore
 from kraken.errors import CheckpointMismatchError, ConfigError
 from kraken.nn.embedding import EmbeddingLayer
 from kraken.nn.models import ModelShape, RankingModel, build_model
@@ -340,13 +340,6 @@ class RunConfig:
         """Where the model's first-order weights live (``TABLE`` or ``SEGMENT``, never
         ``AUTO``: as a new run resolves it), or None if it has none."""
         return self._wide  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def is_pinned(self) -> bool:
-        """Whether nothing is left to resolve: no ``"auto"`` setting that a checkpoint
-        could decide otherwise (see :meth:`pinned`)."""
-        return not self.auto_precision and (
-            self.wide is None or self.model.wide is not WideLayout.AUTO)
 
     def pinned(self, held: Mapping[str, TableConfig] | None = None) -> RunConfig:
         """This config with every ``"auto"`` setting made explicit, resolved once per run.
