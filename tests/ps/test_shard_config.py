@@ -49,3 +49,25 @@ def test_a_bad_table_names_its_path(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"tables": {"emb": {"dim": 0}, "wide": {"dim": 1}}}))
     with pytest.raises(ConfigError, match=r"run.json: tables.emb.dim: must be >= 1"):
         shard_tables(str(bad))
+
+
+def test_a_shard_told_the_run_dir_pins_auto_by_its_checkpoint(tmp_path: Path) -> None:
+    """``kraken ps --resume RUN_DIR``: a config with the defaults ("auto") serves the two
+    fp32 tables of the run's checkpoint, as the trainer resuming it will hold them."""
+    from kraken.train import Trainer
+    from kraken.train.config import build_run
+
+    doc = {"data": {"source": "synthetic", "n_records": 256, "n_fields": 2, "vocab": 50},
+           "model": {"name": "fm"}, "tables": {"emb": {"dim": 4}}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    old = load_config(path, {"model": {"wide": "table"}, "tables": {"emb": {
+        "dim": 4, "precision": "fp32"}}})
+    run = build_run(old)
+    Trainer(model=run.model, embedding=run.embedding, ps=run.ps, stream=run.stream,
+            config=run.config.trainer, run_dir=tmp_path / "run").checkpoint()
+    run.ps.close()
+    assert shard_tables(str(path))[0] == load_config(path).ps_tables  # new: segment, fp16
+    tables, _ = shard_tables(str(path), str(tmp_path / "run"))
+    assert tables == run.config.ps_tables and set(tables) == {"emb", "wide"}
+    assert all(t.precision is Precision.FP32 for t in tables.values())
