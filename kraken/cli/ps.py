@@ -31,6 +31,7 @@ from kraken.ps.server import ShardServer
 from kraken.ps.shard import Shard, shard_configs
 from kraken.ps.wire import Security
 from kraken.table import TableConfig
+from kraken.table.segments import with_wide_column
 
 
 def add_parser(sub: Any) -> None:
@@ -81,23 +82,25 @@ def shard_tables(path: str, resume: str | None = None) -> tuple[dict[str, TableC
     config's ``"auto"`` settings, as :func:`kraken.cli.train.resume_point` does for the
     trainer).
 
-    When the file lists every table (``emb`` and ``wide``) with its precision, as a
-    resolved config with a wide table does, only those two sections are read and
-    validated, without loading the model zoo (and torch); otherwise the whole run is
-    validated to derive the model's tables, its ``"auto"`` settings resolved by the
-    checkpoint of ``resume`` or as for a new run (``kraken launch`` writes its shards the
-    config pinned by the checkpoint it resumes).
+    When the file lists every table with its precision and says where first-order weights
+    live (``emb`` and ``wide`` tables, or ``model.wide = "segment"`` and no ``wide``
+    table), as a pinned config does, only the tables (widened for segment rows) and
+    ``[ps]`` are read and validated, without loading the model zoo (and torch); otherwise
+    the whole run is validated to derive the model's tables, its ``"auto"`` settings
+    resolved by the checkpoint of ``resume`` or as for a new run (``kraken launch`` writes
+    its shards the config pinned by the checkpoint it resumes).
     """
     doc = read_config_file(path)
     raw = doc.get("tables")
     model = doc.get("model")
     wide = model.get("wide", "auto") if isinstance(model, dict) else "auto"
-    if resume is None and isinstance(raw, dict) and {"emb", "wide"} <= set(raw) and \
-            wide != "segment" and \
-            all(isinstance(t, dict) and t.get("precision", "auto") != "auto"
-                for t in raw.values()):
+    listed = isinstance(raw, dict) and "emb" in raw and all(
+        isinstance(t, dict) and t.get("precision", "auto") != "auto" for t in raw.values())
+    if resume is None and listed and (wide == "segment") != ("wide" in raw):
         try:
             tables = {n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw.items()}
+            if wide == "segment":  # the rows of emb carry the wide column
+                tables["emb"] = with_wide_column(tables["emb"])
             return tables, PSConfig.from_dict(doc.get("ps", {}))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None

@@ -63,7 +63,7 @@ from kraken.nn.models import ModelShape, RankingModel, build_model
 from kraken.nn.models.base import MODELS, check_hyperparameters, model_class
 from kraken.ps import ParameterServer, PSConfig, build_ps
 from kraken.table import TableConfig, Zeros
-from kraken.table.init import Columns
+from kraken.table.segments import with_wide_column
 from kraken.train.randomness import seeded_scope
 from kraken.train.trainer import TrainerConfig
 
@@ -316,7 +316,7 @@ class RunConfig:
         object.__setattr__(self, "_wide", wide)
         ps_tables = dict(tables)
         if wide is WideLayout.SEGMENT:
-            ps_tables["emb"] = _with_wide_column(tables["emb"])
+            ps_tables["emb"] = with_wide_column(tables["emb"])
         object.__setattr__(self, "_ps_tables", ps_tables)
 
     def _layout(self, given_wide: bool) -> WideLayout | None:
@@ -332,7 +332,7 @@ class RunConfig:
     def ps_tables(self) -> dict[str, TableConfig]:
         """The tables as the parameter server holds them: :attr:`tables`, except that with
         segment rows (:attr:`wide` ``SEGMENT``) the rows of ``emb`` carry the wide column
-        (dim ``D + 1``, see :func:`_with_wide_column`)."""
+        (dim ``D + 1``, see :func:`~kraken.table.segments.with_wide_column`)."""
         return dict(self._ps_tables)  # type: ignore[attr-defined]
 
     @property
@@ -436,27 +436,6 @@ class RunConfig:
 
 _WHERE = {WideLayout.TABLE: "in a table of their own (tables.wide)",
           WideLayout.SEGMENT: "in the rows of tables.emb (segment rows)"}
-
-
-def _with_wide_column(emb: TableConfig) -> TableConfig:
-    """``emb`` (dim ``D``) widened to rows ``[embedding (D) | wide (1)]``.
-
-    The wide column starts at zero (``Columns``: ``emb``'s initializer, then ``Zeros``);
-    a row-wise optimizer gets one more segment (``segments = (D, 1)``, or its own segments
-    followed by 1), so the wide weight keeps its own accumulator as it would in a table of
-    its own; per-element optimizers (Adam, AdaGrad, FTRL, SGD) need nothing.
-    """
-    d = emb.dim
-    init = emb.initializer
-    init = (Columns(widths=(*init.widths, 1), parts=(*init.parts, Zeros()))
-            if isinstance(init, Columns) else Columns(widths=(d, 1), parts=(init, Zeros())))
-    opt = emb.optimizer
-    if "segments" in {f.name for f in dataclasses.fields(opt)}:  # row-wise: one per segment
-        opt = dataclasses.replace(opt, segments=(*(opt.segments or (d,)), 1))
-    try:
-        return dataclasses.replace(emb, dim=d + 1, initializer=init, optimizer=opt)
-    except ConfigError as exc:
-        raise ConfigError(f"tables.emb.{exc}") from None
 
 
 def _jsonable(v: Any) -> Any:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ import pytest
 from kraken.cli.ps import shard_tables
 from kraken.config import Precision
 from kraken.errors import ConfigError
-from kraken.train.config import load_config
+from kraken.table import TableConfig
+from kraken.train.config import RunConfig, WideLayout, load_config
 from tests.conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -32,10 +36,7 @@ def test_a_shard_of_a_resumed_run_reads_the_checkpoints_layout(tmp_path: Path) -
     """Pinned by a checkpoint of two tables in fp32 (written before "auto"), the resolved
     file lists both tables and the shard reads them without the model zoo."""
     cfg = load_config(ROOT / "examples" / "synthetic.toml")
-    old = load_config(ROOT / "examples" / "synthetic.toml",
-                      {"model": {"wide": "table"}})
-    held = {n: dataclasses.replace(t, precision=Precision.FP32)
-            for n, t in old.pinned().ps_tables.items()}
+    held = _two_fp32_tables(cfg)
     pinned = cfg.pinned(held)
     assert set(pinned.ps_tables) == {"emb", "wide"}
     resolved = tmp_path / "run.json"
@@ -71,3 +72,29 @@ def test_a_shard_told_the_run_dir_pins_auto_by_its_checkpoint(tmp_path: Path) ->
     tables, _ = shard_tables(str(path), str(tmp_path / "run"))
     assert tables == run.config.ps_tables and set(tables) == {"emb", "wide"}
     assert all(t.precision is Precision.FP32 for t in tables.values())
+
+
+def test_a_pinned_file_of_either_layout_is_read_without_torch(tmp_path: Path) -> None:
+    """Shards of ``kraken launch`` start without importing the model zoo, whichever layout
+    the trainer's config pinned (segment rows are widened by the table package)."""
+    cfg = load_config(ROOT / "examples" / "synthetic.toml")
+    files = []
+    for i, pinned in enumerate((cfg.pinned(), cfg.pinned(_two_fp32_tables(cfg)))):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps(pinned.to_dict()))
+    code = ("import json, sys; from kraken.cli.ps import shard_tables; "
+            "print(json.dumps([[[n, c.dim, c.precision.value] for n, c in "
+            "sorted(shard_tables(f)[0].items())] for f in sys.argv[1:]] + "
+            "['torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, files)], check=True,
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    assert json.loads(out) == [[["emb", 17, "fp16"]],
+                               [["emb", 16, "fp32"], ["wide", 1, "fp32"]], False]
+
+
+def _two_fp32_tables(cfg: RunConfig) -> dict[str, TableConfig]:
+    """The tables of a checkpoint written before "auto": emb and wide, fp32."""
+    old = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, wide=WideLayout.TABLE))
+    return {n: dataclasses.replace(t, precision=Precision.FP32)
+            for n, t in old.pinned().ps_tables.items()}
