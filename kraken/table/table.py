@@ -54,6 +54,7 @@ from kraken.table.config import TableConfig
 from kraken.table.delta import TableChanges
 from kraken.table.files import TableFiles
 from kraken.table.index import HashIndex
+from kraken.table.init import NewRowColumns
 from kraken.table.rows import COUNTERS, TableDelta, TableRows, TableStats
 from kraken.types import F32, Keys
 
@@ -349,18 +350,22 @@ class SparseTable(TableFiles, TableChanges):
         Returns ``int64[U]``: the new row of each key, -1 where it was not admitted.
         """
         admit = self.config.admission.decide(keys, counts, self._sketch, self._rng)
-        cand_idx = np.flatnonzero(admit)
         u = keys.shape[0]
-        self._counters["not_admitted"] += int(u - cand_idx.shape[0])
-        rows = self._arena.allocate(cand_idx.shape[0])
+        if admit.all():  # (Always) every key admitted: no positions to pick
+            rows = self._arena.allocate(u)
+            if rows.shape[0] == u:  # all fit: no scatter needed
+                if u:
+                    self._init_rows(keys, rows, now)
+                    self._counters["admitted"] += u
+                return rows
+            cand_idx = np.arange(u, dtype=np.int64)
+        else:
+            cand_idx = np.flatnonzero(admit)
+            self._counters["not_admitted"] += int(u - cand_idx.shape[0])
+            rows = self._arena.allocate(cand_idx.shape[0])
         if rows.shape[0] < cand_idx.shape[0]:
             self._counters["rejected_full"] += int(cand_idx.shape[0] - rows.shape[0])
             cand_idx = cand_idx[: rows.shape[0]]
-        if cand_idx.shape[0] == u:  # all admitted and all fit: no scatter needed
-            if u:
-                self._init_rows(keys, rows, now)
-                self._counters["admitted"] += u
-            return rows
         row_of = np.full(u, -1, dtype=np.int64)
         if cand_idx.shape[0]:
             cand = keys[cand_idx]
@@ -370,29 +375,34 @@ class SparseTable(TableFiles, TableChanges):
         return row_of
 
     def _init_rows(self, keys: Keys, rows: np.ndarray, now: int) -> None:
-        """Fresh rows: initial weights of ``keys: int64[U]`` and optimizer state written into
-        distinct ``rows: int64[U]`` (slices when the rows are consecutive), metadata stamped."""
+        """Fresh rows: initial weights of ``keys: int64[U]``, optimizer state and metadata
+        written into distinct ``rows: int64[U]``, in one parallel pass over the rows
+        (:meth:`Initializer.fill_new`; slices when the rows are consecutive, the arena's
+        never-used tail), so a large batch's first writes into fresh pages fault on every
+        core. The state is the optimizer's ``init_state`` of one row copied into each (it
+        sees no keys); one that does not give every row the same state fills its rows
+        itself."""
         c, a = self.config, self._arena
         n = keys.shape[0]
         if n == 0:
             return
-        span = slice(int(rows[0]), int(rows[0]) + n) if pull.consecutive(rows) else None
+        start = int(rows[0]) if pull.consecutive(rows) else -1
+        two = np.empty((2, c.state_width), dtype=np.float32)
+        c.optimizer.init_state(two)
+        same = two[0].tobytes() == two[1].tobytes()
+        cols = NewRowColumns(a.state, two[0] if same else two[0, :0], a.last_seen, a.count,
+                             a.stamp, now, self._open_version())
         if a.precision is Precision.FP32:
-            c.initializer.fill_rows(keys, c.seed, a.weights, rows)
+            c.initializer.fill_new(keys, c.seed, a.weights, rows, start, cols)
         else:
             w = np.empty((n, c.dim), dtype=np.float32)
             c.initializer.fill(keys, c.seed, w)
             a.write(rows, w, None)
-        if span is not None:
-            c.optimizer.init_state(a.state[span])
-        else:
+            cols.write(rows, start, n)
+        if not same:
             s = np.empty((n, c.state_width), dtype=np.float32)
             c.optimizer.init_state(s)
             a.state[rows] = s
-        at = rows if span is None else span
-        a.last_seen[at] = now
-        a.count[at] = 0.0
-        self._stamp(rows)
 
     def _read(self, flat: Keys) -> F32:
         a, d = self._arena, self.config.dim
