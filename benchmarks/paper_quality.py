@@ -23,8 +23,13 @@ left out because it counts keys seen, not rows kept.
 ``--memory`` runs the whole-row memory experiment (DeepFM on MovieLens-1M at dim 16 by
 default): all-Adam fp32 with the first-order weights in a table of their own (``table``,
 the layout of earlier versions) and in the embedding row (``segment``), row-wise AdaGrad
-fp32 in both layouts, and row-wise AdaGrad segments with fp16 and bf16 weights; each
-against both all-Adam baselines, with its AUC against the row-wise fp32 runs.
+fp32 in both layouts, row-wise AdaGrad segments with fp16 and bf16 weights, and
+``defaults``: row-wise AdaGrad with ``model.wide`` and ``precision`` left to what a user
+of ``kraken train`` gets (``"auto"``: segment rows, fp16 for a row-wise table); each against
+both all-Adam baselines, with its AUC against the row-wise fp32 runs.
+
+Every other run (the optimizer comparison, ``--tune``, ``--equal-memory``) also leaves
+``model.wide`` and ``precision`` at the run config's defaults.
 
 ``--equal-memory`` runs the second experiment: at a budget of M rows, the collisionless
 table with count-min admission and LRU eviction against a hashing-trick table of M rows
@@ -33,6 +38,9 @@ table with count-min admission and LRU eviction against a hashing-trick table of
     python benchmarks/paper_quality.py --tune --datasets ml-1m --models deepfm --dims 4,16
     python benchmarks/paper_quality.py --equal-memory --budgets 2000,5000
     python benchmarks/paper_quality.py --memory --lrs '{"adam": 0.01, "rowwise": 0.03}'
+    python benchmarks/paper_quality.py --memory --lrs '{"adam": 0.01, "rowwise": 0.03}' \
+        --datasets criteo-8k,avazu-9k --models deepfm,wide_deep --dims 4,16 \
+        --variants rowwise-fp32-table,rowwise-fp32-segment,rowwise-fp16-segment,defaults
 """
 
 from __future__ import annotations
@@ -72,22 +80,25 @@ OPTIMIZERS = {
 
 from kraken.errors import KrakenError  # noqa: E402
 
-# --memory: (name, optimizer, precision of the weights, where the first-order weights live)
-VARIANTS = (
+# --memory: (name, optimizer, precision of the weights, where the first-order weights live);
+# None: the run config's default ("auto"), what a user who sets neither gets
+VARIANTS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("adam-fp32-table", "adam", "fp32", "table"),
     ("adam-fp32-segment", "adam", "fp32", "segment"),
     ("rowwise-fp32-table", "rowwise", "fp32", "table"),
     ("rowwise-fp32-segment", "rowwise", "fp32", "segment"),
     ("rowwise-fp16-segment", "rowwise", "fp16", "segment"),
     ("rowwise-bf16-segment", "rowwise", "bf16", "segment"),
+    ("defaults", "rowwise", None, None),
 )
 
 
 def run_once(dataset: str, model: str, dim: int, opt: str, lr: float,
              extra_table: dict[str, Any] | None = None,
-             embedding: dict[str, Any] | None = None, wide: str = "table",
+             embedding: dict[str, Any] | None = None, wide: str | None = None,
              rows_only: bool = False) -> dict[str, Any]:
-    """One pass; ``rows_only``: no model, every batch's keys only pulled with
+    """One pass; ``wide``: ``model.wide`` (None: the default); ``rows_only``: no model,
+    every batch's keys only pulled with
     ``train=True`` (admitted as in training), so the tables hold the rows training would
     keep (with ``always`` admission and no eviction, exactly those) and AUC is NaN."""
     from kraken.train import Trainer
@@ -98,7 +109,7 @@ def run_once(dataset: str, model: str, dim: int, opt: str, lr: float,
              "initializer": {"type": "normal", "std": 0.01}, **(extra_table or {})}
     cfg = RunConfig.from_dict({
         "data": dict(SOURCES[dataset]),
-        "model": {"name": model, **({"wide": wide} if wide != "table" else {})},
+        "model": {"name": model, **({"wide": wide} if wide is not None else {})},
         "tables": {"emb": table},
         "trainer": {"batch_size": BATCH[dataset], "dense_lr": 0.001, "window": 10**9,
                     "log_every_s": 3600.0, "seed": 0},
@@ -123,8 +134,10 @@ def run_once(dataset: str, model: str, dim: int, opt: str, lr: float,
                   "rows_bytes": rows_bytes(stats[n].memory_bytes, c)}
               for n, c in run.ps.tables.items()}
     total = sum(t["rows_bytes"] for t in tables.values())
+    pinned = run.config  # every "auto" setting as this run resolved it
     return {"dataset": dataset, "model": model, "dim": dim, "optimizer": opt, "lr": lr,
-            "wide": wide, "precision": cfg.tables["emb"].precision.value,
+            "wide": None if pinned.wide is None else pinned.wide.value,
+            "precision": pinned.tables["emb"].precision.value,
             "auc": metrics["auc"], "logloss": metrics["logloss"], "samples": samples,
             "live_rows": sum(t["live_rows"] for t in tables.values()),
             "keys": tables["emb"]["live_rows"], "sparse_bytes": total, "tables": tables,
@@ -147,14 +160,15 @@ def memory(dataset: str, model: str, dim: int, lrs: dict[str, float],
         if name not in known:
             raise SystemExit(f"--variants: unknown {name!r}; known: {list(known)}")
         _, opt, precision, wide = known[name]
-        r = run_once(dataset, model, dim, opt, lrs[opt], {"precision": precision}, wide=wide,
+        r = run_once(dataset, model, dim, opt, lrs[opt],
+                     {} if precision is None else {"precision": precision}, wide=wide,
                      rows_only=rows_only)
         r["variant"] = name
         out.append(r)
         per = ", ".join(f"{n} {t['rows_bytes'] / 2**20:.3f} MiB ({t['live_rows']:,} rows, "
                         f"{t['index_slots']:,} slots)" for n, t in r["tables"].items())
-        print(f"{dataset} {model} dim {dim} {name:>21}: AUC {r['auc']:.4f} logloss "
-              f"{r['logloss']:.4f} rows {r['sparse_bytes']:,} B = "
+        print(f"{dataset} {model} dim {dim} {name:>21} ({r['wide']}, {r['precision']}): "
+              f"AUC {r['auc']:.4f} logloss {r['logloss']:.4f} rows {r['sparse_bytes']:,} B = "
               f"{r['sparse_bytes'] / r['keys']:.1f} B/key [{per}] {r['seconds']:.0f}s",
               flush=True)
     by = {r["variant"]: r for r in out}
@@ -199,7 +213,8 @@ def main() -> None:
     p.add_argument("--lrs", default=None, help="JSON {optimizer: lr}, instead of --tune")
     p.add_argument("--equal-memory", action="store_true")
     p.add_argument("--memory", action="store_true",
-                   help="whole live rows: all-Adam vs row-wise, wide table vs segment, fp16/bf16")
+                   help="whole live rows: all-Adam vs row-wise, wide table vs segment, "
+                        "fp16/bf16, and the defaults")
     p.add_argument("--variants", default=",".join(v[0] for v in VARIANTS),
                    help="with --memory: which variants")
     p.add_argument("--rows-only", action="store_true",

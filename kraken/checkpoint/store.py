@@ -26,8 +26,10 @@ import numpy as np
 from kraken.arrayfile import read_arrays, write_arrays
 from kraken.checkpoint.manifest import MANIFEST, Manifest
 from kraken.config import check_int
-from kraken.errors import CheckpointError, CorruptCheckpointError
+from kraken.errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError
 from kraken.ps.protocol import ParameterServer
+from kraken.table import TableConfig
+from kraken.table.persistence import read_table_config
 
 __all__ = ["CheckpointStore"]
 
@@ -190,10 +192,32 @@ class CheckpointStore:
         """Validate a checkpoint directory and return its manifest."""
         return Manifest.read(directory)
 
+    @staticmethod
+    def held_tables(directory: Path) -> dict[str, TableConfig]:
+        """The tables checkpoint ``directory`` holds, name -> config as its parameter server
+        held them (the first shard's slice: capacity is per shard, dim, precision and
+        optimizer are every shard's), read from the table files' headers alone.
+
+        Raises :class:`CorruptCheckpointError` for a damaged manifest, layout or header."""
+        m = Manifest.read(directory)
+        layout = m.ps or _UNSHARDED
+        try:
+            first = directory / "tables" / layout["shards"][0]["dir"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CorruptCheckpointError(f"{directory}: unreadable shard layout: {exc!r}"
+                                         ) from exc
+        return {f.name[:-len(".ktab")]: read_table_config(f)
+                for f in sorted(first.glob("*.ktab"))}
+
     def load_tables(self, directory: Path, ps: ParameterServer) -> None:
         """Restore every shard of ``ps`` from the checkpoint, whatever its shard count;
-        an incremental checkpoint through its chain (every manifest in it is checked)."""
+        an incremental checkpoint through its chain (every manifest in it is checked).
+
+        Raises :class:`CheckpointMismatchError` before anything is loaded when the
+        checkpoint holds other tables than ``ps`` (names, dims, precision, optimizer), e.g.
+        first-order weights in a table of their own against segment rows."""
         m = Manifest.read(directory)
+        check_held(directory, self.held_tables(directory), ps.tables)
         layout = m.ps or _UNSHARDED
         if not m.chain:
             ps.load(directory / "tables", layout, checkpoint=directory.name)
@@ -216,3 +240,33 @@ class CheckpointStore:
         if not path.is_file():
             raise CheckpointError(f"{directory}: no part {part!r}")
         return read_arrays(path)[1]
+
+
+def check_held(directory: Path, held: dict[str, TableConfig],
+               mine: dict[str, TableConfig]) -> None:
+    """Raise :class:`CheckpointMismatchError` naming both sides unless the tables a
+    checkpoint holds are the tables ``mine`` (same names; same dim, precision, optimizer)."""
+    if set(held) != set(mine):
+        hint = ""
+        if "wide" in held and "wide" not in mine and "emb" in held and "emb" in mine:
+            hint = ("; the checkpoint keeps first-order weights in a table of their own "
+                    "(model.wide = 'table'), this run in the rows of emb ('segment')")
+        elif "wide" in mine and "wide" not in held and "emb" in held and "emb" in mine:
+            hint = ("; the checkpoint keeps first-order weights in the rows of emb "
+                    "(model.wide = 'segment'), this run in a table of their own ('table')")
+        raise CheckpointMismatchError(f"{directory}: the checkpoint holds tables "
+                                      f"{_describe(held)}, this run {_describe(mine)}{hint}")
+    for name in sorted(held):
+        a, b = held[name], mine[name]
+        for what, theirs, ours in (("dim", a.dim, b.dim),
+                                   ("precision", a.precision.value, b.precision.value),
+                                   ("optimizer", a.optimizer.kind, b.optimizer.kind)):
+            if theirs != ours:
+                raise CheckpointMismatchError(
+                    f"{directory}: table {name!r} has {what} {theirs!r} in the checkpoint, "
+                    f"{ours!r} in this run")
+
+
+def _describe(tables: dict[str, TableConfig]) -> str:
+    return ", ".join(f"{n} (dim {t.dim}, {t.precision.value}, {t.optimizer.kind})"
+                     for n, t in sorted(tables.items())) or "none"

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kraken.checkpoint import CheckpointStore
+from kraken.cli.train import resume_point
 from kraken.errors import ConfigError
 from kraken.ps.processes import ShardProcesses
 from kraken.train.config import load_config
@@ -75,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     # the whole run is validated before anything starts; shards read it resolved (every
-    # table listed), so they start without loading the model zoo
+    # table listed, every "auto" setting pinned as the trainer pins it: by the checkpoint
+    # it resumes, else as a new run), so shards and trainer hold the same tables
+    config = load_config(args.config)
     resolved = run_dir / "run.resolved.json"
-    resolved.write_text(json.dumps(load_config(args.config).to_dict(), indent=1))
     stopping = threading.Event()
     trainer: list[subprocess.Popen[str]] = []
 
@@ -92,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     resume = args.resume
     restarts = 0
     while True:
+        checkpoint = resume_point(run_dir, resume, None)
+        held = CheckpointStore.held_tables(checkpoint) if checkpoint is not None else None
+        resolved.write_text(json.dumps(config.pinned(held).to_dict(), indent=1))
         shards = ShardProcesses(resolved, args.shards, timeout=args.ready_timeout,
                                 extra=["--checkpoint-root", str(run_dir),
                                        *(["--publish", args.publish] if args.publish else [])],

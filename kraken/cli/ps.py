@@ -31,6 +31,7 @@ from kraken.ps.server import ShardServer
 from kraken.ps.shard import Shard, shard_configs
 from kraken.ps.wire import Security
 from kraken.table import TableConfig
+from kraken.table.segments import with_wide_column
 
 
 def add_parser(sub: Any) -> None:
@@ -44,6 +45,11 @@ def add_parser(sub: Any) -> None:
                     "or unpickled. See docs/distributed.md, Security.")
     p.add_argument("--config", required=True, help="the run's TOML file (tables and [ps])")
     p.add_argument("--shard", type=int, required=True, help="this shard's index I")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="the trainer will restore this shard from the newest checkpoint of "
+                        "RUN_DIR (`kraken train --run-dir RUN_DIR --resume`): the config's "
+                        "\"auto\" settings (model.wide, precision) keep what it holds, as "
+                        "the trainer's do (kraken launch does this itself)")
     p.add_argument("--of", type=int, default=None,
                    help="number of shards N (default: len(ps.shards) of the config)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
@@ -70,29 +76,47 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def shard_tables(path: str) -> tuple[dict[str, TableConfig], PSConfig]:
-    """The tables and ``[ps]`` section a shard serves from a run file.
+def shard_tables(path: str, resume: str | None = None) -> tuple[dict[str, TableConfig], PSConfig]:
+    """The tables and ``[ps]`` section a shard serves from a run file; ``resume``: the run
+    directory whose newest checkpoint the shard will be restored from (it pins the
+    config's ``"auto"`` settings, as :func:`kraken.cli.train.resume_point` does for the
+    trainer).
 
-    When the file lists every table (``emb`` and ``wide``, as a resolved config does),
-    only those two sections are read and validated, without loading the model zoo
-    (and torch); otherwise the whole run is validated to derive the model's tables.
+    When the file lists every table with its precision and says where first-order weights
+    live (``emb`` and ``wide`` tables, or ``model.wide = "segment"`` and no ``wide``
+    table), as a pinned config does, only the tables (widened for segment rows) and
+    ``[ps]`` are read and validated, without loading the model zoo (and torch); otherwise
+    the whole run is validated to derive the model's tables, its ``"auto"`` settings
+    resolved by the checkpoint of ``resume`` or as for a new run (``kraken launch`` writes
+    its shards the config pinned by the checkpoint it resumes).
     """
     doc = read_config_file(path)
     raw = doc.get("tables")
-    if isinstance(raw, dict) and {"emb", "wide"} <= set(raw):
+    model = doc.get("model")
+    wide = model.get("wide", "auto") if isinstance(model, dict) else "auto"
+    listed = isinstance(raw, dict) and "emb" in raw and all(
+        isinstance(t, dict) and t.get("precision", "auto") != "auto" for t in raw.values())
+    if resume is None and listed and (wide == "segment") != ("wide" in raw):
         try:
             tables = {n: TableConfig.from_dict(t, f"tables.{n}") for n, t in raw.items()}
+            if wide == "segment":  # the rows of emb carry the wide column
+                tables["emb"] = with_wide_column(tables["emb"])
             return tables, PSConfig.from_dict(doc.get("ps", {}))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    from kraken.train.config import load_config  # the model decides its tables: torch
+    from kraken.checkpoint import CheckpointStore  # noqa: PLC0415
+    from kraken.cli.train import resume_point  # noqa: PLC0415
+    from kraken.train.config import load_config  # noqa: PLC0415 - the model decides: torch
 
     config = load_config(path)
+    checkpoint = resume_point(Path(resume), True, None) if resume is not None else None
+    held = CheckpointStore.held_tables(checkpoint) if checkpoint is not None else None
+    config = config.pinned(held)
     return config.ps_tables, config.ps
 
 
 def serve_shard(args: argparse.Namespace, stop: threading.Event) -> int:
-    tables, ps_cfg = shard_tables(args.config)
+    tables, ps_cfg = shard_tables(args.config, args.resume)
     n = args.of if args.of is not None else len(ps_cfg.shards)
     if n < 1:
         raise ConfigError("--of: give the number of shards (the config lists no ps.shards)")

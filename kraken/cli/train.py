@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kraken.checkpoint import CheckpointStore
 from kraken.cli.progress import ProgressPrinter, summary_table
 from kraken.cli.workers import block_tracer, restarted, worker_group
-from kraken.errors import ConfigError, CorruptCheckpointError
+from kraken.errors import CheckpointError, ConfigError, CorruptCheckpointError
 from kraken.ps import LocalPS
 from kraken.serving import DirectoryTransport, FanoutTransport, ModelSpec, Publisher
 from kraken.train.config import RunConfig, build_run, load_config
@@ -92,7 +93,9 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
     """
     lead = group is None or group.leader
     say = print if lead else _quiet
-    built = build_run(config, shards)
+    checkpoint = resume_point(run_dir, resume, resume_from)
+    built = build_run(config, shards, checkpoint=checkpoint)
+    config = built.config  # every "auto" setting pinned, for this run and its checkpoints
     if group is not None and isinstance(built.ps, LocalPS):
         built.ps.close()
         raise ConfigError(f"{group.world} workers share one model only through parameter-"
@@ -177,6 +180,25 @@ def train_and_report(config: RunConfig, run_dir: Path, *, resume: bool = False,
         rows += summary_extra()
     print(summary_table(rows))
     return s
+
+
+def resume_point(run_dir: Path, resume: bool, resume_from: str | None) -> Path | None:
+    """The checkpoint a run in ``run_dir`` will resume from (``resume``: the newest one,
+    ``resume_from``: the one it names), or None for a new run; its tables decide the
+    config's ``"auto"`` settings (:meth:`~kraken.train.config.RunConfig.pinned`).
+
+    A checkpoint that cannot be found or read is None here: resuming it then fails with
+    its own error (and, for a damaged one, the hint of an intact one)."""
+    if not (resume or resume_from is not None):
+        return None
+    store = CheckpointStore(run_dir / "checkpoints")
+    try:
+        path = store.latest() if resume_from is None else store.find(resume_from)
+        if path is not None:
+            store.held_tables(path)  # readable: what it holds decides
+        return path
+    except CheckpointError:
+        return None
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:

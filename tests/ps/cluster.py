@@ -20,8 +20,11 @@ KRAKEN = [sys.executable, "-m", "kraken.cli.main"]
 
 def write_run_config(path: Path, tables: Mapping[str, TableConfig],
                      ps: Mapping[str, Any] | None = None, model: str = "deepfm") -> Path:
-    """A run file (JSON) whose tables are ``tables``, plus the data and model a run needs."""
-    doc = {"data": {"source": "synthetic", "n_records": 1000}, "model": {"name": model},
+    """A run file (JSON) whose tables are ``tables``, plus the data and model a run needs
+    (first-order weights in a table of their own: shards serve ``tables`` as given, and a
+    ``wide`` table derived from ``emb`` unless given)."""
+    doc = {"data": {"source": "synthetic", "n_records": 1000},
+           "model": {"name": model, "wide": "table"},
            "tables": {n: c.to_dict() for n, c in tables.items()}, "ps": dict(ps or {})}
     path = path.with_suffix(".json")
     path.write_text(json.dumps(doc))

@@ -25,6 +25,7 @@ from kraken.train.config import (
     ModelConfig,
     RunConfig,
     WideLayout,
+    auto_precision,
     build_run,
     load_config,
 )
@@ -50,7 +51,11 @@ def test_every_example_parses_to_what_its_file_says(path: Path) -> None:
     for key, value in doc.get("trainer", {}).items():
         assert getattr(cfg.trainer, key) == value, key
     for name, table in doc["tables"].items():
-        assert cfg.tables[name] == TableConfig.from_dict(table, f"tables.{name}")
+        want = TableConfig.from_dict({k: v for k, v in table.items() if v != "auto"},
+                                     f"tables.{name}")
+        if table.get("precision", "auto") == "auto":  # resolved as for a new run
+            want = dataclasses.replace(want, precision=auto_precision(want))
+        assert cfg.tables[name] == want
     assert RunConfig.from_dict(written) == cfg  # to_dict is read back unchanged
 
 
@@ -60,9 +65,17 @@ def test_sections_left_out_take_their_defaults() -> None:
     assert cfg.model == ModelConfig(name="deepfm")
     assert cfg.trainer == TrainerConfig()
     assert cfg.embedding == EmbeddingConfig()
-    assert cfg.tables["emb"] == TableConfig(dim=16)
-    # DeepFM has a first-order term: the wide table is derived from emb
-    assert cfg.tables["wide"] == TableConfig(dim=1, initializer=Zeros())
+    # "auto" precision: row-wise AdaGrad keeps one float per row, so fp16 weights
+    assert cfg.tables["emb"] == TableConfig(dim=16, precision=Precision.FP16)
+    assert cfg.auto_precision == ("emb",)
+    # DeepFM has a first-order term: "auto" puts it in the emb rows of a new run
+    assert cfg.model.wide is WideLayout.AUTO and cfg.wide is WideLayout.SEGMENT
+    assert set(cfg.tables) == {"emb"} and cfg.ps_tables["emb"].dim == 17
+    # with model.wide = "table" the wide table is derived from emb (and its precision)
+    table = RunConfig.from_dict({"model": {"wide": "table"}})
+    assert table.tables["wide"] == TableConfig(dim=1, initializer=Zeros(),
+                                               precision=Precision.FP16)
+    assert table.auto_precision == ("emb", "wide")
 
 
 def test_sections_are_typed_and_lists_become_tuples() -> None:
@@ -101,10 +114,11 @@ def test_wide_segment_derives_rows_of_embedding_and_wide_weight() -> None:
             "tables": {"emb": {"dim": 8, "optimizer": {"type": "rowwise_adagrad", "lr": 0.1},
                                "initializer": {"type": "normal", "std": 0.01},
                                "precision": "fp16"}}}
-    table = RunConfig.from_dict(base)
+    table = RunConfig.from_dict({**base, "model": {"name": "deepfm", "wide": "table"}})
     assert table.model.wide is WideLayout.TABLE and table.wide is WideLayout.TABLE
     assert set(table.ps_tables) == {"emb", "wide"} and table.ps_tables == table.tables
-    assert "wide" not in table.to_dict()["model"]  # files written before read alike
+    assert table.to_dict()["model"]["wide"] == "table"
+    assert "wide" not in RunConfig.from_dict(base).to_dict()["model"]  # "auto" is not written
 
     seg = RunConfig.from_dict({**base, "model": {"name": "deepfm", "wide": "segment"}})
     assert seg.wide is WideLayout.SEGMENT and set(seg.tables) == {"emb"}
@@ -182,7 +196,7 @@ def _write(tmp_path: Path, text: str) -> Path:
      r"embedding: unknown key\(s\) \['pool'\]; allowed: \['hash_buckets', 'max_sequence'"),
     ('[embedding]\nmax_sequence = 0\n', r"embedding\.max_sequence: must be >= 1, got 0"),
     ('[model]\nname = "deepfm"\nwide = "column"\n',
-     r"model\.wide: expected one of \['table', 'segment'\], got 'column'"),
+     r"model\.wide: expected one of \['auto', 'table', 'segment'\], got 'column'"),
     ('[model]\nname = "dcn_v2"\nwide = "segment"\n',
      r"model\.wide: 'segment' stores first-order weights in the embedding row, and "
      r"'dcn_v2' has none \(models with first-order weights: \['deepfm', 'fm', 'lr', 'nfm', "
@@ -248,7 +262,7 @@ def test_target_must_be_a_field_of_the_stream(tmp_path: Path) -> None:
 def test_build_run_uses_the_typed_sections(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, '[data]\nsource = "synthetic"\nn_records = 10\n'
                                        'n_fields = 3\n[model]\nname = "nfm"\nhidden = [4]\n'
-                                       '[tables.emb]\ndim = 4\n'
+                                       'wide = "table"\n[tables.emb]\ndim = 4\n'
                                        '[embedding]\nhash_buckets = 1000\n'))
     run = build_run(cfg)
     assert len(run.stream.schema.fields) == 3
