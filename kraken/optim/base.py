@@ -74,6 +74,19 @@ class SparseOptimizer(Tagged, abc.ABC):
         """
         self.update(weights, state, rows, sum_chains(grads, first, nxt))
 
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        """:meth:`update_groups`, then ``last_seen[rows] = now`` and ``stamp[rows] =
+        version`` (``int32[R]`` metadata columns of the same rows): a push's whole write.
+
+        Optimizers with a fused kernel write the metadata in the same parallel task as the
+        step (one visit per row); this default writes it after.
+        """
+        self.update_groups(weights, state, rows, grads, first, nxt)
+        last_seen[rows] = now
+        stamp[rows] = version
+
 
 
 def optimizer_from_dict(d: dict[str, Any], path: str = "optimizer") -> SparseOptimizer:

@@ -304,15 +304,16 @@ class SparseTable:
             self._counters["updated_rows"] += urows.shape[0]
             a, opt = self._arena, self.config.optimizer
             if a.precision is Precision.FP32:
-                opt.update_groups(a.weights, a.state, urows, g, groups.first, groups.nxt)
+                opt.step_groups(a.weights, a.state, urows, g, groups.first, groups.nxt,
+                                a.last_seen, a.stamp, t, self._open_version())
             else:
                 w, s = a.read(urows), a.state[urows]
                 opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64),
                            push.sum_groups(groups, g))
                 a.write(urows, w, self._rng)
                 a.state[urows] = s
-            a.last_seen[urows] = t
-            self._stamp(urows)
+                a.last_seen[urows] = t
+                self._stamp(urows)
             self._clock = max(self._clock, t)
 
     def check_gradients(self, keys: Any, grads: Any, now: int) -> None:
