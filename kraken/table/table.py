@@ -45,7 +45,7 @@ from kraken.errors import (
     ShapeError,
     StaleVersionError,
 )
-from kraken.table import kernels, pull, push
+from kraken.table import kernels, pull, push, rows16
 from kraken.table.arena import RowArena, keys_by_row
 from kraken.table.config import TableConfig
 from kraken.table.index import HashIndex
@@ -307,13 +307,12 @@ class SparseTable:
                 opt.step_groups(a.weights, a.state, urows, g, groups.first, groups.nxt,
                                 a.last_seen, a.stamp, t, self._open_version())
             else:
-                w, s = a.read(urows), a.state[urows]
+                w, s = rows16.read(a.weights, urows, a.precision), a.state[urows]
                 opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64),
                            push.sum_groups(groups, g))
-                a.write(urows, w, self._rng)
                 a.state[urows] = s
-                a.last_seen[urows] = t
-                self._stamp(urows)
+                rows16.write(a.weights, urows, w, a.precision, self._rng, a.last_seen, a.stamp,
+                             t, self._open_version())
             self._clock = max(self._clock, t)
 
     def check_gradients(self, keys: Any, grads: Any, now: int) -> None:
