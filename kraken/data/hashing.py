@@ -33,6 +33,10 @@ def feature_ids(field: int, values: np.ndarray | pd.Series | list[object]) -> np
     if isinstance(values, pd.Series):
         values = values.to_numpy()
     arr = np.asarray(values)
+    if arr.dtype.kind in "US" and not isinstance(values, np.ndarray):
+        # numpy's fixed-width strings drop trailing NULs ("a\x00" would read "a"): keep
+        # the Python strings themselves
+        arr = np.asarray(values, dtype=object)
     if arr.dtype.kind in "iu":
         u = arr.astype(np.uint64, copy=False)
         small = (u < _ID_MASK) if arr.dtype.kind == "u" else (arr >= 0) & (u < _ID_MASK)
@@ -42,7 +46,9 @@ def feature_ids(field: int, values: np.ndarray | pd.Series | list[object]) -> np
         return field_keys(field, ids.astype(np.uint64))
     obj = arr.astype(object, copy=False)
     missing = pd.isna(obj) | (obj == "")
-    hashed = pd.util.hash_array(np.where(missing, "", obj).astype(str).astype(object),
-                                hash_key=HASH_KEY, categorize=True) & _ID_MASK
+    # str() of each value, as objects (a trip through numpy's "U" dtype would drop
+    # trailing NULs)
+    text = pd.Series(np.where(missing, "", obj), dtype=object).astype(str).to_numpy(dtype=object)
+    hashed = pd.util.hash_array(text, hash_key=HASH_KEY, categorize=True) & _ID_MASK
     hashed = np.where(missing, np.uint64(MISSING_ID), hashed)
     return field_keys(field, hashed.astype(np.uint64))

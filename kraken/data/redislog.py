@@ -30,6 +30,14 @@ before being read: reported with their count when the position passes them (logg
 skipped and reported with their key and id. A lost connection (server restart) is
 retried with doubling waits; meanwhile the stream yields empty batches, and reports the
 outage when the server is back.
+
+This module is the stream itself (the contract, the reading rounds, the feed into the
+joiner, the batches); its parts: :mod:`~kraken.data._logserver` (every Redis command, the
+read script, outages), :mod:`~kraken.data._logkeys` (each key's delivered entries and
+positions, gap counting), :mod:`~kraken.data._logmerge` (the cutoff and the order across
+keys), :mod:`~kraken.data._logposition` (what a position holds),
+:mod:`~kraken.data._logentries` (parsing entries), :mod:`~kraken.data._logaudit` (the
+audit trail of crash drills).
 """
 
 from __future__ import annotations
@@ -40,21 +48,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from kraken.data._assemble import check_batch_args
-from kraken.data._batchstate import (
-    batch_from_state,
-    batch_state,
-    concat_batches,
-    empty_batch,
-    take_rows,
-)
+from kraken.data._batchstate import empty_batch, take_rows
 from kraken.data._lines import LOGGER
 from kraken.data._logaudit import Audit
 from kraken.data._logentries import (
@@ -64,161 +62,24 @@ from kraken.data._logentries import (
     parse_actions,
     parse_impressions,
 )
+from kraken.data._logkeys import KeyState
+from kraken.data._logmerge import cutoff, merge_runs
+from kraken.data._logposition import COUNTERS, Ready, position_state, read_position
+from kraken.data._logserver import DOWN, LogServer, Outage
 from kraken.data.base import Batch
 from kraken.data.features import FeatureSpec
 from kraken.data.join import Joiner
 from kraken.data.logconfig import LogConfig
-from kraken.errors import ConfigError, DataError, InputError
+from kraken.errors import InputError
 
 __all__ = ["RedisLogStream"]
 
 REPORT_LIMIT = 100  # malformed entries reported one by one per iteration, then summaries
-_CLAIM_COUNT = 10_000
-_ACK_COUNT = 10_000
-_MIN_SERVER = (7, 0)  # XINFO STREAM's entries-added
-_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_COUNTERS = ("entries", "malformed", "lost", "outages", "claimed")
-
-
-def _no_retry() -> Retry:
-    """redis-py retries nothing by itself: a lost connection reaches the stream, which
-    reports the outage and puts the groups back at its position once the server answers
-    (a server restarted from its append-only file may remember an older delivery)."""
-    return Retry(NoBackoff(), 0)
-
-
-def _raw(response: Any, **_: Any) -> Any:
-    return response
 
 
 def _ids(blocks: list[EntryBlock]) -> np.ndarray:
     """``object[n]``: the entry ids of ``blocks`` end to end."""
     return np.concatenate([np.zeros(0, dtype=object)] + [b.ids for b in blocks])
-
-
-@dataclasses.dataclass
-class _Chunk:
-    """Entries delivered by one read of one key, not yet fed: ``ms``/``seq`` their ids,
-    ``counts[i]`` the key's entry count through entry ``i`` (trimmed ones included)."""
-
-    block: EntryBlock
-    ms: np.ndarray
-    seq: np.ndarray
-    counts: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.block)
-
-    def before(self, ms: int) -> int:
-        """How many leading entries have ids of milliseconds before ``ms``."""
-        return int((self.ms < ms).sum())  # ids increase, so the True ones lead
-
-    def split(self, m: int) -> tuple[_Chunk, _Chunk]:
-        n = len(self)
-        return (_Chunk(self.block.slice(0, m), self.ms[:m], self.seq[:m], self.counts[:m]),
-                _Chunk(self.block.slice(m, n), self.ms[m:], self.seq[m:], self.counts[m:]))
-
-
-_READ = """
-local moved = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[4])
-if type(moved) == 'table' and moved.err then
-  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[4], 'MKSTREAM')
-end
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local length, added, first, last = 0, 0, '', '0-0'
-for i = 1, #info, 2 do
-  local k = info[i]
-  if k == 'length' then length = info[i + 1]
-  elseif k == 'entries-added' then added = info[i + 1]
-  elseif k == 'last-generated-id' then last = info[i + 1]
-  elseif k == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
-end
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                     'STREAMS', KEYS[1], '>')
-local parts, lens, counts, np, nc = {}, {}, {}, 0, 0
-if r then
-  local entries = r[1][2]
-  for j = 1, #entries do
-    local e = entries[j]
-    local f = e[2]
-    local m = #f
-    np = np + 1
-    parts[np] = e[1]
-    lens[np] = #e[1]
-    nc = nc + 1
-    counts[nc] = m
-    for i = 1, m do
-      local x = f[i]
-      np = np + 1
-      parts[np] = x
-      lens[np] = #x
-    end
-  end
-end
-return {length, added, first, last, table.concat(parts), table.concat(lens, ','),
-        table.concat(counts, ','), run}
-"""
-"""One read of one key, atomic: put the group right after the entries this consumer
-holds (ARGV[4]; creating the group if the server lost it), whatever the server
-remembers; the stream's counters (length, entries ever added, first and last id);
-``XREADGROUP ... >``, its entries flattened into one string with the lengths of the
-elements, so the client parses a handful of values instead of every field of every
-entry; and the server's run id, which changes when it restarts."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Ready:
-    """Samples decided, not yet yielded: the batch and each sample's request id and
-    :class:`~kraken.data.join.SampleKind`."""
-
-    batch: Batch
-    rid: np.ndarray
-    kind: np.ndarray
-
-
-def _runs(imp_ms: np.ndarray, imp_ts: np.ndarray, act_ms: np.ndarray, act_ts: np.ndarray,
-          ) -> list[tuple[int, int, int]]:
-    """Impressions and actions (each sorted by arrival millisecond, then event time) in
-    one order, as runs ``(kind, start, stop)``: kind 0 slices the impressions, kind 1
-    the actions. Within a millisecond, whose order across keys is unknown, event time
-    decides, impressions first on a tie."""
-    kinds = np.concatenate([np.zeros(imp_ms.shape[0], np.int8),
-                            np.ones(act_ms.shape[0], np.int8)])
-    order = np.lexsort((kinds, np.concatenate([imp_ts, act_ts]),
-                        np.concatenate([imp_ms, act_ms])))
-    k = kinds[order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(k)) + 1, [k.shape[0]]])
-    runs, seen = [], [0, 0]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        kind = int(k[a])
-        runs.append((kind, seen[kind], seen[kind] + int(b - a)))
-        seen[kind] += int(b - a)
-    return runs
-
-
-class _Key:
-    """One key's reading state (see :class:`RedisLogStream`)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.pos = (0, 0)  # last id fed to the joiner
-        self.read = 0  # entries up to pos, trimmed ones included
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget what was delivered and not fed (it will be delivered again)."""
-        self.chunks: list[_Chunk] = []
-        self.dpos, self.dread = self.pos, self.read
-        self.more = True  # the last read may have left entries behind
-        self.stuck = False  # its whole buffer is one millisecond: read more though full
-        self.lost_pending = 0  # trimmed entries met while nothing was delivered
-        self.added = self.read  # entries ever added, as of the last read
-        self.newest_ms = 0
-
-    @property
-    def buffered(self) -> int:
-        return sum(len(c) for c in self.chunks)
 
 
 class RedisLogStream:
@@ -236,25 +97,21 @@ class RedisLogStream:
         self.config = config
         self.schema = config.schema.schema
         self.joiner = joiner if joiner is not None else Joiner(config.join_config())
-        self._keys = [_Key(k) for k in config.keys]
+        self._keys = [KeyState(k) for k in config.keys]
         self._n_imp = len(config.owned)
-        self._ready: list[_Ready] = []
-        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._ready: list[Ready] = []
+        self._counters = dict.fromkeys(COUNTERS, 0)
         self._skipped = 0
         self._reported = 0
         self._lock = threading.Lock()
         self._scored: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._fresh: collections.OrderedDict[int, tuple[Batch, np.ndarray]] = \
             collections.OrderedDict()
-        self._client: redis.Redis | None = None
-        self._raw_client: redis.Redis | None = None
-        self._read_script: Any = None
+        self._server: LogServer | None = None
         self._positioned = False
         self._lag = {"entries": 0.0, "seconds": 0.0}
         self._uncommitted: dict[str, np.ndarray] | None = None
-        self._outage_since: float | None = None
-        self._run_id = ""
-        self._attempts = 0
+        self._outage = Outage(config)
         self._audit = Audit(Path(config.audit)) if config.audit else None
 
     # -- the stream contract ------------------------------------------------------------
@@ -280,8 +137,7 @@ class RedisLogStream:
     @property
     def outage_s(self) -> float:
         """Seconds the server has been unreachable so far; 0.0 while it answers."""
-        since = self._outage_since
-        return 0.0 if since is None else time.monotonic() - since
+        return self._outage.seconds
 
     def lag(self) -> dict[str, float]:
         """``entries``: added to the owned keys but not yet fed to the joiner, as of the
@@ -289,53 +145,30 @@ class RedisLogStream:
         the server's clock; 0 when caught up)."""
         return dict(self._lag)
 
+    def _layout(self) -> list[int]:
+        """``[partitions, rank, world]``: which keys this stream reads."""
+        return [self.config.partitions, self.config.rank, self.config.world]
+
     def position(self) -> dict[str, np.ndarray]:
-        """The state after the last batch yielded (see the module docstring)."""
+        """The state after the last batch yielded (see :mod:`kraken.data._logposition`)."""
         with self._lock:
             self._apply_scored()
-            state = {"log.id": np.array([k.pos for k in self._keys], dtype=np.uint64),
-                     "log.read": np.array([k.read for k in self._keys], dtype=np.int64),
-                     "log.layout": np.array([self.config.partitions, self.config.rank,
-                                             self.config.world], dtype=np.int64),
-                     "log.counters": np.array([self._counters[c] for c in _COUNTERS],
-                                              dtype=np.int64)}
-            state.update({f"join.{k}": v for k, v in self.joiner.state().items()})
-            state.update(batch_state("ready", concat_batches([r.batch for r in self._ready],
-                                                             self.schema)))
-            state["ready.rid"] = np.concatenate([np.zeros(0, np.uint64)]
-                                                + [r.rid for r in self._ready])
-            state["ready.kind"] = np.concatenate([np.zeros(0, np.int8)]
-                                                 + [r.kind for r in self._ready])
+            state = position_state(self._keys, self._layout(), self._counters,
+                                   self.joiner.state(), self._ready, self.schema)
         if self._audit is not None:
             state.update(self._audit.position())
         return state
 
     def seek(self, state: dict[str, np.ndarray]) -> None:
         """Continue right after ``state`` (a :meth:`position`), whatever the server says."""
-        mine = [self.config.partitions, self.config.rank, self.config.world]
-        layout = [int(x) for x in state.get("log.layout", [])]
-        if layout != mine:
-            raise ConfigError(f"log.partitions: the position was taken with (partitions, "
-                              f"rank, world) = {tuple(layout)}, this stream reads "
-                              f"{tuple(mine)}")
-        try:
-            ids = np.asarray(state["log.id"], dtype=np.uint64).reshape(len(self._keys), 2)
-            reads = np.asarray(state["log.read"], dtype=np.int64).reshape(len(self._keys))
-            counters = [int(x) for x in state["log.counters"]]
-            join = {k[5:]: v for k, v in state.items() if k.startswith("join.")}
-            ready = _Ready(batch_from_state("ready", state, self.schema),
-                           np.asarray(state["ready.rid"], np.uint64),
-                           np.asarray(state["ready.kind"], np.int8))
-        except (KeyError, ValueError) as exc:
-            raise InputError(f"not a position of this log stream: {exc}") from None
+        pos = read_position(state, len(self._keys), self._layout(), self.schema)
         with self._lock:
-            for k, (ms, seq), r in zip(self._keys, ids, reads, strict=True):
-                k.pos, k.read = (int(ms), int(seq)), int(r)
+            for k, p, r in zip(self._keys, pos.ids, pos.reads, strict=True):
+                k.pos, k.read = p, r
                 k.reset()
-            self._counters = {**dict.fromkeys(_COUNTERS, 0),
-                              **dict(zip(_COUNTERS, counters, strict=False))}
-            self.joiner.load_state(join)
-            self._ready = [ready] if len(ready.batch) else []
+            self._counters = pos.counters
+            self.joiner.load_state(pos.join)
+            self._ready = [pos.ready] if len(pos.ready.batch) else []
             self._scored.clear()
             self._positioned = True
         if self._audit is not None:
@@ -347,7 +180,7 @@ class RedisLogStream:
         self._uncommitted = state
         try:
             self._ack()
-        except _DOWN as exc:
+        except DOWN as exc:
             LOGGER.warning("log: acknowledging the checkpointed entries failed (%s); "
                            "retried later", exc)
         if self._audit is not None:
@@ -379,17 +212,17 @@ class RedisLogStream:
                 self._prepare()
                 self._back_up()
                 break
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._went_down(exc)
                 yield dataclasses.replace(empty_batch(self.schema),
                                           offset=self._counters["entries"])
-                time.sleep(self._backoff())
+                time.sleep(self._outage.backoff())
         while True:
             while self._ready:
                 batch = self._take_ready(batch_size)
                 yield dataclasses.replace(batch, offset=self._counters["entries"])
             try:
-                if self._outage_since is not None:
+                if self._outage.since is not None:
                     self._prepare()
                     self._back_up()
                 delivered = self._read_round()
@@ -399,126 +232,70 @@ class RedisLogStream:
                 if not self._wait():
                     yield dataclasses.replace(empty_batch(self.schema),
                                               offset=self._counters["entries"])
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._went_down(exc)
                 yield dataclasses.replace(empty_batch(self.schema),
                                           offset=self._counters["entries"])
-                time.sleep(self._backoff())
+                time.sleep(self._outage.backoff())
 
     # -- connection ---------------------------------------------------------------------
 
-    def _redis(self) -> redis.Redis:
-        if self._client is None:
-            c = self.config
-            client = redis.Redis.from_url(
-                c.url, protocol=2, decode_responses=True, socket_connect_timeout=2.0,
-                socket_timeout=c.block_ms / 1000 + 5.0, retry=_no_retry())
-            client.set_response_callback("XREAD", _raw)
-            client.set_response_callback("XAUTOCLAIM", _raw)
-            self._client = client
-            raw = redis.Redis.from_url(
-                c.url, protocol=2, decode_responses=False, socket_connect_timeout=2.0,
-                socket_timeout=c.block_ms / 1000 + 5.0, retry=_no_retry())
-            self._read_script = raw.register_script(_READ)
-            self._raw_client = raw
-        return self._client
+    def _log_server(self) -> LogServer:
+        """The server's clients, made on first use (no connection until a command)."""
+        if self._server is None:
+            self._server = LogServer(self.config)
+        return self._server
 
     def _went_down(self, exc: Exception) -> None:
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            self._attempts = 0
-            LOGGER.warning("log: server %s unreachable (%s); reconnecting with backoff",
-                           self.config.url, exc)
-        self._attempts += 1
-        self._run_id = ""  # this outage is counted when the server is back, not again
+        self._outage.down(exc)
         for k in self._keys:
             k.reset()
 
-    def _backoff(self) -> float:
-        c = self.config
-        return float(min(c.max_backoff_s, c.backoff_s * 2 ** max(0, self._attempts - 1)))
-
     def _back_up(self) -> None:
-        if self._outage_since is None:
-            return
-        down = time.monotonic() - self._outage_since
-        self._counters["outages"] += 1
-        LOGGER.warning("log: server %s back after %.1f s of outage (%d attempts); "
-                       "continuing from the last entries fed", self.config.url, down,
-                       self._attempts)
-        self._outage_since = None
-        if self._uncommitted is not None:
-            self._ack()
+        if self._outage.up():
+            self._counters["outages"] += 1
+            if self._uncommitted is not None:
+                self._ack()
+
+    def _check_run(self, run_id: str) -> None:
+        """A server that restarted between two reads (the connection came back at once)
+        is an outage too: reported and counted, the pending acknowledgement retried."""
+        if self._outage.restarted(run_id):
+            self._counters["outages"] += 1
+            if self._uncommitted is not None:
+                self._ack()
 
     def _prepare(self) -> None:
         """Check the server, create the groups, put them at the position, claim."""
-        r = self._redis()
-        version = tuple(int(x) for x in str(r.info("server")["redis_version"]).split(".")[:2])
-        if version < _MIN_SERVER:
-            raise DataError(f"log: redis-server {'.'.join(map(str, version))} is too old; "
-                            f"counting trimmed entries needs 7.0 or newer")
-        g = self.config.group
-        for k in self._keys:
-            try:
-                r.xgroup_create(k.name, g, id="0-0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        server = self._log_server()
+        server.check_version()
+        server.create_groups([k.name for k in self._keys])
         if not self._positioned:
-            self._start_position(r)
+            self._start_position(server)
         with self._lock:
             for k in self._keys:
                 k.reset()
         for k in self._keys:
-            r.xgroup_setid(k.name, g, format_id(*k.pos))
-            self._claim(r, k)
+            server.put_group(k.name, k.pos)
+            self._counters["claimed"] += server.claim(k.name)
 
-    def _start_position(self, r: redis.Redis) -> None:
+    def _start_position(self, server: LogServer) -> None:
         """A run without a checkpoint: the oldest kept entry, or after the newest."""
         for k in self._keys:
             if self.config.start.value == "latest":
-                info = r.xinfo_stream(k.name)
-                ms, seq = entry_ids([info["last-generated-id"]])
-                k.pos, k.read = (int(ms[0]), int(seq[0])), int(info["entries-added"])
+                k.pos, k.read = server.latest(k.name)
             else:
                 k.pos, k.read = (0, 0), 0
         self._positioned = True
-
-    def _claim(self, r: redis.Redis, k: _Key) -> None:
-        """Take over the pending entries of other consumers of ``k`` (a dead trainer's)."""
-        me, g = self.config.consumer, self.config.group
-        others = [c for c in r.xpending(k.name, g)["consumers"] if c["name"] != me]
-        if not others:
-            return
-        cursor, n = "0-0", 0
-        while True:
-            reply = r.execute_command("XAUTOCLAIM", k.name, g, me, 0, cursor, "COUNT",
-                                      _CLAIM_COUNT, "JUSTID")
-            cursor, n = reply[0], n + len(reply[1])
-            if cursor == "0-0":
-                break
-        for c in others:
-            r.xgroup_delconsumer(k.name, g, c["name"])
-        mine = sum(int(c["pending"]) for c in others)
-        self._counters["claimed"] += mine
-        LOGGER.warning("log: %s: claimed %d pending entries of consumer(s) %s", k.name, mine,
-                       [c["name"] for c in others])
 
     def _ack(self) -> None:
         state = self._uncommitted
         if state is None:
             return
-        r, g = self._redis(), self.config.group
+        server = self._log_server()
         ids = np.asarray(state["log.id"], dtype=np.uint64).reshape(len(self._keys), 2)
         for k, (ms, seq) in zip(self._keys, ids, strict=True):
-            upto = format_id(ms, seq)
-            while True:
-                pending = r.xpending_range(k.name, g, min="-", max=upto, count=_ACK_COUNT)
-                if not pending:
-                    break
-                r.xack(k.name, g, *[p["message_id"] for p in pending])
-                if len(pending) < _ACK_COUNT:
-                    break
+            server.ack(k.name, format_id(ms, seq))
         if self._uncommitted is state:
             self._uncommitted = None
 
@@ -527,108 +304,28 @@ class RedisLogStream:
     def _read_round(self) -> int:
         """One script call per key with buffer room, pipelined; returns entries delivered."""
         c = self.config
-        want = {k.name: max(c.read_count - k.buffered, c.read_count if k.stuck else 0)
-                for k in self._keys}
-        want = {name: n for name, n in want.items() if n > 0}
-        if not want:
+        wants = [(k, max(c.read_count - k.buffered, c.read_count if k.stuck else 0))
+                 for k in self._keys]
+        wants = [(k, n) for k, n in wants if n > 0]
+        if not wants:
             return 0
-        self._redis()
-        pipe = self._raw_client.pipeline(transaction=False)
-        keys = {k.name: k for k in self._keys}
-        for name, n in want.items():
-            self._read_script(keys=[name], args=[c.group, c.consumer, n,
-                                                 format_id(*keys[name].dpos)], client=pipe)
-        replies = pipe.execute()
+        run_id, replies = self._log_server().read([(k.name, n, k.dpos) for k, n in wants])
+        self._check_run(run_id)
         total = 0
-        self._check_run(replies[0][7].decode())
-        for (name, n), reply in zip(want.items(), replies, strict=True):
-            length, added, first, last, blob, lens, counts, _ = reply
-            keys[name].stuck = False
-            total += self._deliver(keys[name], int(length), int(added), first.decode(),
-                                   last.decode(), EntryBlock.from_reply(blob, lens, counts), n)
+        for (k, n), r in zip(wants, replies, strict=True):
+            k.stuck = False
+            total += k.deliver(r.length, r.added, r.first, r.last, r.block, n)
         self._update_lag()
         return total
 
-    def _deliver(self, k: _Key, length: int, added: int, first: str, last: str,
-                 block: EntryBlock, asked: int) -> int:
-        """Buffer ``block`` read from ``k``; count entries trimmed before it (the stream's
-        ``length``, ``added`` entries ever, ``first``/``last`` ids at the read)."""
-        lost = 0
-        if length == 0 or not first:
-            lost = added - k.dread
-        else:
-            fms, fseq = entry_ids([first])
-            if (int(fms[0]), int(fseq[0])) > k.dpos:
-                lost = added - k.dread - length
-        lost = max(0, lost)
-        k.added = added
-        k.newest_ms = int(entry_ids([last])[0][0])
-        n = len(block)
-        k.more = n >= asked
-        if n == 0:
-            k.lost_pending += lost
-            k.dread += lost
-            return 0
-        ms, seq = entry_ids(block.ids)
-        counts = k.dread + lost + np.arange(1, n + 1, dtype=np.int64)
-        k.chunks.append(_Chunk(block, ms, seq, counts))
-        k.dpos, k.dread = (int(ms[-1]), int(seq[-1])), int(counts[-1])
-        return n
-
-    def _check_run(self, run_id: str) -> None:
-        """A server that restarted between two reads (the connection came back at once)
-        is an outage too: reported and counted, the pending acknowledgement retried."""
-        if self._run_id and run_id != self._run_id:
-            self._counters["outages"] += 1
-            LOGGER.warning("log: server %s restarted between two reads (run id %s, was %s); "
-                           "continuing from the last entries delivered", self.config.url,
-                           run_id, self._run_id)
-            if self._uncommitted is not None:
-                self._ack()
-        self._run_id = run_id
-
-    def _cutoff(self) -> int | None:
-        """Entries of milliseconds before this one may be fed: no key that may hold more
-        can still deliver an entry of an earlier millisecond (None: no limit). Ids order
-        entries across keys only by their millisecond: within one, the order is unknown."""
-        limits = [int(k.chunks[-1].ms[-1]) for k in self._keys if k.more and k.chunks]
-        return min(limits) if limits else None
-
-    def _take(self, k: _Key, cut: int | None) -> list[EntryBlock]:
-        """Pop ``k``'s buffered entries before millisecond ``cut``, as blocks; report the
-        entries trimmed before them."""
-        out: list[EntryBlock] = []
-        before, fed = k.read, 0
-        lost = k.lost_pending
-        k.lost_pending = 0
-        while k.chunks:
-            ch = k.chunks[0]
-            m = len(ch) if cut is None else ch.before(cut)
-            if m == 0:
-                break
-            head, rest = ch.split(m)
-            out.append(head.block)
-            fed += m
-            k.pos, k.read = (int(head.ms[-1]), int(head.seq[-1])), int(head.counts[-1])
-            if len(rest):
-                k.chunks[0] = rest
-                break
-            k.chunks.pop(0)
-        if fed:
-            lost = k.read - before - fed
-        else:
-            k.read += lost
-        if lost > 0:
-            where = f"before {out[0].ids[0]}" if fed else f"after {format_id(*k.pos)}"
-            LOGGER.warning("log: %s: gap of %d entries trimmed (MAXLEN) before they were "
-                           "read, %s", k.name, lost, where)
-            self._counters["lost"] += lost
-        return out
-
     def _feed(self) -> int:
         """Feed every entry before the cutoff to the joiner; queue what it emits."""
-        cut = self._cutoff()
-        taken = [self._take(k, cut) for k in self._keys]
+        cut = cutoff(self._keys)
+        taken = []
+        for k in self._keys:
+            blocks, lost = k.take(cut)
+            self._counters["lost"] += lost
+            taken.append(blocks)
         imp = [b for t in taken[: self._n_imp] for b in t]
         act = [b for t in taken[self._n_imp:] for b in t]
         n_imp, n_act = sum(map(len, imp)), sum(map(len, act))
@@ -651,7 +348,7 @@ class RedisLogStream:
         fresh = take_rows(impressions.features, io)
         with self._lock:
             self._apply_scored()
-            for kind, a, b in _runs(imp_ms[io], ts, act_ms[ao], actions.ts[ao]):
+            for kind, a, b in merge_runs(imp_ms[io], ts, act_ms[ao], actions.ts[ao]):
                 if kind == 0:
                     self.joiner.add_impressions(rid[a:b], ts[a:b], fresh.slice(a, b))
                 else:
@@ -659,7 +356,7 @@ class RedisLogStream:
                     self.joiner.add_actions(actions.rid[sel], actions.ts[sel],
                                             actions.kind[sel])
             emitted = self.joiner.emit()
-            ready = _Ready(emitted if emitted is not None else empty_batch(self.schema),
+            ready = Ready(emitted if emitted is not None else empty_batch(self.schema),
                            self.joiner.emitted_rid.copy(), self.joiner.emitted_kind.copy())
             if len(rid):
                 self._fresh[id(fresh)] = (fresh, rid)
@@ -681,9 +378,9 @@ class RedisLogStream:
             out = head
         else:
             b = head.batch
-            out = _Ready(dataclasses.replace(b.slice(0, batch_size), fresh=b.fresh),
+            out = Ready(dataclasses.replace(b.slice(0, batch_size), fresh=b.fresh),
                          head.rid[:batch_size], head.kind[:batch_size])
-            self._ready[0] = _Ready(b.slice(batch_size, n), head.rid[batch_size:],
+            self._ready[0] = Ready(b.slice(batch_size, n), head.rid[batch_size:],
                                     head.kind[batch_size:])
         if self._audit is not None and len(out.batch):
             self._audit.yielded(out.rid, out.kind)
@@ -692,11 +389,7 @@ class RedisLogStream:
     def _wait(self) -> bool:
         """Caught up: block until any key has an entry past its delivered position, at
         most ``block_ms``; False when the wait timed out."""
-        keys = [k.name for k in self._keys]
-        ids = [format_id(*k.dpos) for k in self._keys]
-        reply = self._redis().execute_command("XREAD", "COUNT", 1, "BLOCK",
-                                              self.config.block_ms, "STREAMS", *keys, *ids)
-        return bool(reply)
+        return self._log_server().wait([k.name for k in self._keys], [k.dpos for k in self._keys])
 
     def _apply_scored(self) -> None:
         while self._scored:

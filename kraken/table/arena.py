@@ -157,8 +157,15 @@ class RowArena:
 
     def allocate(self, n: int) -> np.ndarray:
         """Up to ``n`` free rows (``int64[<=n]``; fewer when capacity runs out)."""
+        head = self._head
+        if head[0] < 0:  # no free rows: a run from the never-used tail, as _alloc gives it
+            hw = int(head[1])
+            got = min(n, self.capacity - hw)
+            head[1] = hw + got
+            self.live += got
+            return np.arange(hw, hw + got, dtype=np.int64)
         out = np.empty(n, dtype=np.int64)
-        got = int(_alloc(self.last_seen, self._head, out))
+        got = int(_alloc(self.last_seen, head, out))
         self.live += got
         return out[:got]
 

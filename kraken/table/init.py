@@ -21,7 +21,8 @@ from kraken.config import Tagged, build_from_dict, check_number
 from kraken.table.index import fmix64
 from kraken.types import F32, Keys
 
-__all__ = ["Initializer", "Normal", "Uniform", "Zeros", "initializer_from_dict"]
+__all__ = ["Initializer", "NewRowColumns", "Normal", "Uniform", "Zeros",
+           "initializer_from_dict"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _INV_2_53 = 1.0 / 9007199254740992.0
@@ -79,6 +80,29 @@ def _init_rows_at(out, rows, keys, salts, mode, param):  # pragma: no cover - nu
 
 
 @batch_kernel
+def _fresh_rows(weights, rows, start, keys, salts, mode, param, state, state0, last_seen, count,
+                stamp, now, version):  # pragma: no cover - numba
+    """New rows in one pass: row ``r`` of key ``keys[i]`` (``r = start + i`` when ``start >= 0``,
+    else ``rows[i]``) gets its initial weights (``mode >= 0``; ``mode < 0`` leaves ``weights``
+    alone), ``state[r] = state0`` (when ``state0`` is not empty), ``last_seen[r] = now``,
+    ``count[r] = 0`` (unless ``count`` has zero stride) and ``stamp[r] = version``. Each row's
+    columns are written by one thread, so in the parallel build the first writes into fresh
+    pages (their page faults) spread over the cores."""
+    counting = count.strides[0] != 0
+    s_width = state0.shape[0]
+    for i in nb.prange(keys.shape[0]):
+        r = start + i if start >= 0 else rows[i]
+        if mode >= 0:
+            _init_row(weights, r, keys[i], salts, mode, param)
+        for j in range(s_width):
+            state[r, j] = state0[j]
+        last_seen[r] = now
+        stamp[r] = version
+        if counting:
+            count[r] = np.float32(0.0)
+
+
+@batch_kernel
 def _uniform01_kernel(keys, seed, out):  # pragma: no cover - numba
     for i in nb.prange(keys.shape[0]):
         out[i] = _uniform01(keys[i], seed, 0)
@@ -119,6 +143,52 @@ class Initializer(Tagged):
         _init_rows_at(keys.shape[0] * out.shape[1], out, rows, keys, salts, self._mode,
                       self._param())
 
+    def fill_new(self, keys: Keys, seed: int, weights: F32, rows: np.ndarray, start: int,
+                 cols: NewRowColumns) -> None:
+        """New rows in one pass: :meth:`fill_rows` of ``keys: int64[U]`` into ``weights``
+        (float32 ``[R, D]``) and the other columns of ``cols``, row ``start + i`` for key
+        ``i`` when ``start >= 0`` (a run of consecutive rows), else ``rows[i]`` (distinct
+        ``rows: int64[U]``). The same values as :meth:`fill_rows` followed by
+        :meth:`NewRowColumns.write`; a subclass that overrides only :meth:`fill` gets them
+        in two passes."""
+        u = keys.shape[0]
+        if type(self).fill is not Initializer.fill:
+            at = rows if start < 0 else np.arange(start, start + u, dtype=np.int64)
+            self.fill_rows(keys, seed, weights, at)
+            cols.write(rows, start, u)
+            return
+        salts = _column_salts(np.uint64(seed), 2 * weights.shape[1])
+        _fresh_rows(u * (weights.shape[1] + cols.state0.shape[0] + 3), weights, rows, start,
+                    keys, salts, self._mode, self._param(), cols.state, cols.state0,
+                    cols.last_seen, cols.count, cols.stamp, cols.now, cols.version)
+
+
+@dataclasses.dataclass(frozen=True)
+class NewRowColumns:
+    """What a new row gets besides its weights (columns of
+    :class:`~kraken.table.arena.RowArena`): ``state: float32[R, S]`` gets ``state0:
+    float32[S]`` (the optimizer's initial state of a row; an empty ``state0`` leaves
+    ``state`` to the caller), ``last_seen: int32[R]`` gets ``now``, ``count: float32[R]``
+    gets 0 (a zero-stride ``count`` is left alone), ``stamp: int32[R]`` gets ``version``."""
+
+    state: np.ndarray
+    state0: np.ndarray
+    last_seen: np.ndarray
+    count: np.ndarray
+    stamp: np.ndarray
+    now: int
+    version: int
+
+    def write(self, rows: np.ndarray, start: int, n: int) -> None:
+        """These columns of rows ``start .. start + n - 1`` (``start >= 0``) or of distinct
+        ``rows: int64[n]``, weights untouched."""
+        _fresh_rows(n * (self.state0.shape[0] + 3), _NO_WEIGHTS, rows, start,
+                    np.zeros(n, dtype=np.int64), _NO_SALTS, -1, 0.0, self.state, self.state0,
+                    self.last_seen, self.count, self.stamp, self.now, self.version)
+
+
+_NO_WEIGHTS = np.zeros((1, 1), dtype=np.float32)
+_NO_SALTS = np.zeros(2, dtype=np.uint64)
 
 
 @dataclasses.dataclass(frozen=True)

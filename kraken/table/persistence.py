@@ -27,7 +27,8 @@ sketch from the file) gives the table as it was when the file was written.
 Rows are written in arena order, streamed from the arena in chunks (no full copy).
 
 This module knows the format; :class:`~kraken.table.table.SparseTable` keeps the
-``save`` / ``load`` / ``from_file`` verbs and swaps a validated :class:`TableFile` in.
+``save`` / ``load`` / ``from_file`` verbs (:mod:`kraken.table.files`) and swaps a
+validated :class:`TableFile` in.
 Errors are :class:`~kraken.errors.CheckpointError` subclasses naming the file.
 """
 

@@ -162,6 +162,19 @@ def test_malformed_entries_are_counted_skipped_and_named(redis_server, client, c
     assert "unknown action type 'purr'" in text and "invalid rid '12x'" in text
 
 
+def test_a_read_of_malformed_entries_only_is_skipped_and_reading_goes_on(redis_server,
+                                                                           client):
+    client.xadd("kraken:impressions:0", {"ts": "1001", "uid": "1"})  # no rid
+    client.xadd("kraken:actions:0", {"rid": "5", "type": "click"})  # no ts
+    stream = open_log(redis_server.url)
+    it = stream.batches(10)
+    assert len(next(it)) == 0
+    assert stream.counters["malformed"] == 2 and stream.counters["entries"] == 2
+    write(client, 5, 1, clicked=lambda r: False)
+    flush(client, 10_000)
+    assert rids_labels(take(it, 1)) == [(5, 0)]
+
+
 def test_lag_counts_entries_not_yet_fed_and_their_age(redis_server, client):
     for rid in range(1, 31):
         write(client, rid, 1, clicked=lambda r: False)

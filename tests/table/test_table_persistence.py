@@ -153,10 +153,10 @@ def test_arrayfile_round_trip(tmp_path_factory, spec, meta) -> None:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Chunks of 4 KiB checksummed in halves, so small tables cross many boundaries."""
     import kraken.arrayfile
-    import kraken.table.table
+    import kraken.table.files
     monkeypatch.setattr(kraken.arrayfile, "CHUNK", 4096)
     monkeypatch.setattr(kraken.arrayfile, "_SPLIT", 1000)  # halves on two threads
-    monkeypatch.setattr(kraken.table.table, "CHUNK", 4096)
+    monkeypatch.setattr(kraken.table.files, "CHUNK", 4096)
     return 4096
 
 
