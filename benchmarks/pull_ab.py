@@ -13,7 +13,9 @@ insert   ``lookup(keys, train=True)`` at 90% present (Zipf) / 10% new keys, batc
 lookup   ``lookup(keys)`` (probe + gather) of present keys, Zipf and uniform, batches of 100k,
          on a table of ``--live`` keys; also against ``torch.index_select``.
 
-Both tables must return identical rows (checked on every admit batch). ``--cpu-time``
+``--precision fp16`` (or bf16) stores the rows of every table in 16 bits (the lookup
+section then checks the two implementations against each other rather than against the
+dense array). Both tables must return identical rows (checked on every admit batch). ``--cpu-time``
 measures the calling thread's CPU time instead of wall time (run with
 ``NUMBA_NUM_THREADS=1``): on a shared machine it leaves out the time the process waits for
 a core.
@@ -85,7 +87,8 @@ def ratios(tm: dict[str, list[float]], num: str, den: str) -> str:
 def admit(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], float]) -> None:
     n, nb = args.admit_batch, args.admit_batches
     tabs = {name: m.SparseTable(m.TableConfig(dim=16, capacity=n * nb + 1024,
-                                              admission=m.Always()))
+                                              admission=m.Always(),
+                                              precision=m.Precision(args.precision)))
             for name, m in mods.items()}
     for m in mods.values():  # load the kernels (serial and parallel builds)
         w = m.SparseTable(m.TableConfig(dim=16, capacity=1 << 17))
@@ -111,9 +114,10 @@ def admit(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], fl
     print(f"  new/ref {ratios(tm, 'new', 'ref')}")
 
 
-def _table(m: Any, keys: np.ndarray, dense: np.ndarray | None, cap: int) -> Any:
+def _table(m: Any, keys: np.ndarray, dense: np.ndarray | None, cap: int,
+           precision: str = "fp32") -> Any:
     t = m.SparseTable(m.TableConfig(dim=16, capacity=cap, optimizer=m.SGD(),
-                                    admission=m.Always()))
+                                    admission=m.Always(), precision=m.Precision(precision)))
     for i in range(0, keys.shape[0], 1 << 20):
         if dense is None:
             t.lookup(keys[i:i + (1 << 20)], train=True, now=0)
@@ -130,7 +134,7 @@ def insert(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], f
     keys = make_keys(0, live)
     perm = rng.permutation(live)
     cap = live + (reps + 2) * nb * batch
-    tabs = {name: _table(m, keys, None, cap) for name, m in mods.items()}
+    tabs = {name: _table(m, keys, None, cap, args.precision) for name, m in mods.items()}
     ht = pd.core.algorithms.htable.Int64HashTable(live)
     ht.map_locations(keys)
     nxt = [live]
@@ -193,7 +197,7 @@ def lookup(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], f
     keys = make_keys(0, live)
     perm = rng.permutation(live)
     dense = rng.random((live, 16), dtype=np.float32)
-    tabs = {name: _table(m, keys, dense, live) for name, m in mods.items()}
+    tabs = {name: _table(m, keys, dense, live, args.precision) for name, m in mods.items()}
     dt = torch.from_numpy(dense)
     print(f"lookup: {live:,} live keys of dim 16, 5 batches of 100k per sample, "
           f"{args.reps} samples; index_select on {args.torch_threads} thread(s)")
@@ -202,7 +206,8 @@ def lookup(mods: dict[str, Any], args: argparse.Namespace, clock: Callable[[], f
         q = [keys[p] for p in pos]
         pt = [torch.from_numpy(p) for p in pos]
         for t in tabs.values():
-            assert np.array_equal(t.lookup(q[0]), dense[pos[0]])
+            want = dense[pos[0]] if args.precision == "fp32" else tabs["ref"].lookup(q[0])
+            assert np.array_equal(t.lookup(q[0]), want)
         fns = {"new": lambda q=q: [tabs["new"].lookup(k) for k in q],
                "ref": lambda q=q: [tabs["ref"].lookup(k) for k in q],
                "index_select": lambda pt=pt: [torch.index_select(dt, 0, p) for p in pt]}
@@ -224,6 +229,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=9)
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--cpu-time", action="store_true")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     args = p.parse_args()
     clock = time.thread_time if args.cpu_time else time.perf_counter
     import kraken
@@ -231,7 +237,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         mods = {"new": kraken, "ref": load_ref(args.ref, Path(tmp))}
         print(f"new = this checkout, ref = {args.ref}; "
-              f"{'thread CPU time' if args.cpu_time else 'wall time'}")
+              f"{'thread CPU time' if args.cpu_time else 'wall time'}; {args.precision} rows")
         for s in args.section or ["admit", "insert", "lookup"]:
             {"admit": admit, "insert": insert, "lookup": lookup}[s](mods, args, clock)
             gc.collect()

@@ -29,6 +29,7 @@ prefetch), so the layout stays as it is, with no change to memory or to callers.
 from __future__ import annotations
 
 import mmap
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -41,7 +42,8 @@ from kraken._jit import batch_kernel
 from kraken.table.arena import reserve_array
 from kraken.types import Keys
 
-__all__ = ["MAX_LOAD", "PREFETCH_DISTANCE", "HashIndex", "PendingKeys", "fmix64", "prefetch"]
+__all__ = ["MAX_LOAD", "PREFETCH_DISTANCE", "HashIndex", "PendingKeys", "RowTouch", "fmix64",
+           "prefetch"]
 
 MAX_LOAD = 0.75
 _MIN_CAPACITY = 1024
@@ -208,10 +210,15 @@ def _erase(skeys, srows, mask, keys, out_rows):  # pragma: no cover - numba
 
 @nb.njit(cache=True, nogil=True)
 def _claim(skeys, srows, mask, keys, start, room, rows, new_keys, new_slots, new_counts,
-           nu):  # pragma: no cover - numba
+           nu, touching, last_seen, stamp, count, now, version):  # pragma: no cover - numba
     """Probe ``keys[start:]``; returns ``(stop, nu)``: ``stop < N`` when claiming one more slot
-    would exceed ``room`` new keys (the caller grows the index and resumes at ``stop``)."""
+    would exceed ``room`` new keys (the caller grows the index and resumes at ``stop``).
+    With ``touching``, each occurrence of a present key also records an access of its row
+    (see :meth:`HashIndex.claim`)."""
     n_keys = keys.shape[0]
+    counting = touching and count.strides[0] != 0
+    t = np.int32(now)
+    v = np.int32(version)
     for n in range(start, n_keys):
         if n + PREFETCH_DISTANCE < n_keys:
             _prefetch_home(skeys, srows, mask, keys[n + PREFETCH_DISTANCE])
@@ -233,6 +240,11 @@ def _claim(skeys, srows, mask, keys, start, room, rows, new_keys, new_slots, new
             if skeys[i] == k:
                 if r < -1:
                     new_counts[-2 - r] += 1
+                elif touching:  # a store miss does not stall the probes that follow
+                    last_seen[r] = t
+                    stamp[r] = v
+                    if counting:
+                        count[r] += np.float32(1.0)
                 rows[n] = r
                 break
             i = (i + 1) & mask
@@ -282,6 +294,21 @@ def _settle(skeys, srows, mask, new_keys, new_slots, row_of):  # pragma: no cove
             i = (i + 1) & mask
         _backshift(skeys, srows, mask, i)
     return kept
+
+
+class RowTouch(NamedTuple):
+    """Access metadata :meth:`HashIndex.claim` records for the present keys it finds: the
+    arena's ``last_seen, stamp: int32[R]`` and ``count: float32[R]`` (zero-stride when no
+    count is kept) columns, and the ``now`` and ``version`` written."""
+
+    last_seen: np.ndarray
+    stamp: np.ndarray
+    count: np.ndarray
+    now: int
+    version: int
+
+
+_NO_TOUCH = RowTouch(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32), 0, 0)
 
 
 class PendingKeys:
@@ -384,7 +411,7 @@ class HashIndex:
         self._size += int(_insert(self._keys, self._rows, self.capacity - 1, keys,
                                   rows.astype(np.int32, copy=False)))
 
-    def claim(self, keys: Keys) -> tuple[np.ndarray, PendingKeys]:
+    def claim(self, keys: Keys, touch: RowTouch | None = None) -> tuple[np.ndarray, PendingKeys]:
         """Find-or-claim ``keys: int64[N]`` (duplicates allowed) with one probe per key.
 
         Returns ``(rows int64[N], pending)``: ``rows[n]`` is the key's row when present, else
@@ -392,7 +419,14 @@ class HashIndex:
         order). The index is unusable for other verbs until :meth:`settle` ``(pending, ...)``.
         Claims may load the index up to ``(1 + MAX_LOAD) / 2`` (it grows past that);
         ``settle`` brings it back to the size ``insert`` would have given.
+
+        With ``touch``, every occurrence of a present key records an access of its row as
+        ``kernels.touch`` would (``last_seen = now``, ``stamp = version``, ``count += 1``),
+        in the same pass: the training pull's metadata writes cost 0.3 ms a 100k batch there
+        against 0.9 ms in a pass of their own (4M-row table).
         """
+        if touch is None:
+            touch = _NO_TOUCH
         n = keys.shape[0]
         rows = np.empty(n, dtype=np.int64)
         new_keys = np.empty(n, dtype=np.int64)
@@ -404,7 +438,9 @@ class HashIndex:
             hard = int(self.capacity * (1.0 + MAX_LOAD) / 2.0)
             room = max(0, min(hard, self.capacity - 1) - self._size)
             start, nu = _claim(self._keys, self._rows, self.capacity - 1, keys, start, room,
-                               rows, new_keys, new_slots, new_counts, nu)
+                               rows, new_keys, new_slots, new_counts, nu, touch is not _NO_TOUCH,
+                               touch.last_seen, touch.stamp, touch.count, touch.now,
+                               touch.version)
             if start >= n:
                 break
             # Grow once for the new keys still expected at the rate seen so far (all-new

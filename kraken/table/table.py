@@ -53,7 +53,7 @@ from kraken.table.args import as_now as _as_now
 from kraken.table.config import TableConfig
 from kraken.table.delta import TableChanges
 from kraken.table.files import TableFiles
-from kraken.table.index import HashIndex
+from kraken.table.index import HashIndex, RowTouch
 from kraken.table.init import NewRowColumns
 from kraken.table.rows import COUNTERS, TableDelta, TableRows, TableStats
 from kraken.types import F32, Keys
@@ -147,10 +147,7 @@ class SparseTable(TableFiles, TableChanges):
                 t = self._clock if t is None else t
                 self._clock = max(self._clock, t)
                 self._counters["train_lookups"] += flat.shape[0]
-                rows, out = self._pull(flat, t)
-                if (rows >= 0).any():  # a version is opened only when a row changes
-                    a = self._arena
-                    kernels.touch(rows, a.last_seen, a.count, t, a.stamp, self._open_version())
+                out = self._pull(flat, t)
         return out.reshape(shape + (d,))
 
     # -- mutations -----------------------------------------------------------------------
@@ -305,18 +302,26 @@ class SparseTable(TableFiles, TableChanges):
             rows[new] = fresh
         return rows, new
 
-    def _pull(self, flat: Keys, now: int) -> tuple[np.ndarray, F32]:
-        """The training pull of ``flat: int64[N]``: find or admit every key, gather.
+    def _pull(self, flat: Keys, now: int) -> F32:
+        """The training pull of ``flat: int64[N]``: find or admit every key, gather, and
+        count each occurrence of a key with a row as an access at ``now``.
 
-        Returns ``(rows int64[N], out float32[N, D])``: each key's row (-1 where not
-        admitted) and its weights (``default_value`` for -1). One index probe per key;
-        the passes are described in :mod:`kraken.table.pull`. While most new keys are
-        turned away (a count-min policy's first sightings, a full table), claimed slots
-        would mostly be released again, so new keys are found and deduplicated beside
-        the index instead (the same decisions and rows).
+        Returns ``float32[N, D]``: each key's weights (``default_value`` where not
+        admitted). One index probe per key (the passes are in :mod:`kraken.table.pull`);
+        the claims record the accesses of present keys as they find them, and the new rows'
+        accesses are recorded per new key. While most new keys are turned away (a count-min
+        policy's first sightings, a full table), claimed slots would mostly be released
+        again, so new keys are found and deduplicated beside the index instead, and every
+        access is recorded after the gather (the same decisions, rows and metadata).
         """
+        a = self._arena
         if self._turned_away <= 0.5:
-            rows, pending = self._index.claim(flat)
+            # the version this change carries: opened below as soon as a row has changed
+            version = self._version + 1 if self._published else self._version
+            rows, pending = self._index.claim(
+                flat, RowTouch(a.last_seen, a.stamp, a.count, now, version))
+            if (rows >= 0).any():
+                self._open_version()
             new_keys, row_of = pending.keys, np.empty(0, dtype=np.int64)
             if len(pending):
                 try:
@@ -324,6 +329,14 @@ class SparseTable(TableFiles, TableChanges):
                 finally:  # an error above must not leave claimed slots behind
                     self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
                                        else np.full(len(pending), -1, dtype=np.int64))
+                got = np.flatnonzero(row_of >= 0)
+                if got.shape[0]:  # the new rows' accesses: one per occurrence of their key
+                    new_rows = row_of[got]
+                    a.last_seen[new_rows] = now
+                    a.stamp[new_rows] = self._open_version()
+                    if a.has_count:
+                        a.count[new_rows] += pending.counts[got].astype(np.float32)
+            touched = True
         else:
             rows = self._index.find(flat)
             absent = np.flatnonzero(rows < 0)
@@ -334,16 +347,20 @@ class SparseTable(TableFiles, TableChanges):
             if kept.any():
                 self._index.insert(new_keys[kept], row_of[kept])
             rows[absent] = -2 - inverse  # pending codes, resolved below
+            touched = False
         if new_keys.shape[0]:
             self._turned_away = float(np.count_nonzero(row_of < 0)) / new_keys.shape[0]
-        a = self._arena
+        out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
+        default = np.float32(self.config.default_value)
         if a.precision is Precision.FP32:
-            out = np.empty((flat.shape[0], self.config.dim), dtype=np.float32)
-            pull.resolve_gather(out.size, rows, row_of, a.weights,
-                                np.float32(self.config.default_value), out)
-            return rows, out
-        pull.resolve(rows.shape[0], rows, row_of)
-        return rows, self._gather(rows)
+            pull.resolve_gather(out.size, rows, row_of, a.weights, default, out)
+        else:
+            pull.resolve_gather16(out.size, rows, row_of, a.weights.view(np.uint16),
+                                  a.precision is Precision.BF16, default.view(np.uint32),
+                                  out.view(np.uint32))
+        if not touched and (rows >= 0).any():  # a version is opened only when a row changes
+            kernels.touch(rows, a.last_seen, a.count, now, a.stamp, self._open_version())
+        return out
 
     def _admit(self, keys: Keys, counts: np.ndarray, now: int) -> np.ndarray:
         """Admission for distinct absent ``keys: int64[U]`` seen ``counts: int64[U]`` times,
@@ -407,23 +424,17 @@ class SparseTable(TableFiles, TableChanges):
             a.state[rows] = s
 
     def _read(self, flat: Keys) -> F32:
+        """``float32[N, D]`` weights of ``flat: int64[N]`` (``default_value`` where absent):
+        all probes, then all row copies (decoding 16-bit storage as they go)."""
         a, d = self._arena, self.config.dim
         out = np.empty((flat.shape[0], d), dtype=np.float32)
-        if a.precision is Precision.FP32:
-            skeys, srows, mask = self._index.slots()
-            kernels.find_gather(out.size + 8 * flat.shape[0], skeys, srows, mask, flat, a.weights,
-                                np.float32(self.config.default_value), out)
-            return out
-        return self._gather(self._index.find(flat))
-
-    def _gather(self, rows: np.ndarray) -> F32:
-        a, d = self._arena, self.config.dim
+        skeys, srows, mask = self._index.slots()
         default = np.float32(self.config.default_value)
+        work = out.size + 8 * flat.shape[0]
         if a.precision is Precision.FP32:
-            out = np.empty((rows.shape[0], d), dtype=np.float32)
-            kernels.gather(out.size, rows, a.weights, default, out)
-            return out
-        present = rows >= 0
-        out = np.full((rows.shape[0], d), default, dtype=np.float32)
-        out[present] = a.read(rows[present])
+            kernels.find_gather(work, skeys, srows, mask, flat, a.weights, default, out)
+        else:
+            kernels.find_gather16(work, skeys, srows, mask, flat, a.weights.view(np.uint16),
+                                  a.precision is Precision.BF16, default.view(np.uint32),
+                                  out.view(np.uint32))
         return out

@@ -94,9 +94,14 @@ def test_pull_matches_reference(policy: str, capacity: int, precision: Precision
             old = np.array(list(ref.rows) or [0], dtype=np.int64)
             keys[: size // 2] = old[rng.integers(0, old.shape[0], size=size // 2)]
         table._turned_away = 1.0 if beside else 0.0  # the path _pull takes (same results)
+        # half the pulls follow a handed-out version (the pull opens a new one), half not
+        since = table.stats().version if rng.random() < 0.5 else None
         got = table.lookup(keys, train=True, now=now)
         want = ref.pull(keys.tolist(), now)
         np.testing.assert_array_equal(got, want)
+        if since is not None:  # the rows changed are those of the batch's keys, no more
+            assert set(table.touched_since(since).keys.tolist()) == \
+                {k for k in keys.tolist() if k in ref.rows}
         cap = _check_same(table, ref, cap)
         if evict:  # frees rows: the next admissions reuse them out of order
             assert table.evict(now + 2).tolist() == ref.evict(now + 2)
