@@ -74,10 +74,3 @@ class AdaGrad(SparseOptimizer):
         _adagrad_groups(grads.size, weights, state, rows, first, nxt, grads,
                         np.float32(self.lr), np.float32(self.eps), NO_META, NO_META,
                         np.int32(0), np.int32(0))
-
-    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
-                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
-                    stamp: np.ndarray, now: int, version: int) -> None:
-        _adagrad_groups(grads.size, weights, state, rows, first, nxt, grads,
-                        np.float32(self.lr), np.float32(self.eps), last_seen, stamp,
-                        np.int32(now), np.int32(version))

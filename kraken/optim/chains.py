@@ -25,7 +25,7 @@ from kraken._jit import batch_kernel
 from kraken.types import F32
 
 __all__ = ["AHEAD", "CHUNK", "NO_META", "PREFETCH_FROM", "chain_sum", "prefetch_group",
-           "prefetch_rows", "sum_chains", "touch_row"]
+           "prefetch_rows", "sum_chains", "touch_row", "touch_rows"]
 
 CHUNK = 256
 """Rows per task of the parallel per-row loops (each task owns one ``float32[D]`` buffer)."""
@@ -115,6 +115,19 @@ def touch_row(last_seen, stamp, r, now, version):  # pragma: no cover - numba
     if last_seen.shape[0]:
         last_seen[r] = now
         stamp[r] = version
+
+
+@batch_kernel
+def _touch_rows(rows, last_seen, stamp, now, version):  # pragma: no cover - numba
+    for p in nb.prange(rows.shape[0]):
+        touch_row(last_seen, stamp, rows[p], now, version)
+
+
+def touch_rows(rows: np.ndarray, last_seen: np.ndarray, stamp: np.ndarray, now: int,
+               version: int) -> None:
+    """``last_seen[rows] = now; stamp[rows] = version`` (``int32[R]`` columns), in parallel
+    for a large batch."""
+    _touch_rows(8 * rows.shape[0], rows, last_seen, stamp, np.int32(now), np.int32(version))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

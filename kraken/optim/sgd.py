@@ -9,7 +9,7 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
+from kraken.optim.chains import CHUNK, NO_META, chain_sum, touch_row
 from kraken.types import F32, Rows
 
 
@@ -27,9 +27,7 @@ def _sgd_groups(w, rows, first, nxt, g, lr, last_seen, stamp, now,
     u, d = rows.shape[0], w.shape[1]
     for c in nb.prange((u + CHUNK - 1) // CHUNK):
         buf = np.empty(d, dtype=np.float32)
-        end = min(u, (c + 1) * CHUNK)
-        for p in range(c * CHUNK, end):
-            prefetch_group(g, first, rows, w, w[:, :0], p + AHEAD, end)
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):  # 64-byte rows: no prefetch
             chain_sum(g, first, nxt, p, buf)
             r = rows[p]
             for j in range(d):
