@@ -9,6 +9,7 @@ every repetition, and ratios are per repetition (median [min-max]), which keeps 
 machine's noise out of the comparison.
 
     python benchmarks/push_ab.py --ref main --reps 15
+    python benchmarks/push_ab.py --ref main --precision FP16   # 16-bit rows, no torch
     python benchmarks/push_ab.py --breakdown          # per-pass ms of this checkout only
 
 Not part of the test suite; prints a table.
@@ -59,9 +60,10 @@ def make_batch(n_rows: int, n_uniq: int, dup: int, dim: int) -> dict[str, np.nda
             "init": (rng.random((n_rows, dim), dtype=np.float32) - 0.5) * np.float32(0.1)}
 
 
-def build(k: Any, opt: Any, b: dict[str, np.ndarray]) -> Any:
+def build(k: Any, opt: Any, b: dict[str, np.ndarray], precision: str = "FP32") -> Any:
     n, d = b["init"].shape
-    t = k.SparseTable(k.TableConfig(dim=d, capacity=n, optimizer=opt, admission=k.Always()))
+    t = k.SparseTable(k.TableConfig(dim=d, capacity=n, optimizer=opt, admission=k.Always(),
+                                    precision=getattr(k.Precision, precision)))
     for i in range(0, n, 1 << 20):
         t.assign(b["keys_all"][i:i + (1 << 20)], b["init"][i:i + (1 << 20)], now=0)
     return t
@@ -97,17 +99,18 @@ def ab(args: argparse.Namespace) -> None:
                  ("Adam", "Adam", {"lr": 0.001}, lambda p: torch.optim.SparseAdam([p], lr=0.001)),
                  ("RowWiseAdaGrad", "RowWiseAdaGrad", {"lr": 0.01}, None)]
         print(f"apply_gradients, {b['bkeys'].shape[0]:,} keys -> {args.unique:,} rows of "
-              f"{args.rows:,}, dim 16, {args.steps} steps per rep, {args.reps} reps; "
+              f"{args.rows:,}, dim 16, {args.precision} rows, {args.steps} steps per rep, "
+              f"{args.reps} reps; "
               f"new = this checkout, old = {args.ref}; ms/step and per-rep ratios "
               "median [min-max]")
         for name, cls, kw, topt in cases:
             if args.only and name not in args.only:
                 continue
-            new = build(kraken, getattr(kraken, cls)(**kw), b)
-            old = build(ref, getattr(ref, cls)(**kw), b)
+            new = build(kraken, getattr(kraken, cls)(**kw), b, args.precision)
+            old = build(ref, getattr(ref, cls)(**kw), b, args.precision)
             methods = {"new": lambda t=new: t.apply_gradients(b["bkeys"], b["grads"], now=1),
                        "old": lambda t=old: t.apply_gradients(b["bkeys"], b["grads"], now=1)}
-            if topt is not None:
+            if topt is not None and args.precision == "FP32":
                 emb = torch.nn.Embedding(args.rows, 16, sparse=True)
                 with torch.no_grad():
                     emb.weight.copy_(torch.from_numpy(b["init"]))
@@ -155,11 +158,10 @@ def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
     return {
         "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
         "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys, g,
-                                                    rows),
+                                                    g.view(np.uint32), rows),
         "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g),
-        "sum + update": lambda: opt.update_groups(a.weights, a.state, grp.rows, g, grp.first,
-                                                  grp.nxt),
-        "last_seen + stamp": lambda: (a.last_seen.__setitem__(grp.rows, 1), t._stamp(grp.rows)),
+        "sum + step + last_seen/stamp": lambda: opt.step_groups(
+            a.weights, a.state, grp.rows, g, grp.first, grp.nxt, a.last_seen, a.stamp, 1, 1),
         "total apply_gradients": lambda: t.apply_gradients(keys, g, now=1),
     }
 
@@ -199,6 +201,8 @@ def main() -> None:
                    help="time by this thread's CPU time, not wall time (robust to co-tenants "
                         "for serial code: use with NUMBA_NUM_THREADS=1 and --threads 1)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--precision", default="FP32", choices=["FP32", "FP16", "BF16"],
+                   help="stored weights of both tables (16-bit: no torch column)")
     args = p.parse_args()
     global CLOCK
     if args.cpu:

@@ -181,10 +181,13 @@ def verdict(ratio: float, target: float, higher_better: bool = True) -> str:
 
 
 def build_table(kraken: Any, keys: np.ndarray, values: np.ndarray | None, dim: int,
-                capacity: int, optimizer: Any = None, batch: int = 1 << 20) -> Any:
+                capacity: int, optimizer: Any = None, batch: int = 1 << 20,
+                precision: Any = None) -> Any:
     cfg = kraken.TableConfig(dim=dim, capacity=capacity,
                              optimizer=optimizer if optimizer is not None else kraken.SGD(),
-                             admission=kraken.Always())
+                             admission=kraken.Always(),
+                             precision=precision if precision is not None else
+                             kraken.Precision.FP32)
     table = kraken.SparseTable(cfg)
     for i in range(0, keys.shape[0], batch):
         j = min(i + batch, keys.shape[0])
@@ -503,6 +506,9 @@ def section_optim(args: argparse.Namespace) -> dict[str, Any]:
          lambda p: torch.optim.Adagrad([p], lr=0.01, eps=1e-10), True),
         ("Adam", kraken.Adam(lr=0.001), lambda p: torch.optim.SparseAdam([p], lr=0.001), True),
         ("RowWiseAdaGrad", kraken.RowWiseAdaGrad(lr=0.01), None, False),
+        ("RowWiseAdaGrad fp16", kraken.RowWiseAdaGrad(lr=0.01), None, False),
+        ("RowWiseAdaGrad bf16", kraken.RowWiseAdaGrad(lr=0.01), None, False),
+        ("AdaGrad fp16", kraken.AdaGrad(lr=0.01), None, False),
         ("RAdaGrad", kraken.RAdaGrad(lr=0.01), None, False),
         ("FTRL", kraken.FTRL(), None, False),
     ]
@@ -513,7 +519,10 @@ def section_optim(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"rows": n_rows, "unique_rows": n_uniq, "keys_per_batch": n,
                                "dim": dim, "steps_per_rep": steps, "check_max_abs_diff": {}}
     for name, kopt, topt, _ in pairs:
-        table = build_table(kraken, keys_all, init, dim, capacity=n_rows, optimizer=kopt)
+        precision = {"fp16": kraken.Precision.FP16, "bf16": kraken.Precision.BF16}.get(
+            name.rsplit(" ", 1)[-1], kraken.Precision.FP32)  # 16-bit rows: context rows
+        table = build_table(kraken, keys_all, init, dim, capacity=n_rows, optimizer=kopt,
+                            precision=precision)
         keep.append(table)
         methods[f"kraken {name}"] = (lambda t: lambda r: timed(
             lambda: [t.apply_gradients(bkeys, grads, now=r + 1) for _ in range(steps)]))(table)

@@ -11,7 +11,7 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import CHUNK, chain_sum
+from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
 from kraken.types import F32, Rows
 
 
@@ -32,13 +32,17 @@ def _adagrad(w, s, rows, g, lr, eps):  # pragma: no cover - numba
 
 
 @batch_kernel
-def _adagrad_groups(w, s, rows, first, nxt, g, lr, eps):  # pragma: no cover - numba
+def _adagrad_groups(w, s, rows, first, nxt, g, lr, eps, last_seen, stamp, now,
+                    version):  # pragma: no cover - numba
     u, d = rows.shape[0], w.shape[1]
     for c in nb.prange((u + CHUNK - 1) // CHUNK):
         buf = np.empty(d, dtype=np.float32)
-        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+        end = min(u, (c + 1) * CHUNK)
+        for p in range(c * CHUNK, end):
+            prefetch_group(g, first, rows, w, s, p + AHEAD, end)
             chain_sum(g, first, nxt, p, buf)
             _adagrad_row(w, s, rows[p], buf, lr, eps)
+            touch_row(last_seen, stamp, rows[p], now, version)
 
 
 @register
@@ -68,4 +72,5 @@ class AdaGrad(SparseOptimizer):
     def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                       first: np.ndarray, nxt: np.ndarray) -> None:
         _adagrad_groups(grads.size, weights, state, rows, first, nxt, grads,
-                        np.float32(self.lr), np.float32(self.eps))
+                        np.float32(self.lr), np.float32(self.eps), NO_META, NO_META,
+                        np.int32(0), np.int32(0))

@@ -24,7 +24,7 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import CHUNK, chain_sum
+from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
 from kraken.types import F32, Rows
 
 
@@ -69,7 +69,8 @@ _MEMO = 64
 
 
 @batch_kernel
-def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps):  # pragma: no cover
+def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps, last_seen, stamp, now,
+                 version):  # pragma: no cover - numba
     # Two float64 powers per row cost more than the rest of the step: each task remembers
     # the step sizes of the counts it met (rows of a batch share few distinct counts).
     u, d = rows.shape[0], w.shape[1]
@@ -77,7 +78,9 @@ def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps):  # pragma:
         buf = np.empty(d, dtype=np.float32)
         memo_t = np.full(_MEMO, np.float32(-1.0), dtype=np.float32)
         memo_step = np.empty(_MEMO, dtype=np.float32)
-        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+        end = min(u, (c + 1) * CHUNK)
+        for p in range(c * CHUNK, end):
+            prefetch_group(g, first, rows, w, s, p + AHEAD, end)
             chain_sum(g, first, nxt, p, buf)
             r = rows[p]
             t = s[r, 2 * d] + np.float32(1.0)
@@ -87,6 +90,7 @@ def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps):  # pragma:
                 memo_t[k] = t
                 memo_step[k] = _step_size(lr, b1, b2, t)
             _adam_row(w, s, r, buf, memo_step[k], c1, c2, eps)
+            touch_row(last_seen, stamp, r, now, version)
 
 
 @register
@@ -117,4 +121,11 @@ class Adam(SparseOptimizer):
 
     def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                       first: np.ndarray, nxt: np.ndarray) -> None:
-        _adam_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args())
+        _adam_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
+                     NO_META, NO_META, np.int32(0), np.int32(0))
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        _adam_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
+                     last_seen, stamp, np.int32(now), np.int32(version))

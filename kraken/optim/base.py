@@ -23,7 +23,7 @@ import numpy as np
 from kraken.config import Tagged, build_from_dict, check_positive
 from kraken.config import register as _register
 from kraken.errors import ConfigError
-from kraken.optim.chains import sum_chains
+from kraken.optim.chains import sum_chains, touch_rows
 from kraken.types import F32, Rows
 
 __all__ = ["SparseOptimizer", "optimizer_from_dict", "register"]
@@ -73,6 +73,20 @@ class SparseOptimizer(Tagged, abc.ABC):
         ``nogil``.
         """
         self.update(weights, state, rows, sum_chains(grads, first, nxt))
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        """:meth:`update_groups`, then ``last_seen[rows] = now`` and ``stamp[rows] =
+        version`` (``int32[R]`` metadata columns of the same rows): a push's whole write.
+
+        Optimizers with a fused kernel write the metadata in the same parallel task as the
+        step (one visit per row); this default writes it after, in a parallel pass of its
+        own (measured faster for AdaGrad, whose step then keeps fewer cache misses in
+        flight).
+        """
+        self.update_groups(weights, state, rows, grads, first, nxt)
+        touch_rows(rows, last_seen, stamp, now, version)
 
 
 

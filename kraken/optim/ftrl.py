@@ -22,7 +22,7 @@ import numpy as np
 from kraken._jit import batch_kernel
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_f32_positive, register
-from kraken.optim.chains import CHUNK, chain_sum
+from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
 from kraken.types import F32, Rows
 
 
@@ -55,13 +55,17 @@ def _ftrl(w, s, rows, g, alpha, beta, l1, l2):  # pragma: no cover - numba
 
 
 @batch_kernel
-def _ftrl_groups(w, s, rows, first, nxt, g, alpha, beta, l1, l2):  # pragma: no cover - numba
+def _ftrl_groups(w, s, rows, first, nxt, g, alpha, beta, l1, l2, last_seen, stamp, now,
+                 version):  # pragma: no cover - numba
     u, d = rows.shape[0], w.shape[1]
     for c in nb.prange((u + CHUNK - 1) // CHUNK):
         buf = np.empty(d, dtype=np.float32)
-        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+        end = min(u, (c + 1) * CHUNK)
+        for p in range(c * CHUNK, end):
+            prefetch_group(g, first, rows, w, s, p + AHEAD, end)
             chain_sum(g, first, nxt, p, buf)
             _ftrl_row(w, s, rows[p], buf, alpha, beta, l1, l2)
+            touch_row(last_seen, stamp, rows[p], now, version)
 
 
 @register
@@ -98,4 +102,11 @@ class FTRL(SparseOptimizer):
 
     def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                       first: np.ndarray, nxt: np.ndarray) -> None:
-        _ftrl_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args())
+        _ftrl_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
+                     NO_META, NO_META, np.int32(0), np.int32(0))
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        _ftrl_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
+                     last_seen, stamp, np.int32(now), np.int32(version))

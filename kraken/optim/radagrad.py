@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from kraken.config import check_fraction, check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.chains import sum_chains
 from kraken.optim.rowwise import check_segments, rowwise_step, segment_count
 from kraken.types import F32, Rows
 
@@ -49,3 +52,11 @@ class RAdaGrad(SparseOptimizer):
         # 1 - decay is rounded to float32 once, from float64
         rowwise_step(weights, state, rows, grads, self.lr, self.eps, keep=self.decay,
                      add=1.0 - self.decay, segments=self.segments)
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        # the summed gradients first, then the step: measured faster than one fused pass
+        rowwise_step(weights, state, rows, sum_chains(grads, first, nxt), self.lr, self.eps,
+                     keep=self.decay, add=1.0 - self.decay, segments=self.segments,
+                     last_seen=last_seen, stamp=stamp, now=now, version=version)

@@ -23,16 +23,20 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.errors import ConfigError, ShapeError
+from kraken.optim.chains import AHEAD, NO_META, prefetch_rows, touch_row
 from kraken.types import F32, Rows
 
 __all__ = ["check_segments", "rowwise_step", "segment_count"]
 
 
 @batch_kernel
-def _rowwise(w, s, rows, g, lr, eps, keep, add):  # pragma: no cover - numba
+def _rowwise(w, s, rows, g, lr, eps, keep, add, last_seen, stamp, now,
+             version):  # pragma: no cover - numba
     d = w.shape[1]
     for i in nb.prange(rows.shape[0]):
+        prefetch_rows(w, s, rows, i + AHEAD, rows.shape[0])
         r = rows[i]
+        touch_row(last_seen, stamp, r, now, version)
         acc = np.float32(0.0)
         for j in range(d):
             acc += g[i, j] * g[i, j]
@@ -44,10 +48,13 @@ def _rowwise(w, s, rows, g, lr, eps, keep, add):  # pragma: no cover - numba
 
 
 @batch_kernel
-def _rowwise_segments(w, s, rows, g, bounds, lr, eps, keep, add):  # pragma: no cover - numba
+def _rowwise_segments(w, s, rows, g, bounds, lr, eps, keep, add, last_seen, stamp, now,
+                      version):  # pragma: no cover - numba
     n_seg = bounds.shape[0] - 1
     for i in nb.prange(rows.shape[0]):
+        prefetch_rows(w, s, rows, i + AHEAD, rows.shape[0])
         r = rows[i]
+        touch_row(last_seen, stamp, r, now, version)
         for k in range(n_seg):
             a, b = bounds[k], bounds[k + 1]
             acc = np.float32(0.0)
@@ -89,25 +96,31 @@ def segment_count(segments: tuple[int, ...], dim: int) -> int:
 
 
 def rowwise_step(weights: F32, state: F32, rows: Rows, grads: F32, lr: float, eps: float,
-                 keep: float, add: float, segments: tuple[int, ...] = ()) -> None:
+                 keep: float, add: float, segments: tuple[int, ...] = (),
+                 last_seen: np.ndarray = NO_META, stamp: np.ndarray = NO_META, now: int = 0,
+                 version: int = 0) -> None:
     """One step on ``weights[rows]: float32[U, D]`` and ``state[rows, :S]`` with
     ``grads: float32[U, D]``, in place; ``lr, eps, keep, add`` are rounded to float32 once.
 
     ``segments`` are the column widths of the ``S`` segments (``()``: ``S = 1``, the whole
     row); they must sum to ``D`` (else :class:`ShapeError`). ``keep`` and ``add`` are
     rounded separately, so RAdaGrad passes ``add = 1 - decay`` computed in float64
-    (``1 - float32(0.9999)`` would be off by 1.7e-4 relative).
+    (``1 - float32(0.9999)`` would be off by 1.7e-4 relative). With ``last_seen`` and
+    ``stamp`` (``int32[R]``), also ``last_seen[rows] = now`` and ``stamp[rows] = version``
+    in the same pass.
     """
     args = (np.float32(lr), np.float32(eps), np.float32(keep), np.float32(add))
+    meta = (last_seen, stamp, np.int32(now), np.int32(version))
     if len(segments) <= 1:
         if segments and segments[0] != weights.shape[1]:
             raise ShapeError(f"weights: the optimizer's segments {list(segments)} need "
                              f"{segments[0]} columns, got {weights.shape[1]}")
-        _rowwise(grads.size, weights, state, rows, grads, *args)
+        _rowwise(grads.size, weights, state, rows, grads, *args, *meta)
         return
     if sum(segments) != weights.shape[1]:
         raise ShapeError(f"weights: the optimizer's segments {list(segments)} need "
                          f"{sum(segments)} columns, got {weights.shape[1]}")
     bounds = np.zeros(len(segments) + 1, dtype=np.int64)
     np.cumsum(segments, out=bounds[1:])
-    _rowwise_segments(grads.size, weights, state, rows, grads, bounds, *args)
+    _rowwise_segments(grads.size, weights, state, rows, grads, bounds, *args, *meta)
+

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from kraken.config import check_number
 from kraken.optim.base import SparseOptimizer, _check_common, register
+from kraken.optim.chains import sum_chains
 from kraken.optim.rowwise import check_segments, rowwise_step, segment_count
 from kraken.types import F32, Rows
 
@@ -42,3 +45,11 @@ class RowWiseAdaGrad(SparseOptimizer):
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         rowwise_step(weights, state, rows, grads, self.lr, self.eps, keep=1.0, add=1.0,
                      segments=self.segments)
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        # the summed gradients first, then the step: measured faster than one fused pass
+        rowwise_step(weights, state, rows, sum_chains(grads, first, nxt), self.lr, self.eps,
+                     keep=1.0, add=1.0, segments=self.segments, last_seen=last_seen,
+                     stamp=stamp, now=now, version=version)

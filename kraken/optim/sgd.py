@@ -9,7 +9,7 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import CHUNK, chain_sum
+from kraken.optim.chains import CHUNK, NO_META, chain_sum, touch_row
 from kraken.types import F32, Rows
 
 
@@ -22,15 +22,17 @@ def _sgd(w, rows, g, lr):  # pragma: no cover - numba
 
 
 @batch_kernel
-def _sgd_groups(w, rows, first, nxt, g, lr):  # pragma: no cover - numba
+def _sgd_groups(w, rows, first, nxt, g, lr, last_seen, stamp, now,
+                version):  # pragma: no cover - numba
     u, d = rows.shape[0], w.shape[1]
     for c in nb.prange((u + CHUNK - 1) // CHUNK):
         buf = np.empty(d, dtype=np.float32)
-        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):
+        for p in range(c * CHUNK, min(u, (c + 1) * CHUNK)):  # 64-byte rows: no prefetch
             chain_sum(g, first, nxt, p, buf)
             r = rows[p]
             for j in range(d):
                 w[r, j] -= lr * buf[j]
+            touch_row(last_seen, stamp, r, now, version)
 
 
 @register
@@ -52,4 +54,11 @@ class SGD(SparseOptimizer):
 
     def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                       first: np.ndarray, nxt: np.ndarray) -> None:
-        _sgd_groups(grads.size, weights, rows, first, nxt, grads, np.float32(self.lr))
+        _sgd_groups(grads.size, weights, rows, first, nxt, grads, np.float32(self.lr),
+                    NO_META, NO_META, np.int32(0), np.int32(0))
+
+    def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                    first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
+                    stamp: np.ndarray, now: int, version: int) -> None:
+        _sgd_groups(grads.size, weights, rows, first, nxt, grads, np.float32(self.lr),
+                    last_seen, stamp, np.int32(now), np.int32(version))

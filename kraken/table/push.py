@@ -39,6 +39,7 @@ from kraken.types import F32, Rows
 __all__ = ["Groups", "group", "sum_groups"]
 
 _FIB = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: Fibonacci hashing of row ids
+_EXP = np.uint32(0x7F800000)  # the exponent bits of a float32: all set for NaN and inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,8 @@ def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
     """
     n = keys.shape[0]
     rows = np.empty(n, dtype=np.int32)
-    bad = int(_find_check(n * (grads.shape[1] + 8), skeys, srows, mask, keys, grads, rows))
+    bad = int(_find_check(n * (grads.shape[1] + 8), skeys, srows, mask, keys, grads,
+                          grads.view(np.uint32), rows))
     if bad:
         empty = np.empty(0, dtype=np.int32)
         return Groups(np.empty(0, dtype=np.int64), empty, empty, 0, bad)
@@ -100,8 +102,9 @@ def sum_groups(groups: Groups, grads: F32) -> F32:
 
 
 @batch_kernel
-def _find_check(skeys, srows, mask, keys, grads, rows):  # pragma: no cover - numba
-    """``rows[n]`` = row of ``keys[n]`` or -1; returns the number of non-finite values."""
+def _find_check(skeys, srows, mask, keys, grads, bits, rows):  # pragma: no cover - numba
+    """``rows[n]`` = row of ``keys[n]`` or -1; returns the number of NaN and inf values of
+    ``grads`` (``bits``: the same array viewed as ``uint32``; exponent bits all set)."""
     n, d = grads.shape
     bad = 0
     for i in nb.prange(n):
@@ -109,14 +112,9 @@ def _find_check(skeys, srows, mask, keys, grads, rows):  # pragma: no cover - nu
             _prefetch_home(skeys, srows, mask, keys[i + PREFETCH_DISTANCE])
         s = _probe(skeys, srows, mask, keys[i])
         rows[i] = srows[s] if s >= 0 else -1
-        acc = np.float32(0.0)
-        for j in range(d):  # x - x is 0 for finite x, NaN for NaN and inf
-            acc += grads[i, j] - grads[i, j]
         k = 0
-        if acc != acc:
-            for j in range(d):
-                if not np.isfinite(grads[i, j]):
-                    k += 1
+        for j in range(d):  # an integer count vectorises; a float sum adds one at a time
+            k += 1 if (bits[i, j] & _EXP) == _EXP else 0
         bad += k  # at the loop's top level: numba recognises the reduction only there
     return bad
 

@@ -46,7 +46,7 @@ from kraken.errors import (
     NonFiniteError,
     ShapeError,
 )
-from kraken.table import kernels, pull, push
+from kraken.table import kernels, pull, push, rows16
 from kraken.table.arena import RowArena
 from kraken.table.args import as_keys as _as_keys
 from kraken.table.args import as_now as _as_now
@@ -162,9 +162,11 @@ class SparseTable(TableFiles, TableChanges):
 
         Two passes over the batch find the rows and link each row's duplicates
         (:func:`kraken.table.push.group`, which also checks finiteness), then the
-        optimizer sums each row's gradients and steps it in one parallel pass
-        (:meth:`~kraken.optim.base.SparseOptimizer.update_groups`). The kernels release
-        the GIL, so a push can run on a background thread.
+        optimizer sums each row's gradients, steps it and writes its ``last_seen`` and
+        ``stamp`` in one parallel pass
+        (:meth:`~kraken.optim.base.SparseOptimizer.step_groups`); 16-bit rows are decoded
+        and rounded back by :mod:`kraken.table.rows16`. The kernels release the GIL, so a
+        push can run on a background thread.
         """
         flat, g, t = self._gradient_args(keys, grads, now, finite=False)
         with self._lock:
@@ -177,15 +179,15 @@ class SparseTable(TableFiles, TableChanges):
             self._counters["updated_rows"] += urows.shape[0]
             a, opt = self._arena, self.config.optimizer
             if a.precision is Precision.FP32:
-                opt.update_groups(a.weights, a.state, urows, g, groups.first, groups.nxt)
+                opt.step_groups(a.weights, a.state, urows, g, groups.first, groups.nxt,
+                                a.last_seen, a.stamp, t, self._open_version())
             else:
-                w, s = a.read(urows), a.state[urows]
+                w, s = rows16.read(a.weights, urows, a.precision), a.state[urows]
                 opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64),
                            push.sum_groups(groups, g))
-                a.write(urows, w, self._rng)
                 a.state[urows] = s
-            a.last_seen[urows] = t
-            self._stamp(urows)
+                rows16.write(a.weights, urows, w, a.precision, self._rng, a.last_seen, a.stamp,
+                             t, self._open_version())
             self._clock = max(self._clock, t)
 
     def check_gradients(self, keys: Any, grads: Any, now: int) -> None:

@@ -21,8 +21,10 @@ from kraken.table import push
 
 OPTIMIZERS = [kraken.SGD(lr=0.1), kraken.AdaGrad(lr=0.1, initial_accumulator=0.1),
               kraken.Adam(lr=0.1), kraken.Adam(lr=0.01, beta1=0.0, beta2=0.9),
-              kraken.FTRL(alpha=0.1, l1=0.01), kraken.RowWiseAdaGrad(lr=0.1)]
-IDS = ["sgd", "adagrad", "adam", "adam-beta1=0", "ftrl", "rowwise_adagrad"]
+              kraken.FTRL(alpha=0.1, l1=0.01), kraken.RowWiseAdaGrad(lr=0.1),
+              kraken.RAdaGrad(lr=0.1, decay=0.9), kraken.RowWiseAdaGrad(lr=0.1, segments=(2, 1))]
+IDS = ["sgd", "adagrad", "adam", "adam-beta1=0", "ftrl", "rowwise_adagrad", "radagrad",
+       "rowwise_adagrad-segments"]
 DIM = 3
 PRESENT = 12  # keys 0 .. 11 hold rows; 12 .. 15 are absent
 
@@ -163,3 +165,42 @@ def test_group_links_duplicates_in_order_and_leaves_its_scratch_empty() -> None:
     np.testing.assert_array_equal(g.nxt, [2, 5, 4, -1, -1, -1])
     assert (g.dropped, g.nonfinite) == (1, 0)
     assert (push._scratch(6) == -1).all()
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=IDS)
+@settings(max_examples=10, deadline=None, suppress_health_check=FIXTURE)
+@given(g=groups(), now=st.integers(0, 2**31 - 1), version=st.integers(0, 2**31 - 1))
+def test_step_groups_is_update_groups_plus_the_metadata_of_its_rows(build, opt, g, now,
+                                                                    version) -> None:
+    """The push's fused write: weights and state as ``update_groups``, ``last_seen`` and
+    ``stamp`` set on the stepped rows only."""
+    _, rows, first, nxt, grads = g
+    rng = np.random.default_rng(now)
+    w = rng.uniform(-1, 1, (40, DIM)).astype(np.float32)
+    s = rng.uniform(0, 1, (40, opt.state_width(DIM))).astype(np.float32)
+    last_seen = rng.integers(0, 100, 40).astype(np.int32)
+    stamp = rng.integers(0, 100, 40).astype(np.int32)
+    w2, s2, last2, stamp2 = w.copy(), s.copy(), last_seen.copy(), stamp.copy()
+    opt.step_groups(w, s, rows, grads, first, nxt, last_seen, stamp, now, version)
+    opt.update_groups(w2, s2, rows, grads, first, nxt)
+    last2[rows], stamp2[rows] = now, version
+    np.testing.assert_array_equal(w, w2)
+    np.testing.assert_array_equal(s, s2)
+    np.testing.assert_array_equal(last_seen, last2)
+    np.testing.assert_array_equal(stamp, stamp2)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=FIXTURE)
+@given(batch=batches, bad=st.lists(st.tuples(st.integers(0, 10**6),
+                                             st.sampled_from([np.nan, np.inf, -np.inf])),
+                                   max_size=8))
+def test_group_counts_every_non_finite_value(build, batch, bad) -> None:
+    keys, grads = batch
+    grads = grads.copy()
+    flat = grads.reshape(-1)
+    for at, v in bad:
+        flat[at % flat.size] = v
+    t = _table(kraken.SGD(), 0)
+    skeys, srows, mask = t._index.slots()
+    g = push.group(skeys, srows, mask, keys, grads)
+    assert g.nonfinite == int(np.count_nonzero(~np.isfinite(grads)))

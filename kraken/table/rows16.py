@@ -1,0 +1,183 @@
+"""16-bit rows by row index: decode a gather, round and scatter back, in one parallel pass each.
+
+The push of a table with fp16 or bf16 weights reads the rows it steps as float32 and writes
+them back rounded stochastically. :mod:`kraken.table.codec` does both over whole arrays in
+numpy (a fancy-index gather, then several passes for the rounding); these kernels do the
+same per row, bit for bit, reading the random numbers the codec would draw, from the same
+generator calls, so a table's results and its generator's state do not change::
+
+    read(stored[R, D], rows[U])              -> float32[U, D]
+    write(stored, rows, values[U, D], rng)   stored[rows] = encode(values, rng)
+
+``stored`` is ``STORAGE[precision]`` (``float16``, or ``uint16`` holding bf16), viewed as
+``uint16`` inside the kernels. Kernels are ``nogil``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+from kraken._jit import batch_kernel
+from kraken.config import Precision
+from kraken.optim.chains import NO_META, touch_row
+
+__all__ = ["read", "uint32_draws", "write"]
+
+
+
+@intrinsic
+def _to_fp16(typingctx, x):  # pragma: no cover - numba
+    """``_to_fp16(x: float32) -> uint16``: the fp16 bits of ``x`` rounded to nearest, ties to
+    even (LLVM's ``fptrunc``: one instruction on x86 with F16C; numpy's ``astype(float16)``
+    bit for bit on finite values, overflow to inf)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
+@intrinsic
+def _from_fp16(typingctx, h):  # pragma: no cover - numba
+    """``_from_fp16(h: uint16) -> float32``: the value of fp16 bits ``h`` (exact)."""
+    if h != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(h), codegen
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fp16_toward(h, up):  # pragma: no cover - numba
+    """``np.nextafter(h, +inf if up else -inf)`` on fp16 bits ``h``."""
+    if (h & 0x7C00) == 0x7C00 and (h & 0x3FF) != 0:  # NaN
+        return h
+    if (h & 0x7FFF) == 0:  # a zero steps to the smallest subnormal of the direction
+        return np.uint16(0x0001) if up else np.uint16(0x8001)
+    positive = (h & 0x8000) == 0
+    if h == 0x7C00 and up or h == 0xFC00 and not up:  # already at the infinity
+        return h
+    return np.uint16(h + 1) if positive == up else np.uint16(h - 1)
+
+
+@batch_kernel
+def _read_fp16(stored, rows, out):  # pragma: no cover - numba
+    d = stored.shape[1]
+    for p in nb.prange(rows.shape[0]):
+        r = rows[p]
+        for j in range(d):
+            out[p, j] = _from_fp16(stored[r, j])
+
+
+@batch_kernel
+def _read_bf16(stored, rows, out):  # pragma: no cover - numba
+    d = stored.shape[1]
+    for p in nb.prange(rows.shape[0]):
+        r = rows[p]
+        for j in range(d):
+            out[p, j] = np.uint32(stored[r, j]) << np.uint32(16)
+
+
+@batch_kernel
+def _write_fp16(stored, rows, x, draws, last_seen, stamp, now,
+                version):  # pragma: no cover - numba
+    """``codec._to_fp16``: round to nearest, then to the other neighbour with probability
+    ``(x - near) / (other - near)``, against the uniform float32 ``(draws >> 8) * 2**-24``
+    (numpy's ``random(dtype=float32)`` of the generator's 32-bit outputs ``draws``)."""
+    d = stored.shape[1]
+    scale = np.float32(1.0 / 16777216.0)
+    for p in nb.prange(rows.shape[0]):
+        r = rows[p]
+        touch_row(last_seen, stamp, r, now, version)
+        for j in range(d):
+            h = _to_fp16(x[p, j])
+            hf = _from_fp16(h)
+            diff = x[p, j] - hf
+            other = _fp16_toward(h, diff > 0)
+            gap = _from_fp16(other) - hf
+            prob = diff / gap if gap != 0 else np.float32(0.0)
+            u = np.float32(draws[p, j] >> np.uint32(8)) * scale
+            stored[r, j] = other if u < prob else h
+
+
+@batch_kernel
+def _write_bf16(stored, rows, xb, draws, last_seen, stamp, now,
+                version):  # pragma: no cover - numba
+    """``codec._to_bf16``: the top 16 bits of ``bits + noise``, ``noise = draws >> 16``
+    (numpy's ``integers(0, 2**16, dtype=uint64)`` of the generator's 32-bit outputs)."""
+    d = stored.shape[1]
+    for p in nb.prange(rows.shape[0]):
+        r = rows[p]
+        touch_row(last_seen, stamp, r, now, version)
+        for j in range(d):
+            noise = np.uint64(draws[p, j] >> np.uint32(16))
+            stored[r, j] = np.uint16(((np.uint64(xb[p, j]) + noise) >> np.uint64(16))
+                                     & np.uint64(0xFFFF))
+
+
+def read(stored: np.ndarray, rows: np.ndarray, precision: Precision) -> np.ndarray:
+    """``float32[U, D]``: the 16-bit rows ``stored[rows]`` decoded (``codec.decode``, exact)."""
+    if precision is Precision.FP16:
+        out = np.empty((rows.shape[0], stored.shape[1]), dtype=np.float32)
+        _read_fp16(out.size, stored.view(np.uint16), rows, out)
+        return out
+    bits = np.empty((rows.shape[0], stored.shape[1]), dtype=np.uint32)
+    _read_bf16(bits.size, stored.view(np.uint16), rows, bits)
+    return bits.view(np.float32)
+
+
+def write(stored: np.ndarray, rows: np.ndarray, values: np.ndarray, precision: Precision,
+          rng: np.random.Generator, last_seen: np.ndarray = NO_META,
+          stamp: np.ndarray = NO_META, now: int = 0, version: int = 0) -> None:
+    """``stored[rows] = codec.encode(values, precision, rng)`` for distinct ``rows: int64[U]``
+    and ``values: float32[U, D]`` (C-contiguous), bit for bit, leaving ``rng`` as ``encode``
+    does; with ``last_seen`` and ``stamp`` (``int32[R]``) also ``last_seen[rows] = now`` and
+    ``stamp[rows] = version``."""
+    draws = uint32_draws(rng, values.size).reshape(values.shape)
+    kernel = (_write_fp16 if precision is Precision.FP16 else _write_bf16)
+    args = (values,) if precision is Precision.FP16 else (values.view(np.uint32),)
+    kernel(values.size, stored.view(np.uint16), rows, *args, draws, last_seen, stamp,
+           np.int32(now), np.int32(version))
+
+
+_BUFFERED = ("PCG64", "PCG64DXSM", "SFC64", "Philox")
+"""Bit generators whose 32-bit outputs are the halves of their 64-bit ones, low half first,
+the high half kept for the next call (``has_uint32``, ``uinteger`` in their state)."""
+
+
+def uint32_draws(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``uint32[n]``: the next ``n`` 32-bit outputs of ``rng``'s bit generator, as numpy's
+    ``random(n, dtype=float32)`` and ``integers(0, 2**16, n, dtype=uint64)`` consume them
+    (one each), and ``rng`` left as after those calls.
+
+    For the generators of :data:`_BUFFERED` (``default_rng``'s PCG64 among them) the 64-bit
+    outputs are drawn in bulk (``random_raw``, about twice as fast as drawing floats);
+    any other generator is asked for its 32-bit integers (``integers(0, 2**32)``, one
+    output each)."""
+    bg = rng.bit_generator
+    state = bg.state
+    if state.get("bit_generator") not in _BUFFERED or "has_uint32" not in state:
+        return rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
+    out = np.empty(n, dtype=np.uint32)
+    k = 0
+    if state["has_uint32"] and n:
+        out[0] = state["uinteger"]
+        k = 1
+    m = (n - k + 1) // 2
+    halves = bg.random_raw(m).view(np.uint32)  # little-endian: low half first
+    out[k:] = halves[:n - k]
+    if m or k:  # numpy keeps the last high half; it is still to come if n - k is odd
+        after = bg.state
+        after["has_uint32"] = (n - k) % 2
+        if m:
+            after["uinteger"] = int(halves[-1])
+        bg.state = after
+    return out
