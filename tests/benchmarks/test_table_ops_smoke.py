@@ -79,7 +79,10 @@ def test_every_summary_summarises_its_repetitions(run: tuple[str, dict[str, Any]
     assert len(found) >= 20, sorted(found)
     for path, s in found.items():
         assert s["min"] <= s["median"] <= s["max"], (path, s)
-        assert math.isfinite(s["max"]) and s["min"] > 0, (path, s)
+        # kernel time and page faults of a small batch may be 0; rates and times may not
+        counted = ".kraken_kernel_per_batch." in path
+        assert math.isfinite(s["max"]) and (s["min"] >= 0 if counted else s["min"] > 0), \
+            (path, s)
         assert s["n"] == (1 if path.startswith(".demo") else REPS), (path, s)
 
 
