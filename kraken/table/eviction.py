@@ -60,6 +60,12 @@ class EvictionPolicy(Tagged):
     def after_pass(self, count: np.ndarray) -> None:
         """Hook run on the surviving rows' counts after every eviction pass."""
 
+    def idle(self, live: int, capacity: int) -> bool:
+        """Whether a pass over ``live`` rows of a table of ``capacity`` is known, from those
+        two numbers alone, to select nothing and leave every count as it is (a table then
+        skips the pass: no scan of its rows). False unless a policy can tell."""
+        return False
+
 
 @dataclasses.dataclass(frozen=True)
 class TTL(EvictionPolicy):
@@ -87,6 +93,9 @@ class _Watermarks(EvictionPolicy):
         if self.low_watermark > self.high_watermark:
             raise ConfigError(f"low_watermark: must be <= high_watermark ({self.high_watermark}), "
                               f"got {self.low_watermark}")
+
+    def idle(self, live: int, capacity: int) -> bool:
+        return self._n_victims(live, capacity) == 0 and not self.reads_count
 
     def _n_victims(self, live: int, capacity: int) -> int:
         if live <= math.floor(self.high_watermark * capacity):

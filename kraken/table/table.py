@@ -232,10 +232,11 @@ class SparseTable(TableFiles, TableChanges):
         t = _as_now(now)
         with self._lock:
             self._clock = max(self._clock, t)
-            if not self.config.eviction:
-                return np.empty(0, dtype=np.int64)
-            keys, rows = self._index.items()
             a = self._arena
+            live = len(self._index)
+            if all(p.idle(live, a.capacity) for p in self.config.eviction):
+                return np.empty(0, dtype=np.int64)  # (no policies, or below their watermarks)
+            keys, rows = self._index.items()
             alive = np.ones(keys.shape[0], dtype=bool)
             for policy in self.config.eviction:
                 idx = np.flatnonzero(alive)

@@ -139,6 +139,33 @@ def test_select_chooses_exactly_the_documented_victims(cls: type, rows: dict, ex
 
 
 @by_name
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_st, extra_now=st.integers(0, 8), cap=st.integers(1, 30))
+def test_an_idle_pass_selects_nothing_and_keeps_counts(cls: type, rows: dict, extra_now: int,
+                                                        cap: int) -> None:
+    """``idle(live, capacity)`` may only say True where ``select`` then chooses no victim
+    and ``after_pass`` changes no count (a table skips such a pass)."""
+    cap = max(cap, len(rows))
+    keys = np.array(list(rows), dtype=np.int64)
+    last_seen = np.array([r[0] for r in rows.values()], dtype=np.int32)
+    count = np.array([r[1] for r in rows.values()], dtype=np.float32)
+    for policy in _instances(cls):
+        if not policy.idle(len(rows), cap):
+            continue
+        assert policy.select(keys, last_seen, count, 6 + extra_now, cap).shape == (0,)
+        c = count.copy()
+        policy.after_pass(c)
+        assert np.array_equal(c, count)
+
+
+def test_watermark_policies_are_idle_exactly_below_their_high_watermark() -> None:
+    lru = LRU(high_watermark=0.5, low_watermark=0.25)
+    assert lru.idle(5, 10) and not lru.idle(6, 10)
+    assert not LFU(high_watermark=0.5, low_watermark=0.25).idle(0, 10)  # decays every pass
+    assert not TTL(ttl=3).idle(0, 10)
+
+
+@by_name
 @settings(max_examples=30, deadline=None)
 @given(count=st.lists(st.floats(0, 1e6, width=32), max_size=20))
 def test_after_pass_never_raises_a_count(cls: type, count: list[float]) -> None:
