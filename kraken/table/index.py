@@ -114,13 +114,57 @@ def _prefetch_home(skeys, srows, mask, key):  # pragma: no cover - numba
     prefetch(srows, h)
 
 
+@nb.njit(cache=True, nogil=True)
+def _find_serial(skeys, srows, mask, keys, out):  # pragma: no cover - numba
+    """``out[n]`` = the row of ``keys[n]``, -1 where absent; serial.
+
+    Each key is hashed once: the home slot computed to prefetch it ``PREFETCH_DISTANCE``
+    keys ahead waits in a ring until its probe (hashing twice, for the prefetch and for
+    the probe, measured 0.88x: 100k Zipf or uniform keys on a 10M-key index, CPU time)."""
+    n_keys = keys.shape[0]
+    umask = np.uint64(mask)
+    ring = np.empty(PREFETCH_DISTANCE, dtype=np.int64)
+    for n in range(min(PREFETCH_DISTANCE, n_keys)):
+        h = np.int64(fmix64(keys[n]) & umask)
+        ring[n] = h
+        prefetch(skeys, h)
+        prefetch(srows, h)
+    for n in range(n_keys):
+        i = ring[n % PREFETCH_DISTANCE]
+        if n + PREFETCH_DISTANCE < n_keys:
+            h = np.int64(fmix64(keys[n + PREFETCH_DISTANCE]) & umask)
+            ring[n % PREFETCH_DISTANCE] = h
+            prefetch(skeys, h)
+            prefetch(srows, h)
+        key = keys[n]
+        r = -1
+        while True:
+            s = srows[i]
+            if s < 0:
+                break
+            if skeys[i] == key:
+                r = s
+                break
+            i = (i + 1) & mask
+        out[n] = r
+
+
 @batch_kernel
-def _find(skeys, srows, mask, keys, out):  # pragma: no cover - numba
-    for n in nb.prange(keys.shape[0]):
-        if n + PREFETCH_DISTANCE < keys.shape[0]:
-            _prefetch_home(skeys, srows, mask, keys[n + PREFETCH_DISTANCE])
-        s = _probe(skeys, srows, mask, keys[n])
-        out[n] = srows[s] if s >= 0 else -1
+def _find_shares(parts, skeys, srows, mask, keys, out):  # pragma: no cover - numba
+    """:func:`_find_serial` on ``parts`` contiguous shares of the batch, one per thread (the
+    serial build runs them one after another)."""
+    n_keys = keys.shape[0]
+    size = (n_keys + parts - 1) // parts
+    for p in nb.prange(parts):
+        lo = min(p * size, n_keys)
+        hi = min(lo + size, n_keys)
+        _find_serial(skeys, srows, mask, keys[lo:hi], out[lo:hi])
+
+
+def _find(work, skeys, srows, mask, keys, out):
+    """``out: int64[N]`` = the row of each of ``keys: int64[N]``, -1 where absent; called
+    like a ``batch_kernel`` (``work`` first: parallel from ``PARALLEL_MIN_WORK``)."""
+    _find_shares(work, nb.get_num_threads(), skeys, srows, mask, keys, out)
 
 
 @nb.njit(cache=True, nogil=True)
