@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # "new" is this checkout, not an installed kraken
 
 
 def load_ref(ref: str, into: Path) -> Any:
