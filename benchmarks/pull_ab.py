@@ -41,6 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # "new" is this checkout, not an installed kraken
 from table_ops import make_keys, positions  # noqa: E402
 
 

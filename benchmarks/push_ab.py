@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # "new" is this checkout, not an installed kraken
 
 
 def load_ref(ref: str, into: Path) -> Any:
@@ -154,12 +155,13 @@ def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
     a, opt = t._arena, t.config.optimizer
     n, d = g.shape
     rows = np.empty(n, dtype=np.int32)
-    grp = push.group(skeys, srows, mask, keys, g)
+    hw = a.high_water
+    grp = push.group(skeys, srows, mask, keys, g, hw)
     return {
         "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
         "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys, g,
                                                     g.view(np.uint32), rows),
-        "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g),
+        "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g, hw),
         "sum + step + last_seen/stamp": lambda: opt.step_groups(
             a.weights, a.state, grp.rows, g, grp.first, grp.nxt, a.last_seen, a.stamp, 1, 1),
         "total apply_gradients": lambda: t.apply_gradients(keys, g, now=1),

@@ -73,6 +73,9 @@ from typing import Any
 
 import numpy as np
 
+# "kraken" is this checkout's, not an installed one of another checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 SECTIONS = ("lookup", "insert", "admit", "optim", "memory", "demo")
 
 # --------------------------------------------------------------------------- helpers

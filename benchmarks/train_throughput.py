@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 
+# "kraken" is this checkout's, not an installed one of another checkout
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 N_DENSE, N_FIELDS, DIM = 13, 26, 16
 PIPELINE = False
 BACKGROUND_PUSH = False

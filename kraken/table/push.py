@@ -16,8 +16,11 @@ Optimizers sum a chain and apply their step to the row in one parallel pass
 (:meth:`~kraken.optim.base.SparseOptimizer.update_groups`), so no ``[U, D]`` array of summed
 gradients is written and read back; :func:`sum_groups` builds that array where it is needed
 (16-bit weights, optimizers without a fused step). Duplicates are found by the row the probe
-returned (a multiply-shift hash into a reused scratch table), not by hashing keys again.
-Passes 1 and 3 run in parallel for large batches (``kraken._jit.batch_kernel``).
+returned, not by hashing keys again: in a reused ``int32`` array indexed by row id that
+holds each row's chain tail (when the table's rows ever handed out, ``n_rows``, need no more
+scratch memory than a hash table would), else in a reused multiply-shift hash table keyed by
+row. Pass 1 and the optimizers' step run in parallel for large batches
+(``kraken._jit.batch_kernel``).
 
 Every kernel here is ``nogil``: a push can run on a background thread while Python (or
 torch) keeps working on another.
@@ -59,10 +62,14 @@ class Groups:
 
 
 def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
-          grads: F32) -> Groups:
+          grads: F32, n_rows: int | None = None) -> Groups:
     """Rows of ``keys: int64[N]`` in the index ``(skeys, srows, mask)`` (``HashIndex.slots()``)
     and the chains of ``grads: float32[N, D]`` per row. Reads only; changes nothing.
 
+    ``n_rows``: a bound on the index's row ids (the arena's high-water mark), or ``None``.
+    With a bound whose ``int32[n_rows]`` scratch is no larger than the hash scratch of
+    this batch, duplicates are linked through that direct-indexed scratch (about 15%
+    faster: no hashing or probing, one random access a key less); the result is the same.
     When ``nonfinite > 0`` the chains are not built (``rows`` is empty): the caller raises.
     """
     n = keys.shape[0]
@@ -75,11 +82,24 @@ def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
     urows = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int32)
     nxt = np.empty(n, dtype=np.int32)
-    u, dropped = _chain(rows, _scratch(n), urows, first, nxt)
+    cap = _hash_cap(n)
+    u = -1
+    if n_rows is not None and 4 * n_rows <= 8 * cap:
+        u, dropped = _chain_direct(rows, _direct_scratch(n_rows), urows, first, nxt)
+    if u < 0:  # no bound, a large one, or a row id past it (the bound was wrong)
+        u, dropped = _chain(rows, _scratch(n), urows, first, nxt)
     return Groups(urows[:u], first[:u], nxt, int(dropped), 0)
 
 
 _local = threading.local()
+
+
+def _hash_cap(n: int) -> int:
+    """Entries of the hash scratch for ``n`` keys: a power of two >= ``2n``, at least 16."""
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    return cap
 
 
 def _scratch(n: int) -> np.ndarray:
@@ -89,11 +109,19 @@ def _scratch(n: int) -> np.ndarray:
     table): its memory is that of the largest batch a thread has pushed."""
     table = getattr(_local, "table", None)
     if table is None or table.shape[0] < 2 * n:
-        cap = 16
-        while cap < 2 * n:
-            cap *= 2
-        table = _local.table = np.full(cap, -1, dtype=np.int64)
+        table = _local.table = np.full(_hash_cap(n), -1, dtype=np.int64)
     return table
+
+
+def _direct_scratch(n_rows: int) -> np.ndarray:
+    """This thread's chain tails by row id: ``int32[>= n_rows]`` all -1, kept between pushes
+    (:func:`_chain_direct` leaves it all -1 again). :func:`group` uses it only while
+    ``4 * n_rows`` bytes are no more than the hash scratch's, so a thread holds at most
+    about twice the scratch memory of its largest batch."""
+    tail = getattr(_local, "tail", None)
+    if tail is None or tail.shape[0] < n_rows:
+        tail = _local.tail = np.full(n_rows, -1, dtype=np.int32)
+    return tail
 
 
 def sum_groups(groups: Groups, grads: F32) -> F32:
@@ -117,6 +145,40 @@ def _find_check(skeys, srows, mask, keys, grads, bits, rows):  # pragma: no cove
             k += 1 if (bits[i, j] & _EXP) == _EXP else 0
         bad += k  # at the loop's top level: numba recognises the reduction only there
     return bad
+
+
+@nb.njit(cache=True, nogil=True)
+def _chain_direct(rows, tail, urows, first, nxt):  # pragma: no cover - numba
+    """:func:`_chain` through ``tail: int32[R]`` (all -1 on entry and on return), the last
+    occurrence so far of each row id: one prefetched random access a key. Returns
+    ``(-1, 0)``, with ``tail`` all -1 again, if a row id is ``>= R``."""
+    n = rows.shape[0]
+    cap = tail.shape[0]
+    u = 0
+    dropped = 0
+    for i in range(n):
+        if i + PREFETCH_DISTANCE < n:
+            prefetch(tail, rows[i + PREFETCH_DISTANCE])  # a hint: -1 or >= R cannot fault
+        r = rows[i]
+        nxt[i] = -1
+        if r < 0:
+            dropped += 1
+            continue
+        if r >= cap:
+            for p in range(u):
+                tail[urows[p]] = -1
+            return -1, 0
+        t = tail[r]
+        if t < 0:
+            urows[u] = r
+            first[u] = i
+            u += 1
+        else:
+            nxt[t] = i
+        tail[r] = i
+    for p in range(u):  # leave the scratch empty for the next push
+        tail[urows[p]] = -1
+    return u, dropped
 
 
 @nb.njit(cache=True, nogil=True)

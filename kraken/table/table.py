@@ -171,7 +171,7 @@ class SparseTable(TableFiles, TableChanges):
         flat, g, t = self._gradient_args(keys, grads, now, finite=False)
         with self._lock:
             skeys, srows, mask = self._index.slots()
-            groups = push.group(skeys, srows, mask, flat, g)
+            groups = push.group(skeys, srows, mask, flat, g, self._arena.high_water)
             if groups.nonfinite:
                 raise NonFiniteError(f"grads hold {groups.nonfinite} NaN or inf value(s)")
             urows = groups.rows

@@ -154,17 +154,40 @@ def test_update_groups_equals_update_of_the_summed_gradients(build, opt, g, coun
     np.testing.assert_array_equal(s, s2)
 
 
-def test_group_links_duplicates_in_order_and_leaves_its_scratch_empty() -> None:
+# the hash scratch, the direct-indexed one (bound = the arena's high water), and a bound
+# too low for the rows (the direct chain gives up and the hash one runs)
+BOUNDS = {"hash": lambda t: None, "direct": lambda t: t._arena.high_water, "low": lambda t: 1}
+
+
+@pytest.mark.parametrize("bound", list(BOUNDS))
+def test_group_links_duplicates_in_order_and_leaves_its_scratch_empty(bound) -> None:
     t = _table(kraken.SGD(), 0)
     skeys, srows, mask = t._index.slots()
     keys = np.array([7, 9, 7, 42, 7, 9], dtype=np.int64)
-    g = push.group(skeys, srows, mask, keys, np.ones((6, DIM), np.float32))
+    g = push.group(skeys, srows, mask, keys, np.ones((6, DIM), np.float32), BOUNDS[bound](t))
     want_rows = t._index.find(np.array([7, 9]))
     np.testing.assert_array_equal(g.rows, want_rows)
     np.testing.assert_array_equal(g.first, [0, 1])
     np.testing.assert_array_equal(g.nxt, [2, 5, 4, -1, -1, -1])
     assert (g.dropped, g.nonfinite) == (1, 0)
     assert (push._scratch(6) == -1).all()
+    assert (push._direct_scratch(t._arena.high_water) == -1).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=batches)
+def test_group_is_the_same_with_a_direct_or_hash_scratch(batch) -> None:
+    keys, grads = batch
+    t = _table(kraken.SGD(), 0)
+    skeys, srows, mask = t._index.slots()
+    want = push.group(skeys, srows, mask, keys, grads)
+    for bound in ("direct", "low"):
+        g = push.group(skeys, srows, mask, keys, grads, BOUNDS[bound](t))
+        np.testing.assert_array_equal(g.rows, want.rows)
+        np.testing.assert_array_equal(g.first, want.first)
+        np.testing.assert_array_equal(g.nxt, want.nxt)
+        assert g.dropped == want.dropped
+    assert (push._direct_scratch(t._arena.high_water) == -1).all()
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=IDS)
