@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from llvmlite.binding import llvm_version_info
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from kraken._jit import batch_kernel
+from kraken._jit import prefetch_at as _prefetch_at
 from kraken.types import F32
 
 __all__ = ["AHEAD", "CHUNK", "NO_META", "PREFETCH_FROM", "chain_sum", "prefetch_group",
@@ -38,33 +35,6 @@ PREFETCH_FROM = 128
 """Bytes of weights and state per row above which a step prefetches rows (Adam's and
 FTRL's 196 and 192 at dim 16 gained 15-25%; 64-128 byte rows measured 5-15% slower:
 out-of-order execution already overlaps their one or two cache misses)."""
-
-_PREFETCH_FN = ("llvm.prefetch.p0" if llvm_version_info >= (17,) else "llvm.prefetch.p0i8")
-
-
-@intrinsic
-def _prefetch_at(typingctx, arr, r, c):  # pragma: no cover - numba
-    """``_prefetch_at(arr, r, c)``: hint the CPU to load the cache line of ``arr[r, c]``
-    (``arr`` 2-D). A hint only: never faults."""
-    if not isinstance(arr, types.Array) or arr.ndim != 2:
-        return None
-    sig = types.void(arr, r, c)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, types.intp)
-               for v, t in zip(args[1:], signature.args[1:], strict=True)]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_FN)
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -33,12 +33,8 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from llvmlite.binding import llvm_version_info
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
-from kraken._jit import batch_kernel
+from kraken._jit import batch_kernel, prefetch
 from kraken.table.arena import reserve_array
 from kraken.types import Keys
 
@@ -50,36 +46,6 @@ _MIN_CAPACITY = 1024
 PREFETCH_DISTANCE = 16
 """Keys ahead of the current one whose home slots a batch probe prefetches (8-64 measured
 within 10% of each other on a 10M-key index; 16 was the best)."""
-
-# LLVM 17+ has only opaque pointers (intrinsic ``llvm.prefetch.p0``); llvmlite builds on
-# older LLVM use typed ones (``llvm.prefetch.p0i8``).
-_PREFETCH_FN = ("llvm.prefetch.p0" if llvm_version_info >= (17,) else "llvm.prefetch.p0i8")
-
-
-@intrinsic
-def prefetch(typingctx, arr, idx):  # pragma: no cover - numba
-    """``prefetch(arr, i)``: hint the CPU to load ``arr[i]``'s cache line (read, keep in all
-    levels). A hint only: never faults, any ``i`` is allowed (``arr`` is 1-D, ``i`` int)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
-        return None
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        i = context.cast(builder, args[1], idxty, types.intp)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_FN)
-        # (address, rw = read, locality = 3 keep in all caches, cache type = data)
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def fmix64(key):  # pragma: no cover - numba
