@@ -330,13 +330,9 @@ class SparseTable(TableFiles, TableChanges):
                 finally:  # an error above must not leave claimed slots behind
                     self._index.settle(pending, row_of if row_of.shape[0] == len(pending)
                                        else np.full(len(pending), -1, dtype=np.int64))
-                got = np.flatnonzero(row_of >= 0)
-                if got.shape[0]:  # the new rows' accesses: one per occurrence of their key
-                    new_rows = row_of[got]
-                    a.last_seen[new_rows] = now
-                    a.stamp[new_rows] = self._open_version()
-                    if a.has_count:
-                        a.count[new_rows] += pending.counts[got].astype(np.float32)
+                if a.has_count:  # the new rows' accesses, one per occurrence of their key
+                    got = np.flatnonzero(row_of >= 0)  # (last_seen, stamp: set by _init_rows)
+                    a.count[row_of[got]] += pending.counts[got].astype(np.float32)
             touched = True
         else:
             rows = self._index.find(flat)
