@@ -23,8 +23,8 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.config import check_number
-from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
+from kraken.optim.base import MetadataInStep, SparseOptimizer, _check_common, register
+from kraken.optim.chains import AHEAD, CHUNK, chain_sum, prefetch_group, touch_row
 from kraken.types import F32, Rows
 
 
@@ -95,7 +95,7 @@ def _adam_groups(w, s, rows, first, nxt, g, lr, b1, b2, c1, c2, eps, last_seen, 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class Adam(SparseOptimizer):
+class Adam(MetadataInStep, SparseOptimizer):
     """Lazy Adam over rows; the memory-hungry baseline (``2D + 1`` floats per row)."""
 
     lr: float = 0.001
@@ -118,11 +118,6 @@ class Adam(SparseOptimizer):
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         _adam(grads.size, weights, state, rows, grads, *self._args())
-
-    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
-                      first: np.ndarray, nxt: np.ndarray) -> None:
-        _adam_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
-                     NO_META, NO_META, np.int32(0), np.int32(0))
 
     def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                     first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,

@@ -23,10 +23,10 @@ import numpy as np
 from kraken.config import Tagged, build_from_dict, check_positive
 from kraken.config import register as _register
 from kraken.errors import ConfigError
-from kraken.optim.chains import sum_chains, touch_rows
+from kraken.optim.chains import NO_META, sum_chains, touch_rows
 from kraken.types import F32, Rows
 
-__all__ = ["SparseOptimizer", "optimizer_from_dict", "register"]
+__all__ = ["MetadataInStep", "SparseOptimizer", "optimizer_from_dict", "register"]
 
 _REGISTRY: dict[str, type[SparseOptimizer]] = {}
 
@@ -88,6 +88,18 @@ class SparseOptimizer(Tagged, abc.ABC):
         self.update_groups(weights, state, rows, grads, first, nxt)
         touch_rows(rows, last_seen, stamp, now, version)
 
+
+
+class MetadataInStep:
+    """Mixin for optimizers whose fused kernel (their :meth:`~SparseOptimizer.step_groups`)
+    writes ``last_seen``/``stamp`` in the same task as the step: :meth:`update_groups` is
+    that kernel given ``NO_META`` columns (it then writes no metadata). Put it before
+    :class:`SparseOptimizer` in the bases."""
+
+    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
+                      first: np.ndarray, nxt: np.ndarray) -> None:
+        self.step_groups(weights, state, rows, grads, first, nxt,  # type: ignore[attr-defined]
+                         NO_META, NO_META, 0, 0)
 
 
 def optimizer_from_dict(d: dict[str, Any], path: str = "optimizer") -> SparseOptimizer:

@@ -21,8 +21,8 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.config import check_number
-from kraken.optim.base import SparseOptimizer, _check_f32_positive, register
-from kraken.optim.chains import AHEAD, CHUNK, NO_META, chain_sum, prefetch_group, touch_row
+from kraken.optim.base import MetadataInStep, SparseOptimizer, _check_f32_positive, register
+from kraken.optim.chains import AHEAD, CHUNK, chain_sum, prefetch_group, touch_row
 from kraken.types import F32, Rows
 
 
@@ -70,7 +70,7 @@ def _ftrl_groups(w, s, rows, first, nxt, g, alpha, beta, l1, l2, last_seen, stam
 
 @register
 @dataclasses.dataclass(frozen=True)
-class FTRL(SparseOptimizer):
+class FTRL(MetadataInStep, SparseOptimizer):
     """FTRL-proximal with L1/L2 regularisation; ``2D`` floats of state per row."""
 
     alpha: float = 0.05
@@ -99,11 +99,6 @@ class FTRL(SparseOptimizer):
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         _ftrl(grads.size, weights, state, rows, grads, *self._args())
-
-    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
-                      first: np.ndarray, nxt: np.ndarray) -> None:
-        _ftrl_groups(grads.size, weights, state, rows, first, nxt, grads, *self._args(),
-                     NO_META, NO_META, np.int32(0), np.int32(0))
 
     def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                     first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,

@@ -8,8 +8,8 @@ import numba as nb
 import numpy as np
 
 from kraken._jit import batch_kernel
-from kraken.optim.base import SparseOptimizer, _check_common, register
-from kraken.optim.chains import CHUNK, NO_META, chain_sum, touch_row
+from kraken.optim.base import MetadataInStep, SparseOptimizer, _check_common, register
+from kraken.optim.chains import CHUNK, chain_sum, touch_row
 from kraken.types import F32, Rows
 
 
@@ -37,7 +37,7 @@ def _sgd_groups(w, rows, first, nxt, g, lr, last_seen, stamp, now,
 
 @register
 @dataclasses.dataclass(frozen=True)
-class SGD(SparseOptimizer):
+class SGD(MetadataInStep, SparseOptimizer):
     """Stochastic gradient descent; matches ``torch.optim.SGD`` without momentum."""
 
     lr: float = 0.01
@@ -51,11 +51,6 @@ class SGD(SparseOptimizer):
 
     def update(self, weights: F32, state: F32, rows: Rows, grads: F32) -> None:
         _sgd(grads.size, weights, rows, grads, np.float32(self.lr))
-
-    def update_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
-                      first: np.ndarray, nxt: np.ndarray) -> None:
-        _sgd_groups(grads.size, weights, rows, first, nxt, grads, np.float32(self.lr),
-                    NO_META, NO_META, np.int32(0), np.int32(0))
 
     def step_groups(self, weights: F32, state: F32, rows: Rows, grads: F32,
                     first: np.ndarray, nxt: np.ndarray, last_seen: np.ndarray,
