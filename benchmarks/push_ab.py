@@ -159,7 +159,7 @@ def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
     grp = push.group(skeys, srows, mask, keys, g, hw)
     return {
         "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
-        "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys, g,
+        "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys,
                                                     g.view(np.uint32), rows),
         "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g, hw),
         "sum + step + last_seen/stamp": lambda: opt.step_groups(
