@@ -164,8 +164,10 @@ def _find_check_share(skeys, srows, mask, keys, bits, rows):  # pragma: no cover
                 break
             i = (i + 1) & mask
         rows[n] = r
+        k = 0
         for j in range(d):  # an integer count vectorises; a float sum adds one at a time
-            bad += 1 if (bits[n, j] & _EXP) == _EXP else 0
+            k += 1 if (bits[n, j] & _EXP) == _EXP else 0
+        bad += k  # a count of its own a key: added straight to ``bad`` it did not vectorise
     return bad
 
 
