@@ -154,14 +154,13 @@ def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
     skeys, srows, mask = t._index.slots()
     a, opt = t._arena, t.config.optimizer
     n, d = g.shape
-    rows = np.empty(n, dtype=np.int32)
+    rows = np.empty(n, dtype=np.int64)
     hw = a.high_water
     grp = push.group(skeys, srows, mask, keys, g, hw)
     return {
         "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
-        "find + isfinite": lambda: push._find_check(n * (d + 8), skeys, srows, mask, keys,
-                                                    g.view(np.uint32), rows),
-        "chain (dedupe)": lambda: push.group(skeys, srows, mask, keys, g, hw),
+        "find": lambda: push._find(n * 8, skeys, srows, mask, keys, rows),
+        "chain + isfinite": lambda: push.group(skeys, srows, mask, keys, g, hw),
         "sum + step + last_seen/stamp": lambda: opt.step_groups(
             a.weights, a.state, grp.rows, g, grp.first, grp.nxt, a.last_seen, a.stamp, 1, 1),
         "total apply_gradients": lambda: t.apply_gradients(keys, g, now=1),
@@ -174,8 +173,8 @@ def breakdown(args: argparse.Namespace) -> None:
 
     b = make_batch(args.rows, args.unique, args.dup, 16)
     print(f"per-pass ms, median of {args.reps} calls ({b['bkeys'].shape[0]:,} keys -> "
-          f"{args.unique:,} rows of {args.rows:,}, dim 16; 'chain' is group() minus its "
-          "first pass)")
+          f"{args.unique:,} rows of {args.rows:,}, dim 16; 'chain + isfinite' is "
+          "group() minus its find)")
     for name in ("SGD", "AdaGrad", "Adam", "RowWiseAdaGrad"):
         if args.only and name not in args.only:
             continue
@@ -185,7 +184,7 @@ def breakdown(args: argparse.Namespace) -> None:
             for p, fn in passes.items():
                 out[p].append(timed(fn, 1) * 1e3)
         med = {p: statistics.median(v) for p, v in out.items()}
-        med["chain (dedupe)"] -= med["find + isfinite"]  # group() runs both
+        med["chain + isfinite"] -= med["find"]  # group() runs both
         print(f"{name:15s} " + "  ".join(f"{p} {v:.2f}" for p, v in med.items()), flush=True)
 
 

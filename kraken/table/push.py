@@ -36,7 +36,7 @@ import numpy as np
 
 from kraken._jit import batch_kernel
 from kraken.optim.chains import sum_chains
-from kraken.table.index import PREFETCH_DISTANCE, fmix64, prefetch
+from kraken.table.index import PREFETCH_DISTANCE, _find, prefetch
 from kraken.types import F32, Rows
 
 __all__ = ["Groups", "group", "sum_groups"]
@@ -73,22 +73,23 @@ def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
     When ``nonfinite > 0`` the chains are not built (``rows`` is empty): the caller raises.
     """
     n = keys.shape[0]
-    rows = np.empty(n, dtype=np.int32)
-    bad = _find_check(n * (grads.shape[1] + 8), skeys, srows, mask, keys,
-                      grads.view(np.uint32), rows)
-    if bad:
-        empty = np.empty(0, dtype=np.int32)
-        return Groups(np.empty(0, dtype=np.int64), empty, empty, 0, bad)
+    rows = np.empty(n, dtype=np.int64)
+    _find(n * 8, skeys, srows, mask, keys, rows)
     urows = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int32)
     nxt = np.empty(n, dtype=np.int32)
-    cap = _hash_cap(n)
-    u = -1
-    if n_rows is not None and 4 * n_rows <= 8 * cap:
-        u, dropped = _chain_direct(rows, _direct_scratch(n_rows), urows, first, nxt)
-    if u < 0:  # no bound, a large one, or a row id past it (the bound was wrong)
+    direct = n_rows is not None and 4 * n_rows <= 8 * _hash_cap(n)
+    out = np.empty(3, dtype=np.int64)
+    _chain_check(n * (grads.shape[1] + 8), grads.reshape(-1).view(np.uint32), rows,
+                 _direct_scratch(n_rows) if direct else _NO_TAIL,  # type: ignore[arg-type]
+                 _NO_TABLE if direct else _scratch(n), urows, first, nxt, out)
+    u, dropped, bad = (int(x) for x in out)
+    if bad:
+        empty = np.empty(0, dtype=np.int32)
+        return Groups(np.empty(0, dtype=np.int64), empty, empty, 0, bad)
+    if u < 0:  # a row id past the bound (the bound was wrong): the hash scratch
         u, dropped = _chain(rows, _scratch(n), urows, first, nxt)
-    return Groups(urows[:u], first[:u], nxt, int(dropped), 0)
+    return Groups(urows[:u], first[:u], nxt, dropped, 0)
 
 
 _local = threading.local()
@@ -129,69 +130,37 @@ def sum_groups(groups: Groups, grads: F32) -> F32:
     return sum_chains(grads, groups.first, groups.nxt)
 
 
-@nb.njit(cache=True, nogil=True)
-def _find_check_share(skeys, srows, mask, keys, bits, rows):  # pragma: no cover - numba
-    """``rows[n]`` = row of ``keys[n]`` or -1; returns the number of NaN and inf values of
-    ``bits`` (``grads`` viewed as ``uint32``: exponent bits all set). Serial.
-
-    Each key is hashed once: its home slot, computed to prefetch it ``PREFETCH_DISTANCE``
-    keys ahead, waits in a ring until its probe (as ``index._find_serial``; hashing
-    twice, for the prefetch and for the probe, measured 10-20% slower here)."""
-    n_keys, d = bits.shape
-    umask = np.uint64(mask)
-    ring = np.empty(PREFETCH_DISTANCE, dtype=np.int64)
-    for n in range(min(PREFETCH_DISTANCE, n_keys)):
-        h = np.int64(fmix64(keys[n]) & umask)
-        ring[n] = h
-        prefetch(skeys, h)
-        prefetch(srows, h)
-    bad = 0
-    for n in range(n_keys):
-        i = ring[n % PREFETCH_DISTANCE]
-        if n + PREFETCH_DISTANCE < n_keys:
-            h = np.int64(fmix64(keys[n + PREFETCH_DISTANCE]) & umask)
-            ring[n % PREFETCH_DISTANCE] = h
-            prefetch(skeys, h)
-            prefetch(srows, h)
-        key = keys[n]
-        r = -1
-        while True:
-            s = srows[i]
-            if s < 0:
-                break
-            if skeys[i] == key:
-                r = s
-                break
-            i = (i + 1) & mask
-        rows[n] = r
-        k = 0
-        for j in range(d):  # an integer count vectorises; a float sum adds one at a time
-            k += 1 if (bits[n, j] & _EXP) == _EXP else 0
-        bad += k  # a count of its own a key: added straight to ``bad`` it did not vectorise
-    return bad
+_NO_TAIL = np.empty(0, dtype=np.int32)
+_NO_TABLE = np.empty(0, dtype=np.int64)
 
 
 @batch_kernel
-def _find_check_shares(parts, skeys, srows, mask, keys, bits, rows):  # pragma: no cover
-    """:func:`_find_check_share` on ``parts`` contiguous shares of the batch, one per
-    thread (the serial build runs them one after another)."""
-    n_keys = keys.shape[0]
-    size = (n_keys + parts - 1) // parts
+def _chain_check(bits, rows, tail, table, urows, first, nxt, out):  # pragma: no cover - numba
+    """Two tasks, side by side on two threads in the parallel build: link the chains of
+    ``rows`` (:func:`_chain_direct` through ``tail`` if it has entries, else :func:`_chain`
+    through ``table``), ``out[0] = U`` and ``out[1] = dropped``; and count the NaN and inf
+    values of ``bits`` (the gradients as ``uint32[N * D]``) into ``out[2]``. The count
+    streams the gradients once while the serial chain pass waits on its random accesses."""
+    for task in nb.prange(2):
+        if task == 0:
+            if tail.shape[0]:
+                u, dropped = _chain_direct(rows, tail, urows, first, nxt)
+            else:
+                u, dropped = _chain(rows, table, urows, first, nxt)
+            out[0] = u
+            out[1] = dropped
+        else:
+            out[2] = _count_nonfinite(bits)
+
+
+@nb.njit(cache=True, nogil=True)
+def _count_nonfinite(bits):  # pragma: no cover - numba
+    """NaN and inf values among ``bits: uint32[M]`` (float32 bits: exponent bits all set);
+    an integer count vectorises, a float test adds one at a time."""
     bad = 0
-    for p in nb.prange(parts):
-        lo = min(p * size, n_keys)
-        hi = min(lo + size, n_keys)
-        bad += _find_check_share(skeys, srows, mask, keys[lo:hi], bits[lo:hi], rows[lo:hi])
+    for i in range(bits.shape[0]):
+        bad += 1 if (bits[i] & _EXP) == _EXP else 0
     return bad
-
-
-def _find_check(work: int, skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
-                bits: np.ndarray, rows: np.ndarray) -> int:
-    """``rows: int32[N]`` = the row of each of ``keys: int64[N]``, -1 where absent; returns
-    the number of NaN and inf values in ``bits: uint32[N, D]`` (the gradients' bits).
-    Called like a ``batch_kernel`` (``work`` first: parallel from ``PARALLEL_MIN_WORK``)."""
-    return int(_find_check_shares(work, nb.get_num_threads(), skeys, srows, mask, keys, bits,
-                                  rows))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -230,7 +199,7 @@ def _chain_direct(rows, tail, urows, first, nxt):  # pragma: no cover - numba
 
 @nb.njit(cache=True, nogil=True)
 def _chain(rows, table, urows, first, nxt):  # pragma: no cover - numba
-    """Link equal ``rows`` (``int32[N]``, -1 skipped) into chains; returns ``(U, dropped)``.
+    """Link equal ``rows`` (``int64[N]``, -1 skipped) into chains; returns ``(U, dropped)``.
 
     Distinct rows are found with ``table``, an open-addressing scratch of a power-of-two
     ``C >= 2N`` int64 entries, all -1 (empty) on entry and on return; an entry packs
