@@ -22,7 +22,7 @@ from kraken._jit import prefetch_at as _prefetch_at
 from kraken.types import F32
 
 __all__ = ["AHEAD", "CHUNK", "NO_META", "PREFETCH_FROM", "chain_sum", "prefetch_group",
-           "prefetch_rows", "sum_chains", "touch_row", "touch_rows"]
+           "prefetch_row", "prefetch_rows", "sum_chains", "touch_row", "touch_rows"]
 
 CHUNK = 256
 """Rows per task of the parallel per-row loops (each task owns one ``float32[D]`` buffer)."""
@@ -38,7 +38,7 @@ out-of-order execution already overlaps their one or two cache misses)."""
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _prefetch_row(a, r):  # pragma: no cover - numba
+def prefetch_row(a, r):  # pragma: no cover - numba
     """Prefetch every cache line of row ``r`` of the 2-D C-contiguous ``a``."""
     w = a.shape[1]
     if w == 0:
@@ -58,8 +58,8 @@ def _wide(w, s):  # pragma: no cover - numba
 def prefetch_rows(w, s, rows, q, end):  # pragma: no cover - numba
     """Prefetch ``w[rows[q]]`` and ``s[rows[q]]`` if ``q < end`` and the rows are wide."""
     if q < end and _wide(w, s):
-        _prefetch_row(w, rows[q])
-        _prefetch_row(s, rows[q])
+        prefetch_row(w, rows[q])
+        prefetch_row(s, rows[q])
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -69,9 +69,9 @@ def prefetch_group(grads, first, rows, w, s, q, end):  # pragma: no cover - numb
     the rows are wider than :data:`PREFETCH_FROM` bytes."""
     if q < end and _wide(w, s):
         r = rows[q]
-        _prefetch_row(w, r)
-        _prefetch_row(s, r)
-        _prefetch_row(grads, first[q])
+        prefetch_row(w, r)
+        prefetch_row(s, r)
+        prefetch_row(grads, first[q])
 
 
 NO_META = np.empty(0, dtype=np.int32)
