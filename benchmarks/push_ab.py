@@ -159,7 +159,7 @@ def _passes(kraken: Any, t: Any, b: dict[str, np.ndarray]) -> dict[str, Any]:
     grp = push.group(skeys, srows, mask, keys, g, hw)
     return {
         "args (shape, dtype)": lambda: t._gradient_args(keys, g, 1, finite=False),
-        "find": lambda: push._find(n * 8, skeys, srows, mask, keys, rows),
+        "find": lambda: push._find(n * (d + 8), skeys, srows, mask, keys, rows),
         "chain + isfinite": lambda: push.group(skeys, srows, mask, keys, g, hw),
         "sum + step + last_seen/stamp": lambda: opt.step_groups(
             a.weights, a.state, grp.rows, g, grp.first, grp.nxt, a.last_seen, a.stamp, 1, 1),

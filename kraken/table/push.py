@@ -77,15 +77,16 @@ def group(skeys: np.ndarray, srows: np.ndarray, mask: int, keys: np.ndarray,
     When ``nonfinite > 0`` the chains are discarded (``rows`` is empty): the caller raises.
     """
     n = keys.shape[0]
+    work = n * (grads.shape[1] + 8)  # the whole push's: both passes fan out from one size
     rows = np.empty(n, dtype=np.int64)
-    _find(n * 8, skeys, srows, mask, keys, rows)
+    _find(work, skeys, srows, mask, keys, rows)
     urows = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int32)
     nxt = np.empty(n, dtype=np.int32)
     direct = n_rows is not None and 4 * n_rows <= 8 * _hash_cap(n)
     tail = _direct_scratch(n_rows) if n_rows is not None and direct else _NO_TAIL
     out = np.empty(3, dtype=np.int64)
-    _chain_check(n * (grads.shape[1] + 8), grads.reshape(-1).view(np.uint32), rows, tail,
+    _chain_check(work, grads.reshape(-1).view(np.uint32), rows, tail,
                  _NO_TABLE if tail.shape[0] else _scratch(n), urows, first, nxt, out)
     u, dropped, bad = (int(x) for x in out)
     if bad:
