@@ -174,9 +174,9 @@ def test_group_links_duplicates_in_order_and_leaves_its_scratch_empty(bound) -> 
     assert (push._direct_scratch(t._arena.high_water) == -1).all()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=FIXTURE)
 @given(batch=batches)
-def test_group_is_the_same_with_a_direct_or_hash_scratch(batch) -> None:
+def test_group_is_the_same_with_a_direct_or_hash_scratch(build, batch) -> None:
     keys, grads = batch
     t = _table(kraken.SGD(), 0)
     skeys, srows, mask = t._index.slots()
