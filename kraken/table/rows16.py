@@ -9,11 +9,19 @@ generator calls, so a table's results and its generator's state do not change::
     read(stored[R, D], rows[U])              -> float32[U, D]
     write(stored, rows, values[U, D], rng)   stored[rows] = encode(values, rng)
 
+Both optionally carry the rows' optimizer state on the same pass (``read(..., state)``
+gathers ``state[rows]``, ``write(..., state=, state_rows=)`` scatters it back), where numpy's
+fancy indexing of a wide state (AdaGrad's and Adam's ``[R, D]`` and ``[R, 2D]``) took as
+long as the rest of the push together. Every pass prefetches the rows ``ROW_AHEAD``
+places on.
+
 ``stored`` is ``STORAGE[precision]`` (``float16``, or ``uint16`` holding bf16), viewed as
 ``uint16`` inside the kernels. Kernels are ``nogil``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -23,9 +31,14 @@ from numba.extending import intrinsic
 
 from kraken._jit import batch_kernel
 from kraken.config import Precision
-from kraken.optim.chains import NO_META, touch_row
+from kraken.optim.chains import NO_META, prefetch_row, touch_row
 
-__all__ = ["read", "uint32_draws", "write"]
+__all__ = ["ROW_AHEAD", "read", "uint32_draws", "write"]
+
+ROW_AHEAD = 8
+"""Rows ahead of the current one whose stored weights and state a pass prefetches."""
+
+_NO_STATE = np.zeros((0, 0), dtype=np.float32)
 
 
 
@@ -68,35 +81,60 @@ def _fp16_toward(h, up):  # pragma: no cover - numba
     return np.uint16(h + 1) if positive == up else np.uint16(h - 1)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ahead(stored, state, rows, p):  # pragma: no cover - numba
+    """Prefetch row ``rows[p + ROW_AHEAD]`` of ``stored`` and (when it has rows) ``state``."""
+    q = p + ROW_AHEAD
+    if q < rows.shape[0]:
+        prefetch_row(stored, rows[q])
+        if state.shape[0]:
+            prefetch_row(state, rows[q])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy_state(src, r, dst, p):  # pragma: no cover - numba
+    """``dst[p] = src[r]`` (nothing when ``dst`` has no rows)."""
+    if dst.shape[0]:
+        for j in range(dst.shape[1]):
+            dst[p, j] = src[r, j]
+
+
 @batch_kernel
-def _read_fp16(stored, rows, out):  # pragma: no cover - numba
+def _read_fp16(stored, rows, out, state, state_out):  # pragma: no cover - numba
     d = stored.shape[1]
     for p in nb.prange(rows.shape[0]):
+        _ahead(stored, state, rows, p)
         r = rows[p]
         for j in range(d):
             out[p, j] = _from_fp16(stored[r, j])
+        _copy_state(state, r, state_out, p)
 
 
 @batch_kernel
-def _read_bf16(stored, rows, out):  # pragma: no cover - numba
+def _read_bf16(stored, rows, out, state, state_out):  # pragma: no cover - numba
     d = stored.shape[1]
     for p in nb.prange(rows.shape[0]):
+        _ahead(stored, state, rows, p)
         r = rows[p]
         for j in range(d):
             out[p, j] = np.uint32(stored[r, j]) << np.uint32(16)
+        _copy_state(state, r, state_out, p)
 
 
 @batch_kernel
-def _write_fp16(stored, rows, x, draws, last_seen, stamp, now,
-                version):  # pragma: no cover - numba
+def _write_fp16(stored, rows, x, draws, last_seen, stamp, now, version, state_in,
+                state):  # pragma: no cover - numba
     """``codec._to_fp16``: round to nearest, then to the other neighbour with probability
     ``(x - near) / (other - near)``, against the uniform float32 ``(draws >> 8) * 2**-24``
-    (numpy's ``random(dtype=float32)`` of the generator's 32-bit outputs ``draws``)."""
+    (numpy's ``random(dtype=float32)`` of the generator's 32-bit outputs ``draws``);
+    ``state[rows[p]] = state_in[p]`` when ``state_in`` has rows."""
     d = stored.shape[1]
     scale = np.float32(1.0 / 16777216.0)
     for p in nb.prange(rows.shape[0]):
+        _ahead(stored, state, rows, p)
         r = rows[p]
         touch_row(last_seen, stamp, r, now, version)
+        _copy_state(state_in, p, state, r)
         for j in range(d):
             h = _to_fp16(x[p, j])
             hf = _from_fp16(h)
@@ -109,43 +147,56 @@ def _write_fp16(stored, rows, x, draws, last_seen, stamp, now,
 
 
 @batch_kernel
-def _write_bf16(stored, rows, xb, draws, last_seen, stamp, now,
-                version):  # pragma: no cover - numba
+def _write_bf16(stored, rows, xb, draws, last_seen, stamp, now, version, state_in,
+                state):  # pragma: no cover - numba
     """``codec._to_bf16``: the top 16 bits of ``bits + noise``, ``noise = draws >> 16``
-    (numpy's ``integers(0, 2**16, dtype=uint64)`` of the generator's 32-bit outputs)."""
+    (numpy's ``integers(0, 2**16, dtype=uint64)`` of the generator's 32-bit outputs);
+    ``state[rows[p]] = state_in[p]`` when ``state_in`` has rows."""
     d = stored.shape[1]
     for p in nb.prange(rows.shape[0]):
+        _ahead(stored, state, rows, p)
         r = rows[p]
         touch_row(last_seen, stamp, r, now, version)
+        _copy_state(state_in, p, state, r)
         for j in range(d):
             noise = np.uint64(draws[p, j] >> np.uint32(16))
             stored[r, j] = np.uint16(((np.uint64(xb[p, j]) + noise) >> np.uint64(16))
                                      & np.uint64(0xFFFF))
 
 
-def read(stored: np.ndarray, rows: np.ndarray, precision: Precision) -> np.ndarray:
-    """``float32[U, D]``: the 16-bit rows ``stored[rows]`` decoded (``codec.decode``, exact)."""
+def read(stored: np.ndarray, rows: np.ndarray, precision: Precision,
+         state: np.ndarray = _NO_STATE) -> Any:
+    """``float32[U, D]``: the 16-bit rows ``stored[rows]`` decoded (``codec.decode``, exact).
+
+    With ``state`` (``float32[R, S]``, C-contiguous) returns ``(weights, state[rows])``, the
+    state gathered on the same pass."""
+    s_out = _NO_STATE if state is _NO_STATE else \
+        np.empty((rows.shape[0], state.shape[1]), dtype=np.float32)
+    work = rows.shape[0] * (stored.shape[1] + s_out.shape[1])
     if precision is Precision.FP16:
         out = np.empty((rows.shape[0], stored.shape[1]), dtype=np.float32)
-        _read_fp16(out.size, stored.view(np.uint16), rows, out)
-        return out
-    bits = np.empty((rows.shape[0], stored.shape[1]), dtype=np.uint32)
-    _read_bf16(bits.size, stored.view(np.uint16), rows, bits)
-    return bits.view(np.float32)
+        _read_fp16(work, stored.view(np.uint16), rows, out, state, s_out)
+    else:
+        bits = np.empty((rows.shape[0], stored.shape[1]), dtype=np.uint32)
+        _read_bf16(work, stored.view(np.uint16), rows, bits, state, s_out)
+        out = bits.view(np.float32)
+    return out if state is _NO_STATE else (out, s_out)
 
 
 def write(stored: np.ndarray, rows: np.ndarray, values: np.ndarray, precision: Precision,
           rng: np.random.Generator, last_seen: np.ndarray = NO_META,
-          stamp: np.ndarray = NO_META, now: int = 0, version: int = 0) -> None:
+          stamp: np.ndarray = NO_META, now: int = 0, version: int = 0,
+          state: np.ndarray = _NO_STATE, state_rows: np.ndarray = _NO_STATE) -> None:
     """``stored[rows] = codec.encode(values, precision, rng)`` for distinct ``rows: int64[U]``
     and ``values: float32[U, D]`` (C-contiguous), bit for bit, leaving ``rng`` as ``encode``
     does; with ``last_seen`` and ``stamp`` (``int32[R]``) also ``last_seen[rows] = now`` and
-    ``stamp[rows] = version``."""
+    ``stamp[rows] = version``; with ``state`` (``float32[R, S]``) also ``state[rows] =
+    state_rows`` (``float32[U, S]``)."""
     draws = uint32_draws(rng, values.size).reshape(values.shape)
     kernel = (_write_fp16 if precision is Precision.FP16 else _write_bf16)
     args = (values,) if precision is Precision.FP16 else (values.view(np.uint32),)
-    kernel(values.size, stored.view(np.uint16), rows, *args, draws, last_seen, stamp,
-           np.int32(now), np.int32(version))
+    kernel(values.size + state_rows.size, stored.view(np.uint16), rows, *args, draws,
+           last_seen, stamp, np.int32(now), np.int32(version), state_rows, state)
 
 
 _BUFFERED = ("PCG64", "PCG64DXSM", "SFC64", "Philox")

@@ -182,12 +182,11 @@ class SparseTable(TableFiles, TableChanges):
                 opt.step_groups(a.weights, a.state, urows, g, groups.first, groups.nxt,
                                 a.last_seen, a.stamp, t, self._open_version())
             else:
-                w, s = rows16.read(a.weights, urows, a.precision), a.state[urows]
+                w, s = rows16.read(a.weights, urows, a.precision, a.state)
                 opt.update(w, s, np.arange(urows.shape[0], dtype=np.int64),
                            push.sum_groups(groups, g))
-                a.state[urows] = s
                 rows16.write(a.weights, urows, w, a.precision, self._rng, a.last_seen, a.stamp,
-                             t, self._open_version())
+                             t, self._open_version(), a.state, s)
             self._clock = max(self._clock, t)
 
     def check_gradients(self, keys: Any, grads: Any, now: int) -> None:

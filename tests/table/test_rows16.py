@@ -42,16 +42,24 @@ def test_write_and_read_are_the_codec_bit_for_bit(precision, build, monkeypatch)
     with np.errstate(over="ignore"):
         want[rows] = codec.encode(x, precision, r1)
     last_seen, stamp = np.zeros(n + 5, np.int32), np.zeros(n + 5, np.int32)
-    rows16.write(got, rows, x, precision, r2, last_seen, stamp, 7, 9)
+    state = np.full((n + 5, 2), -1.0, np.float32)  # the rows' optimizer state rides along
+    state_rows = np.random.default_rng(3).standard_normal((n, 2)).astype(np.float32)
+    rows16.write(got, rows, x, precision, r2, last_seen, stamp, 7, 9, state, state_rows)
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
     assert repr(r1.bit_generator.state) == repr(r2.bit_generator.state)
     touched = np.zeros(n + 5, bool)
     touched[rows] = True
     np.testing.assert_array_equal(last_seen, np.where(touched, 7, 0))
     np.testing.assert_array_equal(stamp, np.where(touched, 9, 0))
+    want_state = np.full((n + 5, 2), -1.0, np.float32)
+    want_state[rows] = state_rows
+    np.testing.assert_array_equal(state, want_state)
     back = rows16.read(got, rows, precision)
     np.testing.assert_array_equal(back.view(np.uint32),
                                   codec.decode(want[rows], precision).view(np.uint32))
+    back2, back_state = rows16.read(got, rows[::-1].copy(), precision, state)
+    np.testing.assert_array_equal(back2.view(np.uint32), back[::-1].view(np.uint32))
+    np.testing.assert_array_equal(back_state, state_rows[::-1])
 
 
 def test_read_decodes_every_fp16_value() -> None:
