@@ -100,24 +100,19 @@ def _copy_state(src, r, dst, p):  # pragma: no cover - numba
 
 
 @batch_kernel
-def _read_fp16(stored, rows, out, state, state_out):  # pragma: no cover - numba
+def _read(stored, rows, bf16, out, out_bits, state, state_out):  # pragma: no cover - numba
+    """``out[p] = decode(stored[rows[p]])``: fp16 through ``out`` (float32), bf16 through
+    ``out_bits`` (the same array viewed as uint32); ``state_out[p] = state[rows[p]]``."""
     d = stored.shape[1]
     for p in nb.prange(rows.shape[0]):
         _ahead(stored, state, rows, p)
         r = rows[p]
-        for j in range(d):
-            out[p, j] = _from_fp16(stored[r, j])
-        _copy_state(state, r, state_out, p)
-
-
-@batch_kernel
-def _read_bf16(stored, rows, out, state, state_out):  # pragma: no cover - numba
-    d = stored.shape[1]
-    for p in nb.prange(rows.shape[0]):
-        _ahead(stored, state, rows, p)
-        r = rows[p]
-        for j in range(d):
-            out[p, j] = np.uint32(stored[r, j]) << np.uint32(16)
+        if bf16:
+            for j in range(d):
+                out_bits[p, j] = np.uint32(stored[r, j]) << np.uint32(16)
+        else:
+            for j in range(d):
+                out[p, j] = _from_fp16(stored[r, j])
         _copy_state(state, r, state_out, p)
 
 
@@ -172,14 +167,9 @@ def read(stored: np.ndarray, rows: np.ndarray, precision: Precision,
     state gathered on the same pass."""
     s_out = _NO_STATE if state is _NO_STATE else \
         np.empty((rows.shape[0], state.shape[1]), dtype=np.float32)
-    work = rows.shape[0] * (stored.shape[1] + s_out.shape[1])
-    if precision is Precision.FP16:
-        out = np.empty((rows.shape[0], stored.shape[1]), dtype=np.float32)
-        _read_fp16(work, stored.view(np.uint16), rows, out, state, s_out)
-    else:
-        bits = np.empty((rows.shape[0], stored.shape[1]), dtype=np.uint32)
-        _read_bf16(work, stored.view(np.uint16), rows, bits, state, s_out)
-        out = bits.view(np.float32)
+    out = np.empty((rows.shape[0], stored.shape[1]), dtype=np.float32)
+    _read(rows.shape[0] * (stored.shape[1] + s_out.shape[1]), stored.view(np.uint16), rows,
+          precision is not Precision.FP16, out, out.view(np.uint32), state, s_out)
     return out if state is _NO_STATE else (out, s_out)
 
 
