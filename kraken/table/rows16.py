@@ -117,12 +117,15 @@ def _read(stored, rows, bf16, out, out_bits, state, state_out):  # pragma: no co
 
 
 @batch_kernel
-def _write_fp16(stored, rows, x, draws, last_seen, stamp, now, version, state_in,
-                state):  # pragma: no cover - numba
-    """``codec._to_fp16``: round to nearest, then to the other neighbour with probability
-    ``(x - near) / (other - near)``, against the uniform float32 ``(draws >> 8) * 2**-24``
-    (numpy's ``random(dtype=float32)`` of the generator's 32-bit outputs ``draws``);
-    ``state[rows[p]] = state_in[p]`` when ``state_in`` has rows."""
+def _write(stored, rows, bf16, x, xb, draws, last_seen, stamp, now, version, state_in,
+           state):  # pragma: no cover - numba
+    """``stored[rows[p]] = encode(x[p])`` (``xb``: the same values viewed as uint32), with
+    ``last_seen``/``stamp`` of the row and ``state[rows[p]] = state_in[p]`` when ``state_in``
+    has rows. fp16 (``codec._to_fp16``): round to nearest, then to the other neighbour with
+    probability ``(x - near) / (other - near)``, against the uniform float32 ``(draws >> 8)
+    * 2**-24`` (numpy's ``random(dtype=float32)`` of the generator's 32-bit outputs
+    ``draws``). bf16 (``codec._to_bf16``): the top 16 bits of ``bits + noise``, ``noise =
+    draws >> 16`` (numpy's ``integers(0, 2**16, dtype=uint64)`` of the same outputs)."""
     d = stored.shape[1]
     scale = np.float32(1.0 / 16777216.0)
     for p in nb.prange(rows.shape[0]):
@@ -130,33 +133,21 @@ def _write_fp16(stored, rows, x, draws, last_seen, stamp, now, version, state_in
         r = rows[p]
         touch_row(last_seen, stamp, r, now, version)
         _copy_state(state_in, p, state, r)
-        for j in range(d):
-            h = _to_fp16(x[p, j])
-            hf = _from_fp16(h)
-            diff = x[p, j] - hf
-            other = _fp16_toward(h, diff > 0)
-            gap = _from_fp16(other) - hf
-            prob = diff / gap if gap != 0 else np.float32(0.0)
-            u = np.float32(draws[p, j] >> np.uint32(8)) * scale
-            stored[r, j] = other if u < prob else h
-
-
-@batch_kernel
-def _write_bf16(stored, rows, xb, draws, last_seen, stamp, now, version, state_in,
-                state):  # pragma: no cover - numba
-    """``codec._to_bf16``: the top 16 bits of ``bits + noise``, ``noise = draws >> 16``
-    (numpy's ``integers(0, 2**16, dtype=uint64)`` of the generator's 32-bit outputs);
-    ``state[rows[p]] = state_in[p]`` when ``state_in`` has rows."""
-    d = stored.shape[1]
-    for p in nb.prange(rows.shape[0]):
-        _ahead(stored, state, rows, p)
-        r = rows[p]
-        touch_row(last_seen, stamp, r, now, version)
-        _copy_state(state_in, p, state, r)
-        for j in range(d):
-            noise = np.uint64(draws[p, j] >> np.uint32(16))
-            stored[r, j] = np.uint16(((np.uint64(xb[p, j]) + noise) >> np.uint64(16))
-                                     & np.uint64(0xFFFF))
+        if bf16:
+            for j in range(d):
+                noise = np.uint64(draws[p, j] >> np.uint32(16))
+                stored[r, j] = np.uint16(((np.uint64(xb[p, j]) + noise) >> np.uint64(16))
+                                         & np.uint64(0xFFFF))
+        else:
+            for j in range(d):
+                h = _to_fp16(x[p, j])
+                hf = _from_fp16(h)
+                diff = x[p, j] - hf
+                other = _fp16_toward(h, diff > 0)
+                gap = _from_fp16(other) - hf
+                prob = diff / gap if gap != 0 else np.float32(0.0)
+                u = np.float32(draws[p, j] >> np.uint32(8)) * scale
+                stored[r, j] = other if u < prob else h
 
 
 def read(stored: np.ndarray, rows: np.ndarray, precision: Precision,
@@ -183,10 +174,9 @@ def write(stored: np.ndarray, rows: np.ndarray, values: np.ndarray, precision: P
     ``stamp[rows] = version``; with ``state`` (``float32[R, S]``) also ``state[rows] =
     state_rows`` (``float32[U, S]``)."""
     draws = uint32_draws(rng, values.size).reshape(values.shape)
-    kernel = (_write_fp16 if precision is Precision.FP16 else _write_bf16)
-    args = (values,) if precision is Precision.FP16 else (values.view(np.uint32),)
-    kernel(values.size + state_rows.size, stored.view(np.uint16), rows, *args, draws,
-           last_seen, stamp, np.int32(now), np.int32(version), state_rows, state)
+    _write(values.size + state_rows.size, stored.view(np.uint16), rows,
+           precision is not Precision.FP16, values, values.view(np.uint32), draws, last_seen,
+           stamp, np.int32(now), np.int32(version), state_rows, state)
 
 
 _BUFFERED = ("PCG64", "PCG64DXSM", "SFC64", "Philox")
